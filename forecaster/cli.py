@@ -1,0 +1,68 @@
+"""`forecaster run [--config FILE] [--set key=value ...]` and `forecaster config` (print the keys)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from forecaster.config import Config, ConfigError, load_config
+from forecaster.read import DataError
+from forecaster.storage import StorageError
+
+log = logging.getLogger("forecaster")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forecaster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run the nightly job once"), ("config", "print the resolved config")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", help="YAML config file")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config key, e.g. --set model.horizon=18 (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.command == "config":
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
+        return _run(cfg)
+    except (ConfigError, DataError, StorageError) as exc:
+        print(f"forecaster: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(cfg: Config) -> int:
+    from forecaster.pipeline import run
+    from forecaster.report import summary_lines
+
+    manifest = run(cfg)
+    print("\n".join(summary_lines(manifest)))
+    return 0
+
+
+def config_reference() -> list[tuple[str, object, str]]:
+    """(key, default, help) for every config key, read from the comments in config.py."""
+    import inspect
+
+    from forecaster import config as module
+
+    rows = []
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory().__class__
+        source = inspect.getsource(cls).splitlines()
+        for f in dataclasses.fields(cls):
+            line = next((s for s in source if s.strip().startswith(f"{f.name}:")), "")
+            help_text = line.split("#", 1)[1].strip() if "#" in line else ""
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{section.name}.{f.name}", default, help_text))
+    del module
+    return rows

@@ -1,0 +1,324 @@
+"""Typed configuration: one tree of dataclasses, loaded from YAML and overridden by `--set a.b=c`.
+
+Every field has a default, so `forecaster run --set data.uri=...` works without a file. Unknown keys
+and bad values raise `ConfigError` naming the key (and the closest valid key) before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    uri: str = "examples/data/m1_monthly.parquet"  # Parquet file, directory or Hive dataset (any fsspec URL)
+    freq: str = "MS"  # pandas offset alias: MS, QS, YS, W, D, h ...
+    id_col: str = "unique_id"  # series identifier column
+    time_col: str = "ds"  # timestamp column
+    target_col: str = "y"  # value column
+    storage_options: dict = field(default_factory=dict)  # fsspec options (e.g. endpoint_url); never logged
+
+
+@dataclass
+class ModelConfig:
+    horizon: int = 18  # forecast steps
+    input_size: int | None = None  # input window; default max(2h, min(3*season, 5h), 8)
+    hidden_size: int = 64  # LSTM hidden units
+    num_layers: int = 2  # stacked LSTM layers
+    dropout: float = 0.1  # between LSTM layers and before the head
+    loss: str = "mae"  # mae | mse
+    scaler: str = "window"  # window: robust stats of each input window | series: per series up to the cutoff
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 2  # Ray Train workers (DDP ranks)
+    cpus_per_worker: float = 1.0  # Ray CPUs per worker; torch threads = max(1, floor(this))
+    use_gpu: bool = False  # one GPU per worker
+    max_epochs: int = 30  # upper bound on epochs
+    patience: int = 5  # early stopping: epochs without validation improvement
+    batch_size: int = 256  # windows per optimiser step (global, split across workers)
+    windows_per_series: int = 8  # random training windows cut from each series per epoch
+    series_per_block: int = 512  # series read from the shard at a time (memory bound of the loop)
+    learning_rate: float = 1e-3  # Adam
+    seed: int = 0  # seeds torch, numpy and window sampling
+    storage_path: str | None = None  # Ray Train storage (checkpoints); default <output.uri>/checkpoints
+    max_failures: int = 1  # worker failures tolerated; training resumes from the last checkpoint
+
+
+@dataclass
+class PredictConfig:
+    actors: int | None = None  # Ray Data predictor actors; default cluster CPUs - 1 (at least 1)
+    batch_size: int = 4096  # series per map_batches call
+
+
+@dataclass
+class OutputConfig:
+    uri: str = "out/demo"  # root of forecasts/, rejects/, manifests/
+
+
+@dataclass
+class RunSection:
+    date: str | None = None  # forecast date YYYY-MM-DD; default today (UTC)
+    name: str = "forecaster"  # prefix of the Ray Train run name (one run per date)
+
+
+@dataclass
+class RaySection:
+    address: str | None = None  # Ray address; None starts/joins a local Ray
+    num_cpus: int | None = None  # CPUs of a local Ray; default max(cpu_count, workers*cpus_per_worker + 1)
+    data_cpus: float | None = None  # CPU cap for Ray Data stages (resource_limits); default all but training
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    run: RunSection = field(default_factory=RunSection)
+    ray: RaySection = field(default_factory=RaySection)
+
+    # ---- derived values (not keys) ----
+    @property
+    def season(self) -> int:
+        return season_length(self.data.freq)
+
+    @property
+    def input_size(self) -> int:
+        if self.model.input_size is not None:
+            return self.model.input_size
+        horizon = self.model.horizon
+        return max(2 * horizon, min(3 * self.season, 5 * horizon), 8)
+
+    @property
+    def forecast_date(self) -> str:
+        return self.run.date or dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+    def to_dict(self, redact: bool = True) -> dict:
+        out = dataclasses.asdict(self)
+        if redact and out["data"]["storage_options"]:
+            out["data"]["storage_options"] = {k: "***" for k in out["data"]["storage_options"]}
+        return out
+
+
+_SEASON_BY_FREQ = {"Y": 1, "A": 1, "Q": 4, "M": 12, "W": 52, "D": 7, "B": 5, "h": 24, "H": 24, "min": 60, "s": 60}
+
+
+def season_length(freq: str) -> int:
+    """Seasonal period implied by a pandas offset alias (MS -> 12, QS -> 4, D -> 7, h -> 24)."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    name = type(offset).__name__
+    if name.startswith(("Year",)):
+        return 1
+    if name.startswith("Quarter"):
+        return 4
+    if name.startswith("Month") or name.startswith("SemiMonth"):
+        return 12
+    if name == "Week":
+        return 52
+    if name in ("Day",):
+        return 7
+    if name.startswith("Business"):
+        return 5
+    if name == "Hour":
+        return 24
+    if name in ("Minute", "Second"):
+        return 60
+    return _SEASON_BY_FREQ.get(freq, 1)
+
+
+_CHOICES = {
+    ("model", "loss"): ("mae", "mse"),
+    ("model", "scaler"): ("window", "series"),
+}
+
+
+def _validate(cfg: Config) -> None:
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key}={value!r}: expected one of {', '.join(allowed)}")
+    positive = {
+        "model.horizon": cfg.model.horizon,
+        "model.hidden_size": cfg.model.hidden_size,
+        "model.num_layers": cfg.model.num_layers,
+        "train.num_workers": cfg.train.num_workers,
+        "train.max_epochs": cfg.train.max_epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "train.windows_per_series": cfg.train.windows_per_series,
+        "train.series_per_block": cfg.train.series_per_block,
+        "train.patience": cfg.train.patience,
+        "predict.batch_size": cfg.predict.batch_size,
+    }
+    if cfg.predict.actors is not None:
+        positive["predict.actors"] = cfg.predict.actors
+    if cfg.model.input_size is not None:
+        positive["model.input_size"] = cfg.model.input_size
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value}: must be a positive integer")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout={cfg.model.dropout}: must be in [0, 1)")
+    if cfg.train.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate={cfg.train.learning_rate}: must be > 0")
+    if cfg.train.cpus_per_worker <= 0:
+        raise ConfigError(f"train.cpus_per_worker={cfg.train.cpus_per_worker}: must be > 0")
+    if cfg.train.max_failures < 0:
+        raise ConfigError(f"train.max_failures={cfg.train.max_failures}: must be >= 0")
+    try:
+        pd.tseries.frequencies.to_offset(cfg.data.freq)
+    except ValueError:
+        raise ConfigError(
+            f"data.freq={cfg.data.freq!r}: not a pandas offset alias (e.g. MS, QS, YS, W, D, h)"
+        ) from None
+    if cfg.run.date is not None:
+        try:
+            dt.date.fromisoformat(cfg.run.date)
+        except ValueError:
+            raise ConfigError(f"run.date={cfg.run.date!r}: expected YYYY-MM-DD") from None
+    for key in ("data.uri", "output.uri"):
+        section, name = key.split(".")
+        if not getattr(getattr(cfg, section), name):
+            raise ConfigError(f"{key}: must not be empty")
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(valid)})"
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Turn a YAML/--set value into the field's type, or raise ConfigError naming the key."""
+    args = typing.get_args(typ)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), typ) if args else typ
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{key}: must not be null")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+        if base is dict:
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r}: expected {getattr(base, '__name__', base)}") from None
+    return value
+
+
+def _apply(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if parts[0] not in sections:
+        raise ConfigError(f"unknown config section {parts[0]!r} in {key!r}{_suggest(parts[0], sections)}")
+    section = getattr(cfg, parts[0])
+    if len(parts) == 1:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of keys")
+        for sub, v in value.items():
+            _apply(cfg, f"{key}.{sub}", v)
+        return
+    types = _field_types(type(section))
+    name = parts[1]
+    if len(parts) > 2 and name == "storage_options":
+        section.storage_options[".".join(parts[2:])] = value
+        return
+    if name not in types or len(parts) > 2:
+        raise ConfigError(f"unknown config key {key!r}{_suggest(f'{parts[0]}.{name}', all_keys())}")
+    setattr(section, name, _coerce(key, value, types[name]))
+
+
+def all_keys() -> list[str]:
+    return [
+        f"{s.name}.{f.name}"
+        for s in dataclasses.fields(Config)
+        for f in dataclasses.fields(s.default_factory())
+    ]
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", parsed value). Values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    # Keep dates and other YAML-typed scalars as the text the user wrote.
+    if isinstance(value, (dt.date, dt.datetime)):
+        value = raw
+    return key, value
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a Config from an optional YAML file and `key=value` overrides; validate it."""
+    cfg = Config()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        for key, value in raw.items():
+            _apply(cfg, str(key), value)
+    for item in overrides or []:
+        key, value = parse_set(item)
+        _apply(cfg, key, value)
+    _validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a Config from `Config.to_dict(redact=False)` (used by workers and checkpoints)."""
+    cfg = Config()
+    for key, value in values.items():
+        _apply(cfg, key, value)
+    _validate(cfg)
+    return cfg

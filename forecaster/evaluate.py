@@ -1,0 +1,63 @@
+"""Metrics and baselines (numpy only). Shapes: (series, horizon) unless said otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forecaster.features import SeriesBlock
+
+
+def seasonal_naive(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """Repeat the last season before each series' end `ends[i]`; naive where a season is not there."""
+    lag = np.where(ends >= season, season, 1)
+    steps = np.arange(horizon)[None, :]
+    back = lag[:, None] - (steps % lag[:, None])  # 1..lag points before the end
+    index = block.starts[:, None] + ends[:, None] - back
+    return block.values[index]
+
+
+def mase_scale(block: SeriesBlock, ends: np.ndarray, season: int) -> np.ndarray:
+    """Mean absolute seasonal difference of each series over its points [0, ends[i]).
+
+    Lag 1 where a series has no more than `season` points; a series whose history gives no
+    difference or only zero differences gets scale 0, which makes its MASE undefined (NaN).
+    """
+    n = len(block)
+    lag = np.where(ends > season, season, 1)
+    series_of_point = np.repeat(np.arange(n), block.lengths)
+    position = np.arange(len(block.values)) - block.starts[series_of_point]
+    point_lag = lag[series_of_point]
+    usable = (position >= point_lag) & (position < ends[series_of_point])
+    index = np.flatnonzero(usable)
+    diffs = np.abs(block.values[index] - block.values[index - point_lag[index]])
+    total = np.bincount(series_of_point[index], weights=diffs, minlength=n)
+    count = np.bincount(series_of_point[index], minlength=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def validation_scores(block: SeriesBlock, forecast: np.ndarray, horizon: int, season: int) -> dict[str, np.ndarray]:
+    """Per-series scores of `forecast` (series, horizon) and of seasonal naive on the last `horizon` points."""
+    cutoffs = block.lengths - horizon
+    actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(horizon)[None, :]]
+    naive = seasonal_naive(block, cutoffs, horizon, season)
+    scale = mase_scale(block, cutoffs, season)
+    return {
+        "mase_lstm": mase(actual, forecast, scale),
+        "mase_seasonal_naive": mase(actual, naive, scale),
+        "smape_lstm": smape(actual, forecast),
+        "smape_seasonal_naive": smape(actual, naive),
+    }
+
+
+def mase(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, np.abs(actual - forecast).mean(axis=1) / scale, np.nan)
+
+
+def smape(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """Symmetric MAPE in percent, 0..200 (M4 definition); 0/0 steps count as 0."""
+    denominator = np.abs(actual) + np.abs(forecast)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(denominator > 0, 2 * np.abs(actual - forecast) / denominator, 0.0)
+    return 100 * ratio.mean(axis=1)

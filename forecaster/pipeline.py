@@ -1,0 +1,144 @@
+"""The nightly job: read -> validate -> prepare/train -> predict -> write, in that order.
+
+This module only wires the steps together and keeps the books (counts, timings, manifest); each
+step lives in its own module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from forecaster.config import Config, ConfigError
+from forecaster.predict import SeriesPredictor
+from forecaster.read import ID, read_series
+from forecaster.report import build_manifest
+from forecaster.runtime import init_ray, predict_actors
+from forecaster.storage import resolve
+from forecaster.train import fit
+from forecaster.validate import validate_batch
+from forecaster.write import FORECASTS, REJECT_SCHEMA, REJECTS, write_manifest, write_partition
+
+log = logging.getLogger(__name__)
+
+FORECAST_SCHEMA = pa.schema([
+    (ID, pa.string()), ("ds", pa.timestamp("us")), ("LSTM", pa.float64()), ("cutoff", pa.timestamp("us")),
+])
+
+
+def _clean_rows(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.is_null(batch["reject_reason"])).drop_columns(["reject_reason", "reject_detail"])
+
+
+def _reject_rows(batch: pa.Table) -> pa.Table:
+    rejected = batch.filter(pc.is_valid(batch["reject_reason"]))
+    return pa.table({
+        "unique_id": rejected[ID],
+        "reason": rejected["reject_reason"],
+        "detail": rejected["reject_detail"],
+    }, schema=REJECT_SCHEMA)
+
+
+def check_output_location(cfg: Config) -> None:
+    data, out = resolve(cfg.data.uri).path.rstrip("/"), resolve(cfg.output.uri).path.rstrip("/")
+    if out == data or out.startswith(data + "/"):
+        raise ConfigError(f"output.uri={cfg.output.uri!r} lies inside data.uri={cfg.data.uri!r}")
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.marks: dict[str, float] = {}
+        self._last = self.start
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks[name] = now - self._last
+        self._last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.marks, "total": time.perf_counter() - self.start}
+
+
+def run(cfg: Config) -> dict:
+    """Run the whole job for `cfg.forecast_date`; returns the manifest that was written."""
+    check_output_location(cfg)
+    timer = Timer()
+    forecast_date = cfg.forecast_date
+    root = resolve(cfg.output.uri, cfg.data.storage_options)
+    init_ray(cfg)
+    timer.mark("ray_init")
+
+    series = read_series(cfg)
+    timer.mark("read")
+    validated = series.map_batches(
+        validate_batch,
+        fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": forecast_date},
+        batch_format="pyarrow",
+        batch_size=None,
+    ).materialize()
+    rejects = validated.map_batches(_reject_rows, batch_format="pyarrow", batch_size=None).materialize()
+    clean = validated.map_batches(_clean_rows, batch_format="pyarrow", batch_size=None).materialize()
+    reasons = Counter()
+    for batch in rejects.select_columns(["reason"]).iter_batches(batch_format="pyarrow", batch_size=65536):
+        reasons.update(batch["reason"].to_pylist())
+    counts = {"input": validated.count(), "forecast": clean.count(), "rejected": rejects.count(),
+              "reject_reasons": dict(reasons)}
+    timer.mark("validate")
+    log.info("%d series: %d clean, %d rejected", counts["input"], counts["forecast"], counts["rejected"])
+
+    metrics: dict = {}
+    checkpoint_uri = None
+    if counts["forecast"] > 0:
+        result = fit(cfg, clean)
+        timer.mark("train")
+        checkpoint = result.checkpoint
+        checkpoint_uri = _checkpoint_uri(cfg, checkpoint)
+        metrics.update(_training_metrics(result))
+        forecasts = clean.map_batches(
+            SeriesPredictor,
+            fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "use_gpu": cfg.train.use_gpu},
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=predict_actors(cfg)),
+            num_gpus=1 if cfg.train.use_gpu else None,
+            batch_size=cfg.predict.batch_size,
+            batch_format="pyarrow",
+        )
+    else:
+        log.warning("no clean series: nothing to train; writing rejects only")
+        forecasts = ray.data.from_arrow(FORECAST_SCHEMA.empty_table())
+        timer.mark("train")
+    forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, FORECAST_SCHEMA)
+    rejects_loc = write_partition(root, REJECTS, forecast_date, rejects, REJECT_SCHEMA)
+    timer.mark("predict_write")
+
+    outputs = {"forecasts": forecasts_loc.uri, "rejects": rejects_loc.uri,
+               "manifest": root.join("manifests", f"forecast_date={forecast_date}.json").uri}
+    manifest = build_manifest(cfg.to_dict(), counts, metrics, timer.total(), checkpoint_uri, outputs)
+    write_manifest(root, forecast_date, manifest)
+    return manifest
+
+
+def _checkpoint_uri(cfg: Config, checkpoint) -> str | None:
+    if checkpoint is None:
+        return None
+    storage_uri = cfg.train.storage_path or cfg.output.uri.rstrip("/") + "/checkpoints"
+    storage = resolve(storage_uri, cfg.data.storage_options)
+    if storage.is_local:
+        return checkpoint.path
+    return storage_uri.rstrip("/") + checkpoint.path[len(storage.path):]
+
+
+def _training_metrics(result) -> dict:
+    history = result.metrics or {}
+    return {
+        "epochs": int(history.get("epoch", -1)) + 1,
+        "best_val_loss": history.get("best_val_loss"),
+        "last_val_loss": history.get("val_loss"),
+        "restarts": history.get("restarts", 0),
+        **{k: v for k, v in history.items() if k.startswith("val_")},
+    }

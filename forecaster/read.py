@@ -1,0 +1,126 @@
+"""Read: long Parquet rows (unique_id, ds, y) -> a Ray Dataset with one row per series.
+
+The schema of every input file is checked on the driver first (file-level errors stop the job and
+name the file and column). The rows themselves only ever move through Ray Data: each block is
+turned into per-series lists with pyarrow, and series split across blocks are merged by a
+groupby, so every series reaches the next step whole, with its points sorted by time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from forecaster.config import Config
+from forecaster.storage import Location, StorageError, list_parquet_files, resolve
+
+log = logging.getLogger(__name__)
+
+ID, DS, Y = "unique_id", "ds", "y"  # internal column names after renaming
+
+
+class DataError(ValueError):
+    """Input data cannot be used as a whole; the message names the file and column."""
+
+
+def check_schema(cfg: Config) -> tuple[Location, list[str]]:
+    """Find the input files and check that each has the configured columns with usable types."""
+    loc = resolve(cfg.data.uri, cfg.data.storage_options)
+    try:
+        files = list_parquet_files(loc)
+    except StorageError as exc:
+        raise DataError(f"data.uri: {exc}") from None
+    if not files:
+        raise DataError(f"data.uri={cfg.data.uri}: no Parquet files found")
+    for path in files:
+        try:
+            schema = pq.read_schema(path, filesystem=loc.fs)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        _check_columns(path, schema, cfg)
+    return loc, files
+
+
+def _check_columns(path: str, schema: pa.Schema, cfg: Config) -> None:
+    data = cfg.data
+    expected = {
+        data.id_col: ("data.id_col", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+                      or pa.types.is_integer(t) or pa.types.is_dictionary(t), "string or integer"),
+        data.time_col: ("data.time_col", lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t),
+                        "timestamp or date"),
+        data.target_col: ("data.target_col", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)
+                          or pa.types.is_decimal(t), "float or integer"),
+    }
+    for column, (key, ok, what) in expected.items():
+        if column not in schema.names:
+            raise DataError(
+                f"{path}: missing column {column!r} (set by {key}); columns are {schema.names}"
+            )
+        typ = schema.field(column).type
+        if not ok(typ):
+            raise DataError(f"{path}: column {column!r} ({key}) has type {typ}, expected {what}")
+
+
+def read_series(cfg: Config) -> ray.data.Dataset:
+    """The input as a Dataset of series rows: unique_id (str), ds (list<timestamp>), y (list<double>)."""
+    loc, files = check_schema(cfg)
+    log.info("reading %d Parquet file(s) from %s", len(files), cfg.data.uri)
+    columns = [cfg.data.id_col, cfg.data.time_col, cfg.data.target_col]
+    rows = ray.data.read_parquet(files, filesystem=loc.fs, columns=columns, partitioning=None)
+    rename = {cfg.data.id_col: ID, cfg.data.time_col: DS, cfg.data.target_col: Y}
+    partial = rows.map_batches(
+        _rows_to_series, fn_kwargs={"rename": rename}, batch_format="pyarrow", batch_size=None
+    ).materialize()
+    if _has_split_series(partial):
+        log.info("some series span several blocks: merging them with a groupby")
+        partial = partial.groupby(ID).map_groups(_merge_series, batch_format="pyarrow").materialize()
+    return partial
+
+
+def _rows_to_series(block: pa.Table, rename: dict[str, str]) -> pa.Table:
+    """Long rows of one block -> one row per series, points sorted by ds."""
+    block = block.rename_columns([rename[name] for name in block.column_names])
+    ids = block[ID]
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.cast(ids.type.value_type)
+    ids = pc.cast(ids, pa.string())
+    times = block[DS]
+    if pa.types.is_date(times.type):
+        times = pc.cast(times, pa.timestamp("us"))
+    # tz-aware timestamps become naive UTC; all timestamps become microseconds
+    times = times.cast(pa.timestamp("us"))
+    values = pc.cast(block[Y], pa.float64())
+    table = pa.table({ID: ids, DS: times, Y: values})
+    table = table.sort_by([(ID, "ascending"), (DS, "ascending")])
+    grouped = table.group_by(ID, use_threads=False).aggregate([(DS, "list"), (Y, "list")])
+    return grouped.rename_columns([{f"{DS}_list": DS, f"{Y}_list": Y}.get(n, n) for n in grouped.column_names])
+
+
+def _has_split_series(partial: ray.data.Dataset) -> bool:
+    seen: set = set()
+    for batch in partial.select_columns([ID]).iter_batches(batch_format="pyarrow", batch_size=65536):
+        ids = batch[ID].to_pylist()
+        before = len(seen)
+        seen.update(ids)
+        if len(seen) - before != len(ids):
+            return True
+    return False
+
+
+def _merge_series(group: pa.Table) -> pa.Table:
+    """All partial rows of one series -> one row, points sorted by ds."""
+    if group.num_rows == 1:
+        return group
+    times = pc.list_flatten(group[DS])
+    values = pc.list_flatten(group[Y])
+    order = np.argsort(times.to_numpy(zero_copy_only=False), kind="stable")
+    return pa.table({
+        ID: group[ID].slice(0, 1),
+        DS: pa.array([times.take(order)], type=pa.list_(times.type)),
+        Y: pa.array([values.take(order)], type=pa.list_(pa.float64())),
+    })

@@ -1,0 +1,292 @@
+"""Train: the Ray Train (DDP) loop over series shards, early stopping and checkpoints.
+
+Each worker reads its shard of series rows with `get_dataset_shard("train")`, cuts random windows
+from a block of series at a time (never all windows at once), and steps the DDP model. After each
+epoch every worker scores the validation windows of its shard (the last `horizon` points of each
+series); the sums are all-reduced so that every rank sees the same validation loss and takes the
+same early-stopping decision. Rank 0 writes the checkpoint (current and best weights, optimiser,
+early-stopping state, config); every rank calls `report`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Iterator
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from forecaster.config import Config
+from forecaster.evaluate import validation_scores
+from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
+from forecaster.model import build_model, masked_loss
+from forecaster.read import Y
+from forecaster.storage import resolve
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "model.pt"
+FAULT_ENV = "FORECASTER_TEST_KILL_RANK"  # test-only fault hook, see _maybe_fail
+
+
+def loop_config(cfg: Config) -> dict:
+    """What the worker loop needs: no URIs, no storage options (credentials stay on the driver)."""
+    return {
+        "model": {
+            "horizon": cfg.model.horizon,
+            "input_size": cfg.input_size,
+            "hidden_size": cfg.model.hidden_size,
+            "num_layers": cfg.model.num_layers,
+            "dropout": cfg.model.dropout,
+            "loss": cfg.model.loss,
+            "scaler": cfg.model.scaler,
+            "season": cfg.season,
+        },
+        "train": {
+            "max_epochs": cfg.train.max_epochs,
+            "patience": cfg.train.patience,
+            "batch_size": cfg.train.batch_size,
+            "windows_per_series": cfg.train.windows_per_series,
+            "series_per_block": cfg.train.series_per_block,
+            "learning_rate": cfg.train.learning_rate,
+            "seed": cfg.train.seed,
+            "threads": max(1, int(cfg.train.cpus_per_worker)),
+        },
+    }
+
+
+def _blocks(shard, series_per_block: int) -> Iterator[SeriesBlock]:
+    for batch in shard.iter_batches(batch_size=series_per_block, batch_format="pyarrow"):
+        column = batch[Y].combine_chunks() if hasattr(batch[Y], "combine_chunks") else batch[Y]
+        yield SeriesBlock(column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy())
+
+
+def _to_tensors(w: Windows, rows: np.ndarray, device) -> tuple[torch.Tensor, ...]:
+    x = torch.from_numpy(np.stack([w.inputs[rows], w.input_mask[rows]], axis=-1).astype(np.float32))
+    y = torch.from_numpy(w.targets[rows].astype(np.float32))
+    m = torch.from_numpy(w.target_mask[rows].astype(np.float32))
+    return x.to(device), y.to(device), m.to(device)
+
+
+def _all_ranks(flag: bool, device) -> bool:
+    """True only if every rank says True (keeps DDP ranks stepping in lockstep)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0)
+
+
+def _all_sum(values: list[float], device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _minibatches(shard, m: dict, t: dict, rng: np.random.Generator, local_batch: int) -> Iterator:
+    for block in _blocks(shard, t["series_per_block"]):
+        w = training_windows(block, m["input_size"], m["horizon"], t["windows_per_series"], rng, m["scaler"])
+        order = rng.permutation(len(w))
+        for i in range(0, len(order), local_batch):
+            yield w, order[i:i + local_batch]
+
+
+def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device) -> tuple[float, int]:
+    model.train()
+    loss_sum, steps, windows = 0.0, 0, 0
+    batches = _minibatches(shard, m, t, rng, local_batch)
+    while True:
+        item = next(batches, None)
+        if not _all_ranks(item is not None, device):
+            break
+        w, rows = item
+        x, y, mask = _to_tensors(w, rows, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = masked_loss(model(x)[..., 0], y, mask, m["loss"])
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach())
+        steps += 1
+        windows += len(rows)
+    return loss_sum / max(steps, 1), windows
+
+
+SCORES = ("mase_lstm", "mase_seasonal_naive", "smape_lstm", "smape_seasonal_naive")
+
+
+@torch.no_grad()
+def _validate(model, shard, m, t, device) -> tuple[float, dict]:
+    """Loss and mean scores (MASE, sMAPE of the LSTM and seasonal naive) over the last `horizon`
+    points of every series of all shards. MASE is averaged over series where it is defined."""
+    model.eval()
+    sums = np.zeros(2 + 2 * len(SCORES))  # loss total, loss count, then (sum, count) per score
+    for block in _blocks(shard, t["series_per_block"]):
+        w = validation_windows(block, m["input_size"], m["horizon"], m["scaler"])
+        x, y, mask = _to_tensors(w, np.arange(len(w)), device)
+        scaled = model(x)[..., 0]
+        error = scaled - y
+        per_step = error.abs() if m["loss"] == "mae" else error.pow(2)
+        sums[0] += float((per_step * mask).sum())
+        sums[1] += float(mask.sum())
+        forecast = w.unscale(scaled.float().cpu().numpy().astype(np.float64))
+        scores = validation_scores(block, forecast, m["horizon"], m["season"])
+        for i, name in enumerate(SCORES):
+            defined = np.isfinite(scores[name])
+            sums[2 + 2 * i] += scores[name][defined].sum()
+            sums[3 + 2 * i] += defined.sum()
+    sums = _all_sum(sums.tolist(), device)
+    means = {name: sums[2 + 2 * i] / sums[3 + 2 * i] if sums[3 + 2 * i] else None for i, name in enumerate(SCORES)}
+    return sums[0] / max(sums[1], 1.0), means
+
+
+def _maybe_fail(epoch: int, rank: int) -> None:
+    """Test-only: `FORECASTER_TEST_KILL_RANK=<rank>:<epoch>:<marker file>` kills that rank once."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kill_rank, kill_epoch, marker = spec.split(":", 2)
+    if rank == int(kill_rank) and epoch == int(kill_epoch) and not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write("killed\n")
+        os._exit(1)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    m, t = config["model"], config["train"]
+    torch.set_num_threads(t["threads"])
+    # one INFO line per report per rank from Ray Train would drown the per-epoch progress
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(t["seed"])
+    device = ray.train.torch.get_device()
+
+    model = build_model(m)
+    state = {"epoch": -1, "best_val": float("inf"), "bad_epochs": 0, "best_model": None, "restarts": 0,
+             "best_scores": {}}
+    optimizer_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as path:
+            saved = torch.load(os.path.join(path, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer_state = saved["optimizer"]
+        state = {k: saved[k] for k in state}
+        state["restarts"] += 1
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"])
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    shard = ray.train.get_dataset_shard("train")
+    local_batch = max(1, t["batch_size"] // world)
+    plain = model.module if hasattr(model, "module") else model
+
+    for epoch in range(state["epoch"] + 1, t["max_epochs"]):
+        if state["bad_epochs"] >= t["patience"]:
+            break
+        rng = np.random.default_rng([t["seed"], rank, epoch])
+        _maybe_fail(epoch, rank)
+        started = time.perf_counter()
+        train_loss, windows = _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device)
+        train_seconds = time.perf_counter() - started
+        val_loss, scores = _validate(model, shard, m, t, device)
+        train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
+        if val_loss < state["best_val"]:
+            state.update(best_val=val_loss, bad_epochs=0, best_model=copy.deepcopy(plain.state_dict()),
+                         best_scores={f"val_{k}": v for k, v in scores.items()})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "best_val_loss": state["best_val"],
+            "windows": int(windows),
+            "restarts": state["restarts"],
+            "train_seconds": train_seconds,
+            "epoch_seconds": time.perf_counter() - started,
+            **state["best_scores"],
+        }
+        if rank == 0:
+            _progress(metrics, state)
+        with tempfile.TemporaryDirectory() as tmp:
+            saved_checkpoint = None
+            if rank == 0:
+                _save(tmp, plain, optimizer, state, config)
+                saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=saved_checkpoint)
+
+
+def _progress(metrics: dict, state: dict) -> None:
+    progress = logging.getLogger("forecaster.progress")
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+    progress.info(
+        "epoch %3d  train_loss %.4f  val_loss %.4f  best %.4f  %d windows in %.1f s (%.0f windows/s)%s",
+        metrics["epoch"], metrics["train_loss"], metrics["val_loss"], metrics["best_val_loss"],
+        metrics["windows"], metrics["epoch_seconds"], metrics["windows"] / max(metrics["train_seconds"], 1e-9),
+        "" if state["bad_epochs"] else "  *",
+    )
+
+
+def _save(directory: str, model, optimizer, state: dict, config: dict) -> None:
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}
+    torch.save(payload, os.path.join(directory, CHECKPOINT_FILE))
+    with open(os.path.join(directory, "config.json"), "w") as fh:
+        json.dump(config, fh, indent=2, sort_keys=True)
+
+
+def load_best_weights(checkpoint_dir: str) -> tuple[dict, dict]:
+    """(state_dict of the best epoch, loop config) from a checkpoint directory."""
+    saved = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+    with open(os.path.join(checkpoint_dir, "config.json")) as fh:
+        config = json.load(fh)
+    return saved["best_model"] or saved["model"], config
+
+
+def run_name(cfg: Config) -> str:
+    return f"{cfg.run.name}-{cfg.forecast_date}"
+
+
+def fit(cfg: Config, train_ds: ray.data.Dataset) -> ray.train.Result:
+    """Run the TorchTrainer over the clean series; returns Ray's Result (checkpoint, metrics)."""
+    from ray.train.torch import TorchTrainer
+
+    storage_uri = cfg.train.storage_path or cfg.output.uri.rstrip("/") + "/checkpoints"
+    storage = resolve(storage_uri, cfg.data.storage_options)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(cfg),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name(cfg),
+            storage_path=storage.path,
+            storage_filesystem=storage.fs,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            # Ray Train's own INFO lines (one per report per rank) drown the per-epoch progress.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+        datasets={"train": train_ds},
+    )
+    return trainer.fit()
