@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,13 +122,18 @@ _SEASON_BY_FREQ = {"Y": 1, "A": 1, "Q": 4, "M": 12, "W": 52, "D": 7, "B": 5, "h"
 
 def season_length(freq: str) -> int:
     """Seasonal period implied by a pandas offset alias (MS -> 12, QS -> 4, D -> 7, h -> 24)."""
-    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        # aliases this pandas no longer parses (M, Q, Y, A, H in pandas 3): the table still knows them
+        return _SEASON_BY_FREQ.get(freq.strip().lstrip("0123456789").split("-")[0], 1)
     name = type(offset).__name__
-    if name.startswith(("Year",)):
+    # "in", not startswith: BusinessMonthBegin (BMS), BQuarterBegin (BQS), BYearBegin (BYS) ...
+    if "Year" in name:
         return 1
-    if name.startswith("Quarter"):
+    if "Quarter" in name:
         return 4
-    if name.startswith("Month") or name.startswith("SemiMonth"):
+    if "Month" in name:
         return 12
     if name == "Week":
         return 52
@@ -173,23 +180,38 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value}: must be a positive integer")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.model.dropout}: must be in [0, 1)")
-    if cfg.train.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate={cfg.train.learning_rate}: must be > 0")
-    if cfg.train.cpus_per_worker <= 0:
-        raise ConfigError(f"train.cpus_per_worker={cfg.train.cpus_per_worker}: must be > 0")
+    if not (math.isfinite(cfg.train.learning_rate) and cfg.train.learning_rate > 0):
+        raise ConfigError(f"train.learning_rate={cfg.train.learning_rate}: must be a finite number > 0")
+    if not (math.isfinite(cfg.train.cpus_per_worker) and cfg.train.cpus_per_worker > 0):
+        raise ConfigError(f"train.cpus_per_worker={cfg.train.cpus_per_worker}: must be a finite number > 0")
     if cfg.train.max_failures < 0:
         raise ConfigError(f"train.max_failures={cfg.train.max_failures}: must be >= 0")
     try:
-        pd.tseries.frequencies.to_offset(cfg.data.freq)
-    except ValueError:
+        offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
+    except ValueError as exc:
+        hint = re.search(r"Please use '[^']+' instead|Did you mean [^?'\"]+\?", str(exc))  # pandas' own hint
         raise ConfigError(
             f"data.freq={cfg.data.freq!r}: not a pandas offset alias (e.g. MS, QS, YS, W, D, h)"
+            + (f"; pandas: {hint.group(0)}" if hint else "")
         ) from None
+    if offset.n < 1:
+        raise ConfigError(f"data.freq={cfg.data.freq!r}: the step must be positive (e.g. D, 2D)")
     if cfg.run.date is not None:
         try:
-            dt.date.fromisoformat(cfg.run.date)
+            # isoformat() round trip: Python >= 3.11 also accepts 20200101 and 2020-W01-1, which would
+            # name the output partitions differently from the same day written as YYYY-MM-DD
+            ok = dt.date.fromisoformat(cfg.run.date).isoformat() == cfg.run.date
         except ValueError:
-            raise ConfigError(f"run.date={cfg.run.date!r}: expected YYYY-MM-DD") from None
+            ok = False
+        if not ok:
+            raise ConfigError(f"run.date={cfg.run.date!r}: expected a calendar date YYYY-MM-DD")
+    columns = {"data.id_col": cfg.data.id_col, "data.time_col": cfg.data.time_col,
+               "data.target_col": cfg.data.target_col}
+    for key, column in columns.items():
+        if not column:
+            raise ConfigError(f"{key}: must not be empty")
+    if len(set(columns.values())) < len(columns):
+        raise ConfigError(f"data.id_col, data.time_col and data.target_col must name 3 different columns: {columns}")
     for key in ("data.uri", "output.uri"):
         section, name = key.split(".")
         if not getattr(getattr(cfg, section), name):
@@ -241,7 +263,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
                 raise ValueError
             return value
     except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r}: expected {getattr(base, '__name__', base)}") from None
+        shown = "=***" if key.startswith("data.storage_options") else f"={value!r}"  # may hold credentials
+        raise ConfigError(f"{key}{shown}: expected {getattr(base, '__name__', base)}") from None
     return value
 
 
@@ -267,6 +290,26 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     setattr(section, name, _coerce(key, value, types[name]))
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without the timestamp resolver: dates stay the text written, so a bad date such as
+    2020-13-01 reaches _validate (which names the key) instead of failing inside the YAML parser."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _is_text_key(key: str) -> bool:
+    parts = key.split(".")
+    cls = {f.name: f.default_factory for f in dataclasses.fields(Config)}.get(parts[0])
+    if cls is None or len(parts) != 2:
+        return False
+    typ = _field_types(cls).get(parts[1])
+    return typ is str or str in typing.get_args(typ)
+
+
 def all_keys() -> list[str]:
     return [
         f"{s.name}.{f.name}"
@@ -282,12 +325,15 @@ def parse_set(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
+    except (yaml.YAMLError, ValueError):
         value = raw
-    # Keep dates and other YAML-typed scalars as the text the user wrote.
-    if isinstance(value, (dt.date, dt.datetime)):
-        value = raw
+    # Keep dates and other YAML-typed scalars as the text the user wrote, and text keys as text:
+    # YAML 1.1 would turn data.target_col=no into False and data.id_col=010 into 8.
+    if isinstance(value, (dt.date, dt.datetime)) or (
+        isinstance(value, (bool, int, float)) and _is_text_key(key)
+    ):
+        value = raw.strip()
     return key, value
 
 
@@ -297,10 +343,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     if path:
         try:
             with open(path, encoding="utf-8") as fh:
-                raw = yaml.safe_load(fh)
+                raw = yaml.load(fh, Loader=_Loader)
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:
             raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
         if raw is None:
             raw = {}

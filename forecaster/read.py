@@ -61,7 +61,10 @@ def _check_columns(path: str, schema: pa.Schema, cfg: Config) -> None:
             raise DataError(
                 f"{path}: missing column {column!r} (set by {key}); columns are {schema.names}"
             )
-        typ = schema.field(column).type
+        matches = schema.get_all_field_indices(column)
+        if len(matches) > 1:  # schema.field() would raise a bare KeyError
+            raise DataError(f"{path}: column {column!r} ({key}) appears {len(matches)} times")
+        typ = schema.field(matches[0]).type
         if not ok(typ):
             raise DataError(f"{path}: column {column!r} ({key}) has type {typ}, expected {what}")
 

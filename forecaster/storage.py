@@ -63,6 +63,7 @@ def exists(loc: Location) -> bool:
 
 def list_parquet_files(loc: Location) -> list[str]:
     """Parquet files under a file or directory (Hive layout included), skipping _ and . entries."""
+    _forget_listings(loc.fs)
     info = loc.fs.get_file_info(loc.path)
     if info.type == pafs.FileType.NotFound:
         raise StorageError(f"{loc.uri}: no such file or directory")
@@ -72,7 +73,8 @@ def list_parquet_files(loc: Location) -> list[str]:
     files = []
     for entry in loc.fs.get_file_info(selector):
         rel = posixpath.relpath(entry.path, loc.path)
-        if entry.type != pafs.FileType.File:
+        # "dir/" keys are empty directory markers (S3 console, other tools): listed as files by s3fs
+        if entry.type != pafs.FileType.File or entry.path.endswith("/"):
             continue
         if any(part.startswith(("_", ".")) for part in rel.split("/")):
             continue
@@ -106,17 +108,34 @@ def commit_partition(staging: Location, final: Location) -> None:
     rename, so the files are copied; the manifest written after this is the commit record.
     """
     fs = staging.fs
+    _forget_listings(fs)  # `final` may have been written by another process since we last listed
     fs.create_dir(posixpath.dirname(final.path), recursive=True)
     old = None
     if exists(final):
         old = f"{posixpath.dirname(staging.path)}/old-{uuid.uuid4().hex[:12]}"
         _move(fs, final.path, old)
     _move(fs, staging.path, final.path)
-    if old is not None:
+    if old is not None and fs.get_file_info(old).type != pafs.FileType.NotFound:  # an empty `final` leaves none
         fs.delete_dir(old)
 
 
+def _forget_listings(fs: pafs.FileSystem) -> None:
+    """Drop fsspec's cached directory listings (s3fs, gcsfs keep them per process and answer
+    `get_file_info` from them): files that Ray workers or other runs wrote are not in them."""
+    inner = getattr(getattr(fs, "handler", None), "fs", None)
+    if inner is not None and hasattr(inner, "invalidate_cache"):
+        inner.invalidate_cache()
+
+
 def _move(fs: pafs.FileSystem, src: str, dst: str) -> None:
+    if not isinstance(fs, pafs.LocalFileSystem) and fs.get_file_info(src).type == pafs.FileType.Directory:
+        # Object stores: fsspec's recursive mv copies into dst/<name>/ when dst already exists and fails
+        # on empty "src/" marker keys; copy file by file to the same relative paths, then delete src.
+        for entry in fs.get_file_info(pafs.FileSelector(src, recursive=True)):
+            if entry.type == pafs.FileType.File and not entry.path.endswith("/"):
+                fs.copy_file(entry.path, posixpath.join(dst, posixpath.relpath(entry.path, src)))
+        fs.delete_dir(src)
+        return
     try:
         fs.move(src, dst)
     except (NotImplementedError, OSError):

@@ -166,7 +166,9 @@ def train_loop_per_worker(config: dict) -> None:
     m, t = config["model"], config["train"]
     torch.set_num_threads(t["threads"])
     # one INFO line per report per rank from Ray Train would drown the per-epoch progress
-    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+    from ray.train.v2._internal.execution import context as train_context  # its logger is named by file
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(t["seed"])

@@ -48,7 +48,10 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str) -> p
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     series_of_point = np.repeat(np.arange(n), lengths)
     y = pc.list_flatten(batch[Y]).to_numpy(zero_copy_only=False).astype(np.float64)
-    times = pd.DatetimeIndex(pc.list_flatten(batch[DS]).to_numpy(zero_copy_only=False))
+    # microseconds throughout (the unit read writes): int64 views of `times`, of the run.date limit
+    # and of first/last_ds share one unit, and dates outside the ns range (1677-2262, e.g. a
+    # 9999-12-31 sentinel) are checked like any other instead of failing the whole block
+    times = pd.DatetimeIndex(pc.list_flatten(batch[DS]).to_numpy(zero_copy_only=False)).as_unit("us")
 
     ids = batch[ID]
     checks: dict[str, np.ndarray] = {}
@@ -71,8 +74,8 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str) -> p
     bad_step[:-1] = same_series_next[:-1] & (expected_next[:-1] != t[1:])
     checks["irregular_timestamps"] = _any_per_series(off_grid | bad_step, series_of_point, n)
 
-    limit = pd.Timestamp(run_date) + pd.Timedelta(days=1)
-    checks["after_run_date"] = _any_per_series(t >= limit.value, series_of_point, n)
+    limit = (pd.Timestamp(run_date) + pd.Timedelta(days=1)).as_unit("us")
+    checks["after_run_date"] = _any_per_series(t >= limit.asm8.view(np.int64), series_of_point, n)
     checks["too_short"] = lengths < min_length(horizon)
 
     reason = np.full(n, None, dtype=object)
@@ -85,8 +88,8 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str) -> p
             detail[i] = _detail(code, times[lo:hi], y[lo:hi], freq, horizon, run_date)
 
     # every series row holds at least one point (it came from a group of rows)
-    first = t[starts].astype("datetime64[ns]").astype("datetime64[us]")
-    last = t[starts + lengths - 1].astype("datetime64[ns]").astype("datetime64[us]")
+    first = t[starts].astype("datetime64[us]")
+    last = t[starts + lengths - 1].astype("datetime64[us]")
     return pa.table({
         ID: ids,
         Y: batch[Y],
@@ -128,7 +131,7 @@ def _detail(code: str, times: pd.DatetimeIndex, y: np.ndarray, freq: str, horizo
         return f"{len(dup)} duplicated timestamp(s), first {dup[0]}"
     if code == "irregular_timestamps":
         offset = pd.tseries.frequencies.to_offset(freq)
-        for prev, cur in zip(times[:-1], times[1:]):
+        for prev, cur in zip(times[:-1], times[1:], strict=True):
             if prev + offset != cur:
                 return f"after {prev} expected {prev + offset} for data.freq={freq}, got {cur}"
         return f"{times[0]} is not on the data.freq={freq} grid"

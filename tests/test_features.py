@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+
+from forecaster.features import (
+    SeriesBlock,
+    forecast_windows,
+    make_windows,
+    robust_stats,
+    series_stats,
+    training_cutoffs,
+    training_windows,
+    validation_windows,
+)
+
+
+def _block(*series):
+    return SeriesBlock([np.asarray(s, dtype=float) for s in series])
+
+
+def test_series_block_offsets_match_list_input():
+    a = _block([1, 2, 3], [4, 5])
+    b = SeriesBlock(np.array([1, 2, 3, 4, 5.0]), np.array([0, 3, 5]))
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.starts, [0, 3])
+    np.testing.assert_array_equal(b.lengths, [3, 2])
+
+
+def test_window_indices_and_padding():
+    block = _block(np.arange(10) + 100.0)
+    w = make_windows(block, np.array([0]), np.array([3]), input_size=5, horizon=4, limit=np.array([10]),
+                     scaler="series")
+    raw_inputs = w.inputs * w.scale + w.loc
+    np.testing.assert_array_equal(w.input_mask, [[0, 0, 1, 1, 1]])  # 2 padded steps before the start
+    np.testing.assert_allclose(raw_inputs[0, 2:], [100, 101, 102])
+    np.testing.assert_array_equal(w.inputs[0, :2], [0, 0])
+    np.testing.assert_allclose((w.targets * w.scale + w.loc)[0], [103, 104, 105, 106])
+    np.testing.assert_array_equal(w.target_mask, [[1, 1, 1, 1]])
+
+
+def test_targets_past_the_limit_are_masked():
+    block = _block(np.arange(10.0))
+    w = make_windows(block, np.array([0]), np.array([8]), input_size=3, horizon=4, limit=np.array([10]))
+    np.testing.assert_array_equal(w.target_mask, [[1, 1, 0, 0]])
+    np.testing.assert_array_equal(w.targets[0, 2:], [0, 0])
+
+
+def test_validation_window_holds_out_last_horizon():
+    block = _block(np.arange(12.0), np.arange(7.0) * 2)
+    w = validation_windows(block, input_size=4, horizon=3)
+    raw_targets = w.targets * w.scale + w.loc
+    np.testing.assert_allclose(raw_targets, [[9, 10, 11], [8, 10, 12]])
+    np.testing.assert_allclose((w.inputs * w.scale + w.loc)[0], [5, 6, 7, 8])
+
+
+def test_forecast_window_ends_at_last_point():
+    block = _block(np.arange(12.0))
+    w = forecast_windows(block, input_size=4, horizon=3)
+    np.testing.assert_allclose((w.inputs * w.scale + w.loc)[0], [8, 9, 10, 11])
+    assert w.target_mask.sum() == 0
+
+
+def test_training_cutoffs_stay_inside_training_part():
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 30, 2])
+    series, cutoffs = training_cutoffs(lengths, horizon=4, windows_per_series=200, rng=rng)
+    n = lengths[series]
+    assert (cutoffs >= 1).all()
+    assert (cutoffs <= n - 1).all()
+    long = n >= 5
+    assert (cutoffs[long] <= n[long] - 4).all()  # full targets where the series allows
+    assert set(cutoffs[series == 1]) == set(range(1, 27))  # every cutoff is reachable
+
+
+def test_training_windows_never_see_the_validation_part():
+    """No look-ahead: values in the last `horizon` points change nothing in training windows."""
+    horizon = 4
+    y = np.sin(np.arange(40)) * 10 + 50
+    changed = y.copy()
+    changed[-horizon:] = 1e6
+    a = training_windows(_block(y), 8, horizon, 50, np.random.default_rng(1))
+    b = training_windows(_block(changed), 8, horizon, 50, np.random.default_rng(1))
+    for field in ("inputs", "input_mask", "targets", "target_mask", "loc", "scale"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_series_scaler_statistics_use_training_part_only():
+    horizon = 4
+    y = np.arange(30.0)
+    changed = y.copy()
+    changed[-horizon:] = -1e6
+    for fn in (training_windows,):
+        a = fn(_block(y), 8, horizon, 10, np.random.default_rng(0), scaler="series")
+        b = fn(_block(changed), 8, horizon, 10, np.random.default_rng(0), scaler="series")
+        np.testing.assert_array_equal(a.loc, b.loc)
+        np.testing.assert_array_equal(a.scale, b.scale)
+    # validation and forecast windows scale with the same training-part statistics
+    va = validation_windows(_block(y), 8, horizon, scaler="series")
+    vb = validation_windows(_block(changed), 8, horizon, scaler="series")
+    np.testing.assert_array_equal(va.loc, vb.loc)
+    fa = forecast_windows(_block(y), 8, horizon, scaler="series")
+    np.testing.assert_array_equal(fa.loc, va.loc)
+    loc, _ = series_stats(_block(y), np.array([0]), np.array([26]))
+    assert loc[0, 0] == pytest.approx(np.median(y[:26]))
+
+
+def test_window_scaler_uses_only_observed_inputs():
+    values = np.array([[0.0, 0.0, 10.0, 20.0, 30.0]])
+    mask = np.array([[0, 0, 1, 1, 1.0]])
+    loc, scale = robust_stats(values, mask)
+    assert loc[0, 0] == pytest.approx(20.0)
+    assert scale[0, 0] == pytest.approx(10.0)  # IQR of 10, 20, 30
+
+
+@pytest.mark.parametrize("row,expected_scale", [
+    ([5.0, 5.0, 5.0, 5.0], 5.0),  # flat: IQR 0, MAD 0 -> |median|
+    ([0.0, 0.0, 0.0, 0.0], 1.0),  # all zero -> 1
+    ([1.0, 1.0, 1.0, 9.0], 2.0),  # IQR 0 -> mean absolute deviation from the median
+])
+def test_robust_stats_fallbacks(row, expected_scale):
+    loc, scale = robust_stats(np.array([row]), np.ones((1, 4)))
+    assert scale[0, 0] == pytest.approx(expected_scale)
+    assert np.isfinite(loc).all()
+
+
+def test_unscale_inverts_scaling():
+    block = _block(np.linspace(100, 200, 30))
+    w = validation_windows(block, 10, 5)
+    raw = w.targets * w.scale + w.loc
+    np.testing.assert_allclose(w.unscale(w.targets), raw)
+    assert w.features().shape == (1, 10, 2)
+    assert w.features().dtype == np.float32

@@ -1,0 +1,66 @@
+import pytest
+import torch
+from torch import nn
+
+from forecaster.model import LSTMForecaster, build_model, masked_loss
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    args = dict(input_features=2, horizon=5, hidden_size=8, num_layers=2, dropout=0.0)
+    args.update(kw)
+    return LSTMForecaster(**args).eval()
+
+
+@pytest.mark.parametrize("batch,time,features,horizon,outputs", [(1, 1, 2, 1, 1), (3, 10, 2, 5, 1), (7, 24, 4, 12, 3)])
+def test_output_shape(batch, time, features, horizon, outputs):
+    model = _model(input_features=features, horizon=horizon, outputs=outputs)
+    out = model(torch.randn(batch, time, features))
+    assert out.shape == (batch, horizon, outputs)
+
+
+def test_encoder_is_batch_first():
+    assert _model().encoder.batch_first is True
+
+
+def test_samples_do_not_leak_into_each_other():
+    """Fails if the LSTM reads dim 0 as time (nn.LSTM without batch_first=True)."""
+    model = _model()
+    x = torch.randn(4, 10, 2)
+    base = model(x)
+    changed = x.clone()
+    changed[0] += 10.0  # perturb only the first sample
+    out = model(changed)
+    assert not torch.allclose(out[0], base[0])
+    torch.testing.assert_close(out[1:], base[1:])
+
+
+def test_output_depends_on_order_in_time():
+    """The recurrence runs over axis 1: reversing time changes the forecast."""
+    model = _model()
+    x = torch.randn(2, 10, 2)
+    assert not torch.allclose(model(x), model(torch.flip(x, dims=[1])))
+
+
+def test_without_batch_first_the_leak_test_fails():
+    """The leak test above can fail: a time-major LSTM on batch-major input mixes samples."""
+    model = _model()
+    model.encoder = nn.LSTM(2, 8, num_layers=2, batch_first=False)
+    x = torch.randn(4, 10, 2)
+    base = model(x)
+    changed = x.clone()
+    changed[0] += 10.0
+    assert not torch.allclose(model(changed)[1:], base[1:])
+
+
+def test_build_model_from_config():
+    model = build_model({"horizon": 6, "hidden_size": 16, "num_layers": 1, "dropout": 0.2})
+    assert model(torch.zeros(2, 12, 2)).shape == (2, 6, 1)
+
+
+def test_masked_loss_ignores_unobserved_steps():
+    pred = torch.tensor([[1.0, 2.0, 100.0]])
+    target = torch.tensor([[0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert masked_loss(pred, target, mask, "mae").item() == pytest.approx(1.5)
+    assert masked_loss(pred, target, mask, "mse").item() == pytest.approx(2.5)

@@ -1,0 +1,135 @@
+"""End to end through a real local Ray: read -> validate -> train (2 DDP workers) -> predict -> write."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from forecaster.cli import main
+from forecaster.config import load_config
+from forecaster.pipeline import run
+from forecaster.synthetic import seasonal_series
+
+pytestmark = pytest.mark.ray
+
+HORIZON = 6
+
+
+def _write_input(root):
+    """A Hive dataset of 3 files; one series is split across two files; 3 bad series."""
+    good = seasonal_series(36, (48, 72), freq="MS", seed=3, noise=0.05).to_pandas()
+    bad = pd.DataFrame({
+        "unique_id": ["nan_series"] * 40 + ["short"] * 5 + ["dup"] * 40,
+        "ds": list(pd.date_range("2018-01-01", periods=40, freq="MS")) + list(pd.date_range("2020-01-01", periods=5,
+              freq="MS")) + list(pd.date_range("2018-01-01", periods=39, freq="MS")) + [pd.Timestamp("2018-01-01")],
+        "y": [1.0] * 10 + [np.nan] + [1.0] * 29 + [2.0] * 5 + [3.0] * 40,
+    })
+    frame = pd.concat([good, bad], ignore_index=True)
+    ids = sorted(frame.unique_id.unique())
+    parts = [frame[frame.unique_id.isin(ids[i::3])] for i in range(3)]
+    split = parts[0].unique_id.iloc[0]  # move half of one series into another file
+    moved = parts[0][(parts[0].unique_id == split) & (parts[0].ds >= parts[0].ds.median())]
+    parts[0] = parts[0].drop(moved.index)
+    parts[1] = pd.concat([parts[1], moved])
+    for i, part in enumerate(parts):
+        path = root / f"region=r{i}"
+        path.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), path / "part.parquet")
+    return frame
+
+
+def _config(data, out, date, **extra):
+    overrides = [
+        f"data.uri={data}", "data.freq=MS", f"model.horizon={HORIZON}", f"output.uri={out}", f"run.date={date}",
+        "model.hidden_size=32", "train.windows_per_series=64", "train.batch_size=128", "train.seed=7",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    return load_config(None, overrides)
+
+
+def _read(out, table, date):
+    return pq.read_table(out / table / f"forecast_date={date}").to_pandas()
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, tmp_path_factory):
+    data = tmp_path_factory.mktemp("input")
+    out = tmp_path_factory.mktemp("output")
+    frame = _write_input(data)
+    manifest = run(_config(data, out, "2024-06-01", **{"train.max_epochs": 15, "train.patience": 4}))
+    return data, out, frame, manifest
+
+
+def test_partition_layout(first_run):
+    _, out, _, manifest = first_run
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "forecasts", "manifests", "rejects"]
+    assert [p.name for p in (out / "forecasts").iterdir() if not p.name.startswith("_")] == ["forecast_date=2024-06-01"]
+    assert list((out / "forecasts" / "forecast_date=2024-06-01").glob("*.parquet"))
+    assert (out / "manifests" / "forecast_date=2024-06-01.json").exists()
+    on_disk = json.loads((out / "manifests" / "forecast_date=2024-06-01.json").read_text())
+    assert on_disk["counts"] == manifest["counts"]
+    assert on_disk["checkpoint_uri"] and on_disk["versions"]["ray"]
+    # readers see forecast_date as a Hive partition column
+    dataset = pads.dataset(out / "forecasts", partitioning="hive")
+    assert "forecast_date" in dataset.schema.names
+
+
+def test_every_series_is_forecast_or_rejected(first_run):
+    _, out, frame, manifest = first_run
+    forecasts = _read(out, "forecasts", "2024-06-01")
+    rejects = _read(out, "rejects", "2024-06-01")
+    inputs = set(frame.unique_id)
+    assert set(forecasts.unique_id) | set(rejects.unique_id) == inputs
+    assert not set(forecasts.unique_id) & set(rejects.unique_id)
+    assert dict(zip(rejects.unique_id, rejects.reason)) == {
+        "nan_series": "non_finite_y", "short": "too_short", "dup": "duplicate_ds"}
+    assert manifest["counts"] == {"input": 39, "forecast": 36, "rejected": 3,
+                                  "reject_reasons": {"non_finite_y": 1, "too_short": 1, "duplicate_ds": 1}}
+
+
+def test_forecast_rows_dates_and_values(first_run):
+    _, out, frame, _ = first_run
+    forecasts = _read(out, "forecasts", "2024-06-01")
+    assert list(forecasts.columns[:4]) == ["unique_id", "ds", "LSTM", "cutoff"]
+    assert len(forecasts) == 36 * HORIZON
+    assert np.isfinite(forecasts.LSTM).all()
+    last = frame.groupby("unique_id").ds.max()
+    for uid, rows in forecasts.groupby("unique_id"):
+        expected = pd.date_range(last[uid], periods=HORIZON + 1, freq="MS")[1:]
+        assert list(rows.sort_values("ds").ds) == list(expected), uid
+        assert (rows.cutoff == last[uid]).all()
+
+
+def test_split_series_was_merged(first_run):
+    _, out, frame, _ = first_run
+    forecasts = _read(out, "forecasts", "2024-06-01")
+    assert forecasts.groupby("unique_id").size().eq(HORIZON).all()
+
+
+def test_model_beats_seasonal_naive_on_validation(first_run):
+    metrics = first_run[3]["metrics"]
+    assert metrics["val_mase_lstm"] < metrics["val_mase_seasonal_naive"], metrics
+    assert metrics["epochs"] >= 2
+
+
+def test_rerun_replaces_one_date_and_keeps_others(first_run, tmp_path):
+    data, out, frame, _ = first_run
+    before = _read(out, "forecasts", "2024-06-01")
+    # another date through the command-line contract, in-process (same Ray)
+    code = main(["run", "--set", f"data.uri={data}", "--set", "data.freq=MS", "--set", f"model.horizon={HORIZON}",
+                 "--set", f"output.uri={out}", "--set", "run.date=2024-07-01", "--set", "train.max_epochs=2",
+                 "--set", "model.hidden_size=32"])
+    assert code == 0
+    other = _read(out, "forecasts", "2024-07-01")
+    # the same date again: resumes that date's finished Ray Train run, rewrites only that date
+    run(_config(data, out, "2024-06-01", **{"train.max_epochs": 15, "train.patience": 4}))
+    again = _read(out, "forecasts", "2024-06-01")
+    assert len(again) == len(before) == 36 * HORIZON
+    assert not again.duplicated(["unique_id", "ds"]).any()
+    pd.testing.assert_frame_equal(_read(out, "forecasts", "2024-07-01"), other)
+    assert len(_read(out, "rejects", "2024-06-01")) == 3
+    whole = pads.dataset(out / "forecasts", partitioning="hive").to_table().to_pandas()
+    assert len(whole) == 2 * 36 * HORIZON
