@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML config file")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config key, e.g. --set model.horizon=18 (repeatable)")
+        if name == "config":
+            p.add_argument("--reference", action="store_true",
+                           help="print every key with its default and meaning as a Markdown table")
     return parser
 
 
@@ -32,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         if args.command == "config":
-            print(json.dumps(cfg.to_dict(), indent=2))
+            if args.reference:
+                print("| key | default | meaning |\n| --- | --- | --- |")
+                for key, default, text in config_reference():
+                    print(f"| `{key}` | `{default!r}` | {text.replace('|', '/')} |")
+            else:
+                print(json.dumps(cfg.to_dict(), indent=2))
             return 0
         return _run(cfg)
     except (ConfigError, DataError, StorageError) as exc:

@@ -241,6 +241,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if base is bool:
             if isinstance(value, bool):
                 return value
+            if isinstance(value, int) and value in (0, 1):  # --set train.use_gpu=1 arrives as YAML int
+                return bool(value)
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
                 return value.lower() in ("true", "1", "yes")
             raise ValueError

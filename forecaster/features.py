@@ -138,24 +138,32 @@ def series_stats(block: SeriesBlock, series: np.ndarray, end: np.ndarray) -> tup
 
 
 def training_cutoffs(train_lengths: np.ndarray, horizon: int, windows_per_series: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                     rng: np.random.Generator, min_inputs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Random cutoffs inside each series' training part -> (series index, cutoff) per window.
 
-    A cutoff c leaves at least one observed input and one observed target; where the training
-    part is long enough, targets are complete (c <= n - horizon).
+    A cutoff c leaves at least one observed target and, where the series allows, `min_inputs`
+    observed inputs (windows scaled from one or two points teach the network mostly noise);
+    where the training part is long enough, targets are complete (c <= n - horizon).
     """
     series = np.repeat(np.arange(len(train_lengths)), windows_per_series)
     n = train_lengths[series]
-    high = np.where(n - horizon >= 1, n - horizon, n - 1)  # inclusive upper bound
-    cutoffs = 1 + np.floor(rng.random(len(series)) * np.maximum(high, 1)).astype(np.int64)
-    return series, np.minimum(cutoffs, np.maximum(high, 1))
+    high = np.maximum(np.where(n - horizon >= 1, n - horizon, n - 1), 1)  # inclusive upper bound
+    low = np.minimum(min_inputs, high)
+    cutoffs = low + np.floor(rng.random(len(series)) * (high - low + 1)).astype(np.int64)
+    return series, np.minimum(cutoffs, high)
+
+
+def min_training_inputs(input_size: int, horizon: int) -> int:
+    """Fewest observed inputs a training window gets when its series is long enough."""
+    return min(input_size, max(2, horizon // 2))
 
 
 def training_windows(block: SeriesBlock, input_size: int, horizon: int, windows_per_series: int,
                      rng: np.random.Generator, scaler: str = "window") -> Windows:
     """Random windows from the training part (all but the last `horizon` points) of each series."""
     train_lengths = block.lengths - horizon
-    series, cutoffs = training_cutoffs(train_lengths, horizon, windows_per_series, rng)
+    series, cutoffs = training_cutoffs(train_lengths, horizon, windows_per_series, rng,
+                                       min_training_inputs(input_size, horizon))
     return make_windows(block, series, cutoffs, input_size, horizon, train_lengths[series], scaler)
 
 

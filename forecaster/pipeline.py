@@ -13,10 +13,11 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+import ray.train
 
 from forecaster.config import Config, ConfigError
 from forecaster.predict import SeriesPredictor
-from forecaster.read import ID, read_series
+from forecaster.read import ID, check_schema, read_series
 from forecaster.report import build_manifest
 from forecaster.runtime import init_ray, predict_actors
 from forecaster.storage import resolve
@@ -65,23 +66,40 @@ class Timer:
         return {**self.marks, "total": time.perf_counter() - self.start}
 
 
+def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
+    """Series rows with reject_reason/reject_detail columns (null for clean series), materialised."""
+    return series.map_batches(
+        validate_batch,
+        fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": cfg.forecast_date},
+        batch_format="pyarrow",
+        batch_size=None,
+    ).materialize()
+
+
+def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint) -> ray.data.Dataset:
+    """Forecast rows for every clean series (lazy: executes when written)."""
+    return clean.map_batches(
+        SeriesPredictor,
+        fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "use_gpu": cfg.train.use_gpu},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=predict_actors(cfg)),
+        num_gpus=1 if cfg.train.use_gpu else None,
+        batch_size=cfg.predict.batch_size,
+        batch_format="pyarrow",
+    )
+
+
 def run(cfg: Config) -> dict:
     """Run the whole job for `cfg.forecast_date`; returns the manifest that was written."""
     check_output_location(cfg)
     timer = Timer()
     forecast_date = cfg.forecast_date
     root = resolve(cfg.output.uri, cfg.data.storage_options)
+    checked = check_schema(cfg)  # file-level errors stop the job before Ray starts
     init_ray(cfg)
     timer.mark("ray_init")
 
-    series = read_series(cfg)
-    timer.mark("read")
-    validated = series.map_batches(
-        validate_batch,
-        fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": forecast_date},
-        batch_format="pyarrow",
-        batch_size=None,
-    ).materialize()
+    validated = validate(cfg, read_series(cfg, checked))
+    timer.mark("read_validate")
     rejects = validated.map_batches(_reject_rows, batch_format="pyarrow", batch_size=None).materialize()
     clean = validated.map_batches(_clean_rows, batch_format="pyarrow", batch_size=None).materialize()
     reasons = Counter()
@@ -89,7 +107,7 @@ def run(cfg: Config) -> dict:
         reasons.update(batch["reason"].to_pylist())
     counts = {"input": validated.count(), "forecast": clean.count(), "rejected": rejects.count(),
               "reject_reasons": dict(reasons)}
-    timer.mark("validate")
+    timer.mark("split_rejects")
     log.info("%d series: %d clean, %d rejected", counts["input"], counts["forecast"], counts["rejected"])
 
     metrics: dict = {}
@@ -100,14 +118,7 @@ def run(cfg: Config) -> dict:
         checkpoint = result.checkpoint
         checkpoint_uri = _checkpoint_uri(cfg, checkpoint)
         metrics.update(_training_metrics(result))
-        forecasts = clean.map_batches(
-            SeriesPredictor,
-            fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "use_gpu": cfg.train.use_gpu},
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=predict_actors(cfg)),
-            num_gpus=1 if cfg.train.use_gpu else None,
-            batch_size=cfg.predict.batch_size,
-            batch_format="pyarrow",
-        )
+        forecasts = predict(cfg, clean, checkpoint)
     else:
         log.warning("no clean series: nothing to train; writing rejects only")
         forecasts = ray.data.from_arrow(FORECAST_SCHEMA.empty_table())

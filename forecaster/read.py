@@ -69,9 +69,12 @@ def _check_columns(path: str, schema: pa.Schema, cfg: Config) -> None:
             raise DataError(f"{path}: column {column!r} ({key}) has type {typ}, expected {what}")
 
 
-def read_series(cfg: Config) -> ray.data.Dataset:
-    """The input as a Dataset of series rows: unique_id (str), ds (list<timestamp>), y (list<double>)."""
-    loc, files = check_schema(cfg)
+def read_series(cfg: Config, checked: tuple[Location, list[str]] | None = None) -> ray.data.Dataset:
+    """The input as a Dataset of series rows: unique_id (str), ds (list<timestamp>), y (list<double>).
+
+    `checked` is the result of `check_schema(cfg)` when the caller ran it already (before Ray).
+    """
+    loc, files = checked or check_schema(cfg)
     log.info("reading %d Parquet file(s) from %s", len(files), cfg.data.uri)
     columns = [cfg.data.id_col, cfg.data.time_col, cfg.data.target_col]
     rows = ray.data.read_parquet(files, filesystem=loc.fs, columns=columns, partitioning=None)

@@ -57,8 +57,11 @@ def init_ray(cfg: Config) -> None:
 
 
 def predict_actors(cfg: Config) -> int:
-    """Prediction actors: one per CPU of the cluster, less one for the driver-side work."""
+    """Prediction actors: one per CPU of the cluster less one for the driver-side work; on GPUs,
+    at most one per GPU the cluster has now (prediction never scales the cluster up by itself)."""
     if cfg.predict.actors is not None:
         return cfg.predict.actors
+    if cfg.train.use_gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 1)))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return max(1, cpus - 1)

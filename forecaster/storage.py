@@ -32,7 +32,7 @@ class Location:
     path: str
     uri: str
 
-    def join(self, *parts: str) -> "Location":
+    def join(self, *parts: str) -> Location:
         sep_uri = self.uri.rstrip("/")
         return Location(self.fs, posixpath.join(self.path, *parts), "/".join([sep_uri, *parts]))
 
@@ -54,7 +54,21 @@ def resolve(uri: str, storage_options: dict | None = None) -> Location:
             f"{uri}: no filesystem for scheme {scheme!r} ({exc}); install the matching extra, "
             "e.g. pip install 'forecaster[s3]' or 'forecaster[gcs]'"
         ) from None
-    return Location(pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/"), uri)
+    return Location(pafs.PyFileSystem(_FSSpecHandler(fs)), path.rstrip("/"), uri)
+
+
+class _FSSpecHandler(pafs.FSSpecHandler):
+    """pyarrow's fsspec bridge, where deleting a directory that holds no object is a no-op.
+
+    Object stores have no empty directories (`create_dir` writes nothing), so "create a directory, write
+    nothing, delete it" must not fail: Ray Data's write_parquet does exactly that for an empty dataset.
+    """
+
+    def delete_dir(self, path):
+        try:
+            super().delete_dir(path)
+        except FileNotFoundError:
+            pass
 
 
 def exists(loc: Location) -> bool:
@@ -115,7 +129,7 @@ def commit_partition(staging: Location, final: Location) -> None:
         old = f"{posixpath.dirname(staging.path)}/old-{uuid.uuid4().hex[:12]}"
         _move(fs, final.path, old)
     _move(fs, staging.path, final.path)
-    if old is not None and fs.get_file_info(old).type != pafs.FileType.NotFound:  # an empty `final` leaves none
+    if old is not None:
         fs.delete_dir(old)
 
 

@@ -226,7 +226,7 @@ def train_loop_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             saved_checkpoint = None
             if rank == 0:
-                _save(tmp, plain, optimizer, state, config)
+                save_checkpoint(tmp, plain, config, optimizer, state)
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=saved_checkpoint)
 
@@ -247,8 +247,11 @@ def _progress(metrics: dict, state: dict) -> None:
     )
 
 
-def _save(directory: str, model, optimizer, state: dict, config: dict) -> None:
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}
+def save_checkpoint(directory: str, model, config: dict, optimizer=None, state: dict | None = None) -> None:
+    """Write model.pt (weights, optimiser, early-stopping state) and config.json into `directory`."""
+    state = state or {"epoch": -1, "best_val": float("inf"), "bad_epochs": 0, "best_model": None,
+                      "restarts": 0, "best_scores": {}}
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {}, **state}
     torch.save(payload, os.path.join(directory, CHECKPOINT_FILE))
     with open(os.path.join(directory, "config.json"), "w") as fh:
         json.dump(config, fh, indent=2, sort_keys=True)

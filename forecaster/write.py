@@ -44,7 +44,7 @@ def write_partition(root: Location, table: str, forecast_date: str, rows: ray.da
 def _has_files(loc: Location) -> bool:
     import pyarrow.fs as pafs
 
-    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
     return any(i.type == pafs.FileType.File for i in infos)
 
 

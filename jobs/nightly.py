@@ -5,7 +5,9 @@
 Inside a submitted job RAY_ADDRESS is set, so the job joins the cluster instead of starting Ray.
 """
 
+import sys
+
 from forecaster.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["run", *__import__("sys").argv[1:]]))
+    raise SystemExit(main(["run", *sys.argv[1:]]))

@@ -20,3 +20,5 @@ def ray_session():
     ray.init(num_cpus=3, configure_logging=False, runtime_env={"env_vars": dict(QUIET_ENV)})
     yield ray
     ray.shutdown()
+
+from tests.s3server import s3_server  # noqa: E402, F401

@@ -71,6 +71,14 @@ def test_training_cutoffs_stay_inside_training_part():
     assert set(cutoffs[series == 1]) == set(range(1, 27))  # every cutoff is reachable
 
 
+def test_training_cutoffs_keep_min_inputs_where_possible():
+    rng = np.random.default_rng(0)
+    lengths = np.array([40, 3])
+    series, cutoffs = training_cutoffs(lengths, horizon=6, windows_per_series=300, rng=rng, min_inputs=5)
+    assert cutoffs[series == 0].min() == 5 and cutoffs[series == 0].max() == 34
+    assert set(cutoffs[series == 1]) == {2}  # 3 points: the only cutoff with a target is 2
+
+
 def test_training_windows_never_see_the_validation_part():
     """No look-ahead: values in the last `horizon` points change nothing in training windows."""
     horizon = 4

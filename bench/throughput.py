@@ -1,0 +1,170 @@
+"""Throughput: the Ray paths against bare PyTorch on the same model, shapes and data, in one run.
+
+    .venv/bin/python bench/throughput.py [--train-series 2000] [--infer-series 100000] [--gpu]
+
+Training: windows/s of the Ray Train loop (steady state: the loop's own per-epoch timing, after a
+warm-up epoch) and of a bare single-process loop that cuts the same windows from the same series
+and steps the same model with the same batch size and the same number of threads. Ray Train's
+fixed start-up is printed separately.
+
+Inference: series/s of the Ray Data path (read Parquet + validate + predict + write Parquet)
+against the bare model (window + forward + un-scale on in-memory arrays). The start-up of the Ray
+Data path (actor start, model load) is measured on a tiny input and printed separately; the rate is
+(N series) / (wall time - start-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from forecaster.config import load_config  # noqa: E402
+from forecaster.features import SeriesBlock, forecast_windows, training_windows  # noqa: E402
+from forecaster.model import build_model, masked_loss  # noqa: E402
+from forecaster.pipeline import predict, validate  # noqa: E402
+from forecaster.read import read_series  # noqa: E402
+from forecaster.runtime import init_ray  # noqa: E402
+from forecaster.synthetic import seasonal_series  # noqa: E402
+from forecaster.train import fit, loop_config, save_checkpoint  # noqa: E402
+
+
+def write_series(directory: pathlib.Path, n_series: int, files: int, seed: int = 0) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    per_file = -(-n_series // files)
+    for i in range(files):
+        count = min(per_file, n_series - i * per_file)
+        if count <= 0:
+            break
+        table = seasonal_series(count, 120, seed=seed + i, id_prefix=f"f{i}-")
+        pq.write_table(table, directory / f"part-{i:04d}.parquet")
+
+
+def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> float:
+    """Windows/s of a plain loop: same windows, model, batch size and threads as the Ray loop."""
+    torch.set_num_threads(threads)
+    m, t = loop_config(cfg)["model"], loop_config(cfg)["train"]
+    torch.manual_seed(0)
+    model = build_model(m)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"])
+    rng = np.random.default_rng(0)
+    timings = []
+    for _ in range(epochs):
+        started, windows = time.perf_counter(), 0
+        for i in range(0, len(series), t["series_per_block"]):
+            w = training_windows(SeriesBlock(series[i:i + t["series_per_block"]]), m["input_size"], m["horizon"],
+                                 t["windows_per_series"], rng, m["scaler"])
+            order = rng.permutation(len(w))
+            for j in range(0, len(order), t["batch_size"]):
+                rows = order[j:j + t["batch_size"]]
+                x = torch.from_numpy(np.stack([w.inputs[rows], w.input_mask[rows]], -1).astype(np.float32))
+                y = torch.from_numpy(w.targets[rows].astype(np.float32))
+                mask = torch.from_numpy(w.target_mask[rows].astype(np.float32))
+                optimizer.zero_grad(set_to_none=True)
+                masked_loss(model(x)[..., 0], y, mask, m["loss"]).backward()
+                optimizer.step()
+                windows += len(rows)
+        timings.append(windows / (time.perf_counter() - started))
+    return float(np.median(timings[1:] if len(timings) > 1 else timings))
+
+
+def ray_training(cfg, clean) -> tuple[float, float]:
+    """(steady windows/s, start-up seconds) of the Ray Train loop."""
+    started = time.perf_counter()
+    result = fit(cfg, clean)
+    wall = time.perf_counter() - started
+    history = [m for m in (result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None
+                           else [result.metrics])]
+    steady = history[1:] if len(history) > 1 else history
+    rate = float(np.median([h["windows"] / h["train_seconds"] for h in steady]))
+    startup = wall - sum(h["epoch_seconds"] for h in history)
+    return rate, startup
+
+
+def bare_inference(cfg, series: list[np.ndarray], checkpoint_model) -> float:
+    torch.set_num_threads(os.cpu_count() or 1)
+    m = loop_config(cfg)["model"]
+    started = time.perf_counter()
+    for i in range(0, len(series), cfg.predict.batch_size):
+        w = forecast_windows(SeriesBlock(series[i:i + cfg.predict.batch_size]), m["input_size"], m["horizon"],
+                             m["scaler"])
+        with torch.no_grad():
+            w.unscale(checkpoint_model(torch.from_numpy(w.features()))[..., 0].numpy())
+    return len(series) / (time.perf_counter() - started)
+
+
+def ray_inference(cfg, checkpoint, out: pathlib.Path) -> float:
+    started = time.perf_counter()
+    validated = validate(cfg, read_series(cfg))
+    clean = validated.filter(expr="reject_reason is None") if False else validated
+    predict(cfg, clean, checkpoint).write_parquet(str(out))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train-series", type=int, default=2000)
+    parser.add_argument("--infer-series", type=int, default=100_000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--gpu", action="store_true", help="train on CUDA (cuDNN LSTM) in both loops")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the bare loop is one process)")
+    args = parser.parse_args()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="throughput-", dir=ROOT / "bench"))
+    cpus = os.cpu_count() or 1
+    threads = max(1, cpus // args.workers)
+    common = [f"output.uri={work / 'out'}", "data.freq=MS", "model.horizon=18", "run.date=2030-01-01",
+              f"train.num_workers={args.workers}", f"train.cpus_per_worker={threads}",
+              f"train.max_epochs={args.epochs}", f"train.patience={args.epochs}", f"train.use_gpu={args.gpu}",
+              f"run.name=throughput-{int(time.time())}"]
+    try:
+        write_series(work / "train", args.train_series, files=4)
+        cfg = load_config(None, [f"data.uri={work / 'train'}", *common])
+        init_ray(cfg)
+        clean = validate(cfg, read_series(cfg)).drop_columns(["reject_reason", "reject_detail"]).materialize()
+        series = [np.asarray(r["y"]) for r in clean.take_all()]
+        ray_rate, startup = ray_training(cfg, clean)
+        bare_rate = bare_training(cfg, series, threads * args.workers, args.epochs)
+        print(f"\ntraining: {args.train_series} series, batch {cfg.train.batch_size}, "
+              f"{args.workers} worker(s) x {threads} thread(s)")
+        print(f"  Ray Train loop  {ray_rate:10.0f} windows/s   (start-up {startup:.1f} s, not included)")
+        print(f"  bare PyTorch    {bare_rate:10.0f} windows/s")
+        print(f"  ratio           {ray_rate / bare_rate:10.2f}")
+
+        model = build_model(loop_config(cfg)["model"]).eval()
+        ckpt_dir = work / "checkpoint"
+        ckpt_dir.mkdir()
+        save_checkpoint(str(ckpt_dir), model, loop_config(cfg))
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
+        write_series(work / "tiny", 100, files=1, seed=99)
+        write_series(work / "infer", args.infer_series, files=max(4, args.infer_series // 5000), seed=7)
+        tiny = load_config(None, [f"data.uri={work / 'tiny'}", *common])
+        startup_s = ray_inference(tiny, checkpoint, work / "pred-tiny")
+        big = load_config(None, [f"data.uri={work / 'infer'}", *common])
+        wall = ray_inference(big, checkpoint, work / "pred-big")
+        infer_series = [np.asarray(r["y"]) for r in validate(big, read_series(big)).take_all()]
+        bare = bare_inference(big, infer_series, model)
+        ray_rate = args.infer_series / max(wall - startup_s, 1e-9)
+        print(f"\ninference: {args.infer_series} series, horizon 18")
+        print(f"  Ray Data read+validate+predict+write {ray_rate:10.0f} series/s "
+              f"(wall {wall:.1f} s, start-up {startup_s:.1f} s excluded)")
+        print(f"  bare model (windows+forward)         {bare:10.0f} series/s")
+        print(f"  ratio                                {ray_rate / bare:10.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Offline checks of the deployment files: Dockerfile, .dockerignore and cluster.yaml.
+
+cluster.yaml is checked with Ray's own code: `prepare_config` merges the AWS defaults (a file shipped with
+Ray; no AWS call, no credentials) and `validate_config` applies Ray's JSON schema. What needs AWS (subnets,
+security groups, IAM, AMIs) is only looked up by `ray up`, not here.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _ray_pin(requirements: list[str]) -> str:
+    pins = [m.group(1) for r in requirements if (m := re.fullmatch(r"ray(?:\[[^\]]*\])?==(\S+)", r.replace(" ", "")))]
+    assert len(pins) == 1, f"expected one ray==X pin in {requirements}"
+    return pins[0]
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, args = line.partition(" ")
+            out.append((instruction.upper(), args.strip()))
+    return out
+
+
+def _from_image() -> str:
+    froms = [args for ins, args in _dockerfile() if ins == "FROM"]
+    assert froms, "Dockerfile has no FROM"
+    return [word for word in froms[-1].split() if not word.startswith("--")][0]  # skip --platform=...
+
+
+def _cluster() -> dict:
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif node is not None:
+        yield str(node)
+
+
+# ---- Dockerfile ----
+
+def test_dockerfile_base_image_matches_pyproject():
+    image = _from_image()
+    tag = r"rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<major>\d)(?P<minor>\d+)(?:-(?P<platform>\S+))?"
+    match = re.fullmatch(tag, image)
+    assert match, f"FROM {image}: expected a pinned rayproject/ray:<version>-py<XY>[-<platform>] tag"
+    project = _pyproject()["project"]
+    assert match["ray"] == _ray_pin(project["dependencies"])
+    assert match["ray"] == _ray_pin(project["optional-dependencies"]["cluster"])
+    python = Version(f"{match['major']}.{match['minor']}")
+    assert python in SpecifierSet(project["requires-python"]), f"py{python} not allowed by requires-python"
+
+
+def test_local_ray_matches_the_pin():
+    # The client that submits jobs must run the Ray version of the cluster.
+    import ray
+
+    assert ray.__version__ == _ray_pin(_pyproject()["project"]["dependencies"])
+
+
+def test_dockerfile_runs_as_non_root_in_the_project_dir():
+    users = [args for ins, args in _dockerfile() if ins == "USER"]
+    assert users, "Dockerfile has no USER line: the container would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), f"USER {users[-1]}"
+    assert user == "ray"
+    workdirs = [args for ins, args in _dockerfile() if ins == "WORKDIR"]
+    assert workdirs[-1] == "/home/ray/forecaster"
+
+
+def test_dockerfile_installs_the_project_and_a_torch_the_project_accepts():
+    runs = " ".join(args for ins, args in _dockerfile() if ins == "RUN")
+    assert re.search(r"pip install --no-cache-dir \"?\.\[s3,gcs,cluster\]\"?", runs), runs
+    args = dict(a.split("=", 1) for ins, a in _dockerfile() if ins == "ARG" and "=" in a)
+    torch_version = args["TORCH_VERSION"]
+    assert torch_version == "2.13.0"
+    torch_spec = next(d for d in _pyproject()["project"]["dependencies"] if d.startswith("torch"))
+    assert Version(torch_version) in SpecifierSet(torch_spec[len("torch"):])
+    assert "download.pytorch.org/whl/" in args["TORCH_INDEX"]
+
+
+def test_dockerignore_keeps_local_state_out_of_the_image():
+    entries = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for needed in (".venv", "out", ".git", "bench/work"):
+        assert needed in entries
+    assert entries & {"__pycache__", "**/__pycache__"}
+    # pyproject's readme and the package sources must reach the build.
+    assert not entries & {"README.md", "forecaster", "jobs", "pyproject.toml", "configs"}
+
+
+# ---- cluster.yaml ----
+
+def test_cluster_yaml_passes_rays_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(_cluster()))
+
+
+def test_rays_schema_check_is_not_a_no_op():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    bad = copy.deepcopy(_cluster())
+    bad["docker"]["imgae"] = bad["docker"]["image"]
+    with pytest.raises(Exception, match="imgae"):
+        validate_config(prepare_config(bad))
+
+
+def test_cluster_runs_our_image_on_a_cpu_head_and_autoscaling_gpu_workers():
+    cfg = _cluster()
+    project = _pyproject()["project"]
+    assert cfg["provider"]["type"] == "aws"
+    assert isinstance(cfg["provider"]["cache_stopped_nodes"], bool)
+    name, _, tag = cfg["docker"]["image"].rpartition(":")
+    assert name.rsplit("/", 1)[-1] == project["name"]
+    assert tag == project["version"]
+    assert f"docker build -t {project['name']}:{project['version']}" in (ROOT / "Dockerfile").read_text()
+
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0
+    assert head["resources"]["CPU"] >= 1
+    gpu_types = {n: t for n, t in types.items() if n != cfg["head_node_type"] and t["resources"].get("GPU", 0) >= 1}
+    assert gpu_types, "no worker type with GPUs"
+    for node_type in gpu_types.values():
+        assert node_type["min_workers"] == 0  # nothing runs (or is billed) between nightly runs
+        assert 0 < node_type["max_workers"] <= cfg["max_workers"]
+        assert node_type["resources"]["CPU"] >= 1
+    assert sum(t.get("min_workers", 0) for t in types.values()) <= cfg["max_workers"]
+
+
+def test_cluster_start_commands_use_explicit_ports():
+    cfg = _cluster()
+    head = " ".join(cfg["head_start_ray_commands"])
+    worker = " ".join(cfg["worker_start_ray_commands"])
+    assert re.search(r"ray start --head\b", head)
+    for flag in ("--port=6379", "--object-manager-port=", "--node-manager-port=", "--dashboard-port=",
+                 "--autoscaling-config=~/ray_bootstrap_config.yaml"):
+        assert flag in head, flag
+    assert "--address=$RAY_HEAD_IP:6379" in worker
+    assert "--object-manager-port=" in worker and "--node-manager-port=" in worker
+
+
+def test_cluster_keeps_dashboard_and_job_api_off_the_internet():
+    cfg = _cluster()
+    head = " ".join(cfg["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head
+    values = list(_strings(cfg))
+    assert not [v for v in values if "0.0.0.0" in v or "::/0" in v], "a port or listener open to any address"
+    for rule in cfg["provider"].get("security_group", {}).get("IpPermissions", []):
+        assert rule.get("FromPort") != 8265 and rule.get("ToPort") != 8265
+    assert "ray dashboard cluster.yaml" in (ROOT / "cluster.yaml").read_text()
+
+
+def test_cluster_yaml_holds_no_secrets():
+    text = (ROOT / "cluster.yaml").read_text()
+    assert not re.search(r"AKIA[0-9A-Z]{16}", text)
+    lowered = text.lower()
+    for key in ("aws_secret_access_key", "aws_access_key_id", "ssh_private_key", "password:", "token:"):
+        assert key not in lowered, key
