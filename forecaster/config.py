@@ -52,12 +52,15 @@ class TrainConfig:
     max_epochs: int = 30  # upper bound on epochs
     patience: int = 5  # early stopping: epochs without validation improvement
     batch_size: int = 256  # windows per optimiser step (global, split across workers)
-    windows_per_series: int = 8  # random training windows cut from each series per epoch
+    windows_per_series: int = 32  # random training windows cut from each series per epoch
     series_per_block: int = 512  # series read from the shard at a time (memory bound of the loop)
     learning_rate: float = 1e-3  # Adam
     seed: int = 0  # seeds torch, numpy and window sampling
     storage_path: str | None = None  # Ray Train storage (checkpoints); default <output.uri>/checkpoints
     max_failures: int = 1  # worker failures tolerated; training resumes from the last checkpoint
+    warm_start: str = "none"  # none | latest (newest earlier date under output.uri) | a checkpoint URI
+    warm_epochs: int = 10  # epoch limit when warm-starting
+    diagnostics: bool = False  # report per-rank parameter checksums and shard overlap (DDP checks)
 
 
 @dataclass
@@ -169,6 +172,7 @@ def _validate(cfg: Config) -> None:
         "train.windows_per_series": cfg.train.windows_per_series,
         "train.series_per_block": cfg.train.series_per_block,
         "train.patience": cfg.train.patience,
+        "train.warm_epochs": cfg.train.warm_epochs,
         "predict.batch_size": cfg.predict.batch_size,
     }
     if cfg.predict.actors is not None:

@@ -151,5 +151,6 @@ def _training_metrics(result) -> dict:
         "best_val_loss": history.get("best_val_loss"),
         "last_val_loss": history.get("val_loss"),
         "restarts": history.get("restarts", 0),
-        **{k: v for k, v in history.items() if k.startswith("val_")},
+        "warm_started": history.get("warm_started", False),
+        **{k: v for k, v in history.items() if k.startswith("val_") or k == "initial_val_loss"},
     }

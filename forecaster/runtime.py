@@ -10,10 +10,18 @@ On a small machine (2 cores here) Ray must be told its CPUs explicitly. The rule
   cores oversubscribe OpenMP and slow each other down;
 - Ray Data stages are capped at `ray.data_cpus` CPUs (default: the cluster's CPUs) through
   `DataContext.execution_options.resource_limits`.
+
+Storage credentials and endpoints: Ray Data and Ray Train open s3:// and gs:// paths inside Ray workers,
+which build their own fsspec clients from their own environment. A worker's environment is that of the
+raylet that started it, not the driver's: on a cluster (or a local Ray started earlier by `ray start`)
+the AWS_* variables of the driver are unknown to the workers. `worker_env_vars()` passes the driver's
+AWS_* variables (credentials, region, AWS_ENDPOINT_URL for S3-compatible stores) and gcsfs's
+STORAGE_EMULATOR_HOST through `runtime_env["env_vars"]`, names only in the log, never values.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -31,6 +39,56 @@ QUIET_ENV = {
 }
 
 
+# Storage environment that workers need to reach the same object store as the driver.
+STORAGE_ENV_PREFIXES = ("AWS_",)
+STORAGE_ENV_NAMES = ("STORAGE_EMULATOR_HOST",)
+# Test-only fault hooks (forecaster.train._maybe_fail reads FORECASTER_TEST_KILL_RANK inside the workers).
+TEST_ENV_PREFIX = "FORECASTER_TEST_"
+# Set by Ray's job supervisor in the driver of a submitted job: the job's own runtime_env.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def storage_env(environ=None) -> dict[str, str]:
+    """The driver's AWS_* / storage endpoint variables that are set (non-empty)."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items()
+            if v and (k.startswith(STORAGE_ENV_PREFIXES) or k in STORAGE_ENV_NAMES)}
+
+
+def _job_env_var_names(environ) -> set[str]:
+    """Env var names the submitted job's runtime_env sets already (empty outside `ray job submit`)."""
+    try:
+        job_config = json.loads(environ.get(JOB_CONFIG_ENV) or "{}")
+        return set(((job_config.get("runtime_env") or {}).get("env_vars") or {}).keys())
+    except (ValueError, AttributeError):
+        return set()
+
+
+def fault_hook_env(environ=None) -> dict[str, str]:
+    """The driver's FORECASTER_TEST_* variables (test-only fault hooks) that are set.
+
+    Workers started after ray.init() only see them through a runtime_env: ray.init's (here, via
+    `worker_env_vars`) or Ray Train's RunConfig(worker_runtime_env=...) when Ray runs already.
+    """
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if v and k.startswith(TEST_ENV_PREFIX)}
+
+
+def worker_env_vars(environ=None) -> dict[str, str]:
+    """runtime_env["env_vars"] for ray.init: quiet-logging settings plus the storage environment.
+
+    Inside `ray job submit` the job's runtime_env is merged with this one and Ray refuses the merge if
+    both name the same variable (even with the same value): names the job sets already are left out,
+    the workers get them from the job.
+    """
+    environ = os.environ if environ is None else environ
+    wanted = {k: environ[k] for k in QUIET_ENV if k in environ}
+    wanted.update(storage_env(environ))
+    wanted.update(fault_hook_env(environ))
+    taken = _job_env_var_names(environ)
+    return {k: v for k, v in wanted.items() if k not in taken}
+
+
 def local_cpus(cfg: Config) -> int:
     if cfg.ray.num_cpus is not None:
         return cfg.ray.num_cpus
@@ -44,7 +102,11 @@ def init_ray(cfg: Config) -> None:
         os.environ.setdefault(key, value)
     if not ray.is_initialized():
         address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-        runtime_env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
+        env_vars = worker_env_vars()
+        passed = sorted(set(env_vars) - set(QUIET_ENV))
+        if passed:
+            log.info("passing %s to Ray workers", ", ".join(passed))  # names only: values may be secrets
+        runtime_env = {"env_vars": env_vars}
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:

@@ -2,17 +2,28 @@
 
 Everything that touches storage goes through `resolve()`, which returns a pyarrow filesystem and a
 path inside it, so Ray Data, Ray Train and pyarrow all see the same filesystem. Writes of a date's
-partition go to a staging directory first and are committed by `commit_partition()` last.
+partition go to a staging directory first and are committed by `commit_partition()` last (the design
+and what a crash leaves behind: docs/reliability.md).
+
+Calls to storage that can fail for a moment (object stores: connection resets, throttling, 5xx) go
+through `retry()`: a few attempts with exponential backoff, then a `StorageError` naming the URI.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
 import os
 import posixpath
+import random
+import shutil
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import fsspec
 import pyarrow.fs as pafs
@@ -22,6 +33,90 @@ log = logging.getLogger(__name__)
 
 class StorageError(OSError):
     """A path cannot be read or written; the message names the URI."""
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """A path does not exist; still a FileNotFoundError for callers that expect one."""
+
+
+# ---- retries ----------------------------------------------------------------------------------
+
+RETRY_ATTEMPTS = 5  # attempts in all (the first try and 4 retries)
+RETRY_BASE_S = 0.5  # first backoff; doubles each retry (0.5, 1, 2, 4 s), +-20 % jitter
+RETRY_MAX_S = 8.0
+_sleep = time.sleep  # tests replace it to record the backoff without waiting
+
+# Messages of transient object-store errors (botocore and s3fs wording). `retry()` classifies by type and
+# errno; Ray Data classifies its own write retries by message, so forecaster.write adds these to
+# DataContext.retried_io_errors before Ray Data writes a staging directory.
+TRANSIENT_PATTERNS = (
+    "Could not connect to the endpoint URL",
+    "Connect timeout on endpoint URL",
+    "Read timeout on endpoint URL",
+    "Connection was closed before we received a valid response",
+    "Connection reset by peer",
+    "Please reduce your request rate",  # SlowDown (503)
+    "SlowDown",
+    "ServiceUnavailable",
+    "Service Unavailable",
+    "We encountered an internal error",  # InternalError (500)
+    "InternalError",
+    "RequestTimeout",
+)
+# OSErrors that another attempt cannot fix: the path is wrong or forbidden, the disk is full.
+_PERMANENT_TYPES = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+_PERMANENT_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
+                     errno.ENOTEMPTY, errno.EINVAL, errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG, errno.ENOSYS,
+                     errno.EXDEV, errno.EBADF}
+# Exception classes (by name: botocore and aiohttp need not be installed) that are worth another attempt.
+_TRANSIENT_NAMES = {"ConnectionError", "TimeoutError", "HTTPClientError", "EndpointConnectionError",
+                    "ConnectTimeoutError", "ReadTimeoutError", "IncompleteReadError", "ResponseStreamingError",
+                    "FSTimeoutError", "ClientPayloadError", "ServerDisconnectedError"}
+
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors another attempt may not see: connection and timeout errors, throttling, 5xx."""
+    if isinstance(exc, StorageError) or not isinstance(exc, Exception):
+        return False
+    if isinstance(exc, _PERMANENT_TYPES):
+        return False
+    if {c.__name__ for c in type(exc).__mro__} & _TRANSIENT_NAMES:
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno not in _PERMANENT_ERRNOS
+    return any(p in str(exc) for p in TRANSIENT_PATTERNS)
+
+
+def retry(op: Callable[[], T], uri: str, what: str, attempts: int | None = None) -> T:
+    """`op()`, tried again with exponential backoff while it fails with a transient error.
+
+    `op` must be safe to repeat (idempotent). A transient error that outlasts `attempts` becomes a
+    StorageError naming `uri`, what was done and how often; any other OSError becomes a StorageError
+    (StorageNotFoundError for a missing path) naming `uri` at once; other exceptions pass unchanged.
+    """
+    attempts = attempts or RETRY_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            return op()
+        except StorageError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                if isinstance(exc, FileNotFoundError):
+                    raise StorageNotFoundError(f"{uri}: {what}: no such file or directory ({exc})") from exc
+                if isinstance(exc, OSError):
+                    raise StorageError(f"{uri}: {what} failed: {type(exc).__name__}: {exc}") from exc
+                raise
+            if attempt == attempts:
+                raise StorageError(f"{uri}: {what} failed {attempts} times, giving up; last error: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+            log.warning("%s: %s failed (%s: %s); attempt %d of %d in %.1f s",
+                        uri, what, type(exc).__name__, exc, attempt + 1, attempts, delay)
+            _sleep(delay)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -70,22 +165,28 @@ class _FSSpecHandler(pafs.FSSpecHandler):
         except FileNotFoundError:
             pass
 
+    def delete_file(self, path):
+        if path.endswith("/"):  # an empty "dir/" marker key: fsspec's rm would take it for the directory
+            self.fs.rm_file(path)
+            return
+        super().delete_file(path)
+
 
 def exists(loc: Location) -> bool:
-    return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+    return retry(lambda: loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound, loc.uri, "stat")
 
 
 def list_parquet_files(loc: Location) -> list[str]:
     """Parquet files under a file or directory (Hive layout included), skipping _ and . entries."""
     _forget_listings(loc.fs)
-    info = loc.fs.get_file_info(loc.path)
+    info = retry(lambda: loc.fs.get_file_info(loc.path), loc.uri, "stat")
     if info.type == pafs.FileType.NotFound:
         raise StorageError(f"{loc.uri}: no such file or directory")
     if info.type == pafs.FileType.File:
         return [loc.path]
     selector = pafs.FileSelector(loc.path, recursive=True)
     files = []
-    for entry in loc.fs.get_file_info(selector):
+    for entry in retry(lambda: loc.fs.get_file_info(selector), loc.uri, "list"):
         rel = posixpath.relpath(entry.path, loc.path)
         # "dir/" keys are empty directory markers (S3 console, other tools): listed as files by s3fs
         if entry.type != pafs.FileType.File or entry.path.endswith("/"):
@@ -97,16 +198,33 @@ def list_parquet_files(loc: Location) -> list[str]:
 
 
 def write_json(loc: Location, payload: dict) -> None:
-    loc.fs.create_dir(posixpath.dirname(loc.path), recursive=True)
-    tmp = f"{loc.path}.{uuid.uuid4().hex}.tmp"
-    with loc.fs.open_output_stream(tmp) as out:
-        out.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
-    _move(loc.fs, tmp, loc.path)
+    """Write `payload` as `loc` in one step: a temporary file next to it, then a move (a single PUT on
+    object stores), so a reader finds the old or the new document, never a part of one."""
+    body = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+
+    def attempt() -> None:
+        loc.fs.create_dir(posixpath.dirname(loc.path), recursive=True)
+        tmp = f"{loc.path}.{uuid.uuid4().hex}.tmp"
+        try:
+            with loc.fs.open_output_stream(tmp) as out:
+                out.write(body)
+            _move(loc.fs, tmp, loc.path)
+        except BaseException:
+            try:
+                loc.fs.delete_file(tmp)
+            except Exception:
+                pass  # never written, already moved, or the store is down: a stray *.tmp is never read
+            raise
+
+    retry(attempt, loc.uri, "write")
 
 
 def read_json(loc: Location) -> dict:
-    with loc.fs.open_input_stream(loc.path) as fh:
-        return json.loads(fh.read().decode())
+    def attempt() -> dict:
+        with loc.fs.open_input_stream(loc.path) as fh:
+            return json.loads(fh.read().decode())
+
+    return retry(attempt, loc.uri, "read")
 
 
 def staging_dir(root: Location, name: str) -> Location:
@@ -114,23 +232,190 @@ def staging_dir(root: Location, name: str) -> Location:
     return root.join("_staging", f"{name}-{uuid.uuid4().hex[:12]}")
 
 
-def commit_partition(staging: Location, final: Location) -> None:
+@dataclass
+class Commit:
+    """What `commit_partition` did: the files of the new partition (relative to `final`) and, on object
+    stores when the deletion was deferred, the old files still to delete with `finish_commit`."""
+
+    final: Location
+    files: list[str]
+    stale: list[str] = field(default_factory=list)
+
+
+def commit_partition(staging: Location, final: Location, *, defer_delete: bool = False) -> Commit:
     """Replace `final` with the finished `staging` directory.
 
-    Local filesystems: the old partition is renamed aside, the new one renamed in, the old one
-    deleted; a reader sees either the old or the new directory. Object stores have no directory
-    rename, so the files are copied; the manifest written after this is the commit record.
+    Local filesystems: one atomic rename. A new date is renamed into place; an existing one is swapped
+    with the staging directory by renameat2(RENAME_EXCHANGE) (Linux), so a reader sees the complete old
+    or the complete new directory at every instant; the old one is then deleted. Where the exchange is
+    not available, the old directory is renamed aside (`_staging/old-<name>-<id>`) and the new one
+    renamed in; if that fails the old one is renamed back, and a crash between the two renames is
+    repaired by `recover_partition` (the next run).
+
+    Object stores have no rename: each staged file is copied into `final` (the staging names are unique
+    per attempt, so no old file is overwritten), then the old files are deleted: at once, or with
+    `finish_commit` after the manifest that lists the new files was written (`defer_delete=True`). Until
+    then the old manifest still names only old files that exist. If a copy fails, the copies made so far
+    are deleted again and the old partition stays as it was.
     """
     fs = staging.fs
     _forget_listings(fs)  # `final` may have been written by another process since we last listed
-    fs.create_dir(posixpath.dirname(final.path), recursive=True)
-    old = None
-    if exists(final):
-        old = f"{posixpath.dirname(staging.path)}/old-{uuid.uuid4().hex[:12]}"
-        _move(fs, final.path, old)
-    _move(fs, staging.path, final.path)
-    if old is not None:
-        fs.delete_dir(old)
+    parent = posixpath.dirname(final.path)
+    retry(lambda: fs.create_dir(parent, recursive=True), final.uri, "create the table directory")
+    if final.is_local:
+        _commit_local(staging, final)
+        return Commit(final, _relative_files(final))
+    commit = _commit_object_store(staging, final)
+    if not defer_delete:
+        finish_commit(commit)
+    return commit
+
+
+def finish_commit(commit: Commit) -> None:
+    """Delete the old files that `commit_partition(..., defer_delete=True)` left in place."""
+    fs, final = commit.final.fs, commit.final
+    for path in [*commit.stale, f"{final.path}/"]:  # the partition's own "dir/" marker key last
+        _delete_if_exists(fs, path, final)
+    commit.stale = []
+
+
+def _relative_files(loc: Location) -> list[str]:
+    selector = pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
+    infos = retry(lambda: loc.fs.get_file_info(selector), loc.uri, "list")
+    return sorted(posixpath.relpath(i.path, loc.path) for i in infos
+                  if i.type == pafs.FileType.File and not i.path.endswith("/"))
+
+
+def _entries(fs: pafs.FileSystem, path: str, uri: str) -> list[pafs.FileInfo]:
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    return [i for i in retry(lambda: fs.get_file_info(selector), uri, "list") if i.type == pafs.FileType.File]
+
+
+def _delete_if_exists(fs: pafs.FileSystem, path: str, final: Location) -> None:
+    def delete() -> None:
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            pass  # deleted by an earlier attempt whose answer was lost, or never there
+
+    retry(delete, _uri_of(final, path), "delete")
+
+
+def _uri_of(base: Location, path: str) -> str:
+    """The URI of `path` (a path on base.fs under base.path), for messages."""
+    rel = posixpath.relpath(path.rstrip("/"), base.path)
+    return base.uri.rstrip("/") if rel == "." else f"{base.uri.rstrip('/')}/{rel}"
+
+
+def _commit_object_store(staging: Location, final: Location) -> Commit:
+    fs = staging.fs
+    staged = [i.path for i in _entries(fs, staging.path, staging.uri) if not i.path.endswith("/")]
+    old = [i.path for i in _entries(fs, final.path, final.uri)]  # "dir/" marker keys included
+    copied: list[str] = []
+    try:
+        for src in staged:
+            dst = posixpath.join(final.path, posixpath.relpath(src, staging.path))
+            retry(lambda src=src, dst=dst: fs.copy_file(src, dst), _uri_of(final, dst), "copy the staged file")
+            copied.append(dst)
+    except Exception:
+        for dst in copied:  # back to the old partition; what this misses, recover_partition deletes
+            if dst not in old:
+                try:
+                    fs.delete_file(dst)
+                except Exception:
+                    log.warning("could not delete %s after a failed commit", _uri_of(final, dst))
+        raise
+    retry(lambda: fs.delete_dir(staging.path), staging.uri, "delete the staging directory")
+    new = set(copied)
+    return Commit(final, sorted(posixpath.relpath(p, final.path) for p in copied),
+                  [p for p in old if p not in new])
+
+
+def _commit_local(staging: Location, final: Location) -> None:
+    if not os.path.lexists(final.path):
+        _local_rename(staging.path, final.path)
+        return
+    if _exchange(staging.path, final.path):
+        shutil.rmtree(staging.path)  # the staging path now holds the old partition
+        return
+    name = posixpath.basename(final.path)
+    aside = posixpath.join(posixpath.dirname(staging.path), f"old-{name}-{uuid.uuid4().hex[:12]}")
+    _local_rename(final.path, aside)
+    try:
+        _local_rename(staging.path, final.path)
+    except BaseException:
+        _local_rename(aside, final.path)  # roll back: the old partition is complete again
+        raise
+    shutil.rmtree(aside)
+
+
+def _local_rename(src: str, dst: str) -> None:
+    os.rename(src, dst)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):  # not Linux, or a libc without it (glibc < 2.28)
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two existing paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # kernel or filesystem without the flag
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
+
+
+def recover_partition(table: Location, name: str, committed: list[str] | None = None) -> list[str]:
+    """Repair what a crashed commit of partition `name` under `table` left; returns what it did.
+
+    - `_staging/old-<name>-*` (the old partition, renamed aside by a local commit that did not finish):
+      renamed back if `name` is missing, else deleted;
+    - `_staging/<name>-*` (staging directories of attempts that never committed): deleted;
+    - object stores, with `committed` (the file list of the last manifest, relative to the partition):
+      files of the partition that the manifest does not list (copies of an attempt whose manifest was
+      never written) are deleted, so listing readers see the committed partition again.
+
+    Call it before staging a new attempt, never while another run writes the same date.
+    """
+    fs, final = table.fs, table.join(name)
+    staging_root = table.join("_staging")
+    _forget_listings(fs)
+    selector = pafs.FileSelector(staging_root.path, allow_not_found=True)
+    entries = retry(lambda: fs.get_file_info(selector), staging_root.uri, "list")
+    done = []
+    asides = sorted((i for i in entries if i.base_name.startswith(f"old-{name}-")),
+                    key=lambda i: i.mtime_ns or 0, reverse=True)
+    if asides and final.is_local and not os.path.lexists(final.path):
+        _local_rename(asides[0].path, final.path)
+        done.append(f"restored {final.uri} from {_uri_of(staging_root, asides[0].path)}")
+        asides = asides[1:]
+    for info in [*asides, *(i for i in entries if i.base_name.startswith(f"{name}-"))]:
+        retry(lambda info=info: fs.delete_dir(info.path), _uri_of(staging_root, info.path), "delete")
+        done.append(f"deleted {_uri_of(staging_root, info.path)}")
+    if committed is not None and not final.is_local:
+        keep = {posixpath.join(final.path, f) for f in committed}
+        for info in _entries(fs, final.path, final.uri):
+            if info.path not in keep and not info.path.endswith("/"):
+                _delete_if_exists(fs, info.path, final)
+                done.append(f"deleted uncommitted {_uri_of(final, info.path)}")
+    for line in done:
+        log.warning("recovery: %s", line)
+    return done
 
 
 def _forget_listings(fs: pafs.FileSystem) -> None:

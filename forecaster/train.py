@@ -17,21 +17,22 @@ import os
 import sys
 import tempfile
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from forecaster.config import Config
+from forecaster.config import Config, ConfigError
 from forecaster.evaluate import validation_scores
 from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
 from forecaster.model import build_model, masked_loss
-from forecaster.read import Y
-from forecaster.storage import resolve
+from forecaster.read import ID, Y
+from forecaster.storage import Location, exists, read_json, resolve
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def loop_config(cfg: Config) -> dict:
             "learning_rate": cfg.train.learning_rate,
             "seed": cfg.train.seed,
             "threads": max(1, int(cfg.train.cpus_per_worker)),
+            "warm_epochs": cfg.train.warm_epochs,
+            "diagnostics": cfg.train.diagnostics,
         },
     }
 
@@ -162,12 +165,33 @@ def _maybe_fail(epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def _restore(model, config: dict) -> tuple[dict, dict | None]:
+    """Resume from this run's last checkpoint (after a failure or a retried date), else warm-start
+    from `config["warm_start"]` (an earlier run's checkpoint), else start fresh."""
+    state = {"epoch": -1, "best_val": float("inf"), "bad_epochs": 0, "best_model": None, "restarts": 0,
+             "best_scores": {}, "warm_started": False, "initial_val": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as path:
+            saved = torch.load(os.path.join(path, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        state = {k: saved.get(k, state[k]) for k in state}
+        state["restarts"] += 1
+        return state, saved["optimizer"]
+    if config.get("warm_start") is not None:
+        with config["warm_start"].as_directory() as path:
+            weights, _ = load_best_weights(path)
+        model.load_state_dict(weights)
+        state["warm_started"] = True
+    return state, None
+
+
 def train_loop_per_worker(config: dict) -> None:
     m, t = config["model"], config["train"]
     torch.set_num_threads(t["threads"])
-    # one INFO line per report per rank from Ray Train would drown the per-epoch progress
     from ray.train.v2._internal.execution import context as train_context  # its logger is named by file
 
+    # one INFO line per report per rank from Ray Train would drown the per-epoch progress
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -175,26 +199,21 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     model = build_model(m)
-    state = {"epoch": -1, "best_val": float("inf"), "bad_epochs": 0, "best_model": None, "restarts": 0,
-             "best_scores": {}}
-    optimizer_state = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as path:
-            saved = torch.load(os.path.join(path, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer_state = saved["optimizer"]
-        state = {k: saved[k] for k in state}
-        state["restarts"] += 1
+    state, optimizer_state = _restore(model, config)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"])
-    if optimizer_state is not None:
+    if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     shard = ray.train.get_dataset_shard("train")
     local_batch = max(1, t["batch_size"] // world)
     plain = model.module if hasattr(model, "module") else model
+    max_epochs = t["warm_epochs"] if state["warm_started"] else t["max_epochs"]
+    diagnostics = _shard_diagnostics(shard, t) if t.get("diagnostics") else {}
+    initial_val = None
+    if state["epoch"] < 0:  # where training begins: untrained, or the warm start's weights
+        initial_val, _ = _validate(model, shard, m, t, device)
 
-    for epoch in range(state["epoch"] + 1, t["max_epochs"]):
+    for epoch in range(state["epoch"] + 1, max_epochs):
         if state["bad_epochs"] >= t["patience"]:
             break
         rng = np.random.default_rng([t["seed"], rank, epoch])
@@ -217,10 +236,16 @@ def train_loop_per_worker(config: dict) -> None:
             "best_val_loss": state["best_val"],
             "windows": int(windows),
             "restarts": state["restarts"],
+            "warm_started": state["warm_started"],
             "train_seconds": train_seconds,
             "epoch_seconds": time.perf_counter() - started,
             **state["best_scores"],
         }
+        if initial_val is not None:
+            state["initial_val"] = initial_val
+        metrics["initial_val_loss"] = state.get("initial_val")
+        if diagnostics:  # evidence that DDP works, for tests and debugging (train.diagnostics)
+            metrics.update(diagnostics, param_checksums=_param_checksums(plain))
         if rank == 0:
             _progress(metrics, state)
         with tempfile.TemporaryDirectory() as tmp:
@@ -229,6 +254,27 @@ def train_loop_per_worker(config: dict) -> None:
                 save_checkpoint(tmp, plain, config, optimizer, state)
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=saved_checkpoint)
+
+
+def _gather(value) -> list:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def _shard_diagnostics(shard, t: dict) -> dict:
+    """How many series each rank's shard holds and how many ids two shards share (should be 0)."""
+    ids = [i for b in shard.iter_batches(batch_size=t["series_per_block"], batch_format="pyarrow")
+           for i in b[ID].to_pylist()]
+    sets = [set(g) for g in _gather(ids)]
+    overlap = sum(len(a & b) for i, a in enumerate(sets) for b in sets[i + 1:])
+    return {"shard_sizes": [len(s) for s in sets], "shard_overlap": overlap}
+
+
+def _param_checksums(model) -> list[float]:
+    return _gather(float(sum(p.detach().double().sum() for p in model.parameters())))
 
 
 def _progress(metrics: dict, state: dict) -> None:
@@ -254,7 +300,7 @@ def save_checkpoint(directory: str, model, config: dict, optimizer=None, state: 
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {}, **state}
     torch.save(payload, os.path.join(directory, CHECKPOINT_FILE))
     with open(os.path.join(directory, "config.json"), "w") as fh:
-        json.dump(config, fh, indent=2, sort_keys=True)
+        json.dump({"model": config["model"], "train": config["train"]}, fh, indent=2, sort_keys=True)
 
 
 def load_best_weights(checkpoint_dir: str) -> tuple[dict, dict]:
@@ -263,6 +309,54 @@ def load_best_weights(checkpoint_dir: str) -> tuple[dict, dict]:
     with open(os.path.join(checkpoint_dir, "config.json")) as fh:
         config = json.load(fh)
     return saved["best_model"] or saved["model"], config
+
+
+ARCHITECTURE_KEYS = ("horizon", "input_size", "hidden_size", "num_layers")
+
+
+def warm_start_checkpoint(cfg: Config) -> ray.train.Checkpoint | None:
+    """The checkpoint named by train.warm_start: none, latest (the newest earlier date's manifest
+    under output.uri) or a checkpoint URI; checked against this run's architecture."""
+    choice = cfg.train.warm_start
+    if choice == "none":
+        return None
+    uri = _latest_checkpoint_uri(cfg) if choice == "latest" else choice
+    if uri is None:
+        log.info("train.warm_start=latest: no earlier run with a checkpoint; training from scratch")
+        return None
+    loc = resolve(uri, cfg.data.storage_options)
+    checkpoint = ray.train.Checkpoint(path=loc.path, filesystem=loc.fs)
+    try:
+        with checkpoint.as_directory() as path:
+            with open(os.path.join(path, "config.json")) as fh:
+                saved = json.load(fh)["model"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"train.warm_start={uri}: not a readable forecaster checkpoint ({exc})") from None
+    wanted = loop_config(cfg)["model"]
+    for key in ARCHITECTURE_KEYS:
+        if saved.get(key) != wanted[key]:
+            raise ConfigError(
+                f"train.warm_start={uri}: checkpoint has model {key}={saved.get(key)}, this run has {wanted[key]}")
+    log.info("warm start from %s", uri)
+    return checkpoint
+
+
+def _latest_checkpoint_uri(cfg: Config) -> str | None:
+    manifests = resolve(cfg.output.uri, cfg.data.storage_options).join("manifests")
+    if not exists(manifests):
+        return None
+    earlier = []
+    for info in manifests.fs.get_file_info(pafs.FileSelector(manifests.path)):
+        name = info.base_name
+        if name.startswith("forecast_date=") and name.endswith(".json"):
+            date = name[len("forecast_date="):-len(".json")]
+            if date < cfg.forecast_date:
+                earlier.append((date, info.path))
+    for _, path in sorted(earlier, reverse=True):
+        manifest = read_json(Location(manifests.fs, path, path))
+        if manifest.get("checkpoint_uri"):
+            return manifest["checkpoint_uri"]
+    return None
 
 
 def run_name(cfg: Config) -> str:
@@ -275,9 +369,11 @@ def fit(cfg: Config, train_ds: ray.data.Dataset) -> ray.train.Result:
 
     storage_uri = cfg.train.storage_path or cfg.output.uri.rstrip("/") + "/checkpoints"
     storage = resolve(storage_uri, cfg.data.storage_options)
+    config = loop_config(cfg)
+    config["warm_start"] = warm_start_checkpoint(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(cfg),
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,

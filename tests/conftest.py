@@ -1,23 +1,37 @@
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
-from forecaster.runtime import QUIET_ENV
+from forecaster.runtime import QUIET_ENV, worker_env_vars
 
 for _key, _value in QUIET_ENV.items():
     os.environ.setdefault(_key, _value)
 
 
+def _moto_server_installed() -> bool:
+    return (Path(sys.executable).parent / "moto_server").exists() or shutil.which("moto_server") is not None
+
+
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(request):
     """One local Ray for the whole test session (starting one per test costs ~10 s each).
 
     3 logical CPUs on this 2-core machine: 2 training workers x 1 CPU plus one CPU that Ray Data
     always finds free (see forecaster/runtime.py).
+
+    Starts after `s3_server`: Ray workers inherit the environment of the raylet, which is this process's
+    environment when ray.init() starts Ray, so the AWS_* variables that point s3fs at the local S3 must be
+    set before; they also go into runtime_env like forecaster.runtime.init_ray passes them. Without moto
+    installed the S3 server is skipped, not the Ray tests.
     """
+    if _moto_server_installed():
+        request.getfixturevalue("s3_server")
     import ray
 
-    ray.init(num_cpus=3, configure_logging=False, runtime_env={"env_vars": dict(QUIET_ENV)})
+    ray.init(num_cpus=3, configure_logging=False, runtime_env={"env_vars": worker_env_vars()})
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,81 @@
+"""Ray Train behaviour: DDP really splits the data and keeps replicas identical; warm start."""
+
+import pyarrow.compute as pc
+import pytest
+
+from forecaster.config import ConfigError, load_config
+from forecaster.pipeline import run, validate
+from forecaster.read import read_series
+from forecaster.synthetic import seasonal_series
+from forecaster.train import fit, warm_start_checkpoint
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("train-input")
+    table = seasonal_series(40, 60, seed=11, noise=0.05)
+    ids = table["unique_id"].to_pylist()
+    for part in range(4):  # several blocks, so each rank's shard is a real split
+        keep = pc.is_in(table["unique_id"], value_set=pc.unique(table["unique_id"]).filter(
+            [i % 4 == part for i in range(len(set(ids)))]))
+        pq.write_table(table.filter(keep), root / f"part-{part}.parquet")
+    return root
+
+
+def _cfg(data, out, *extra):
+    return load_config(None, [f"data.uri={data}", "data.freq=MS", "model.horizon=6", f"output.uri={out}",
+                              "run.date=2024-01-01", "model.hidden_size=16", "train.windows_per_series=16",
+                              "train.batch_size=64", "train.seed=3", *extra])
+
+
+def _clean(cfg):
+    validated = validate(cfg, read_series(cfg))
+    return validated.drop_columns(["reject_reason", "reject_detail"]).materialize()
+
+
+def test_ddp_ranks_get_disjoint_shards_and_identical_parameters(ray_session, data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, "train.num_workers=2", "train.max_epochs=2", "train.patience=5",
+               "train.diagnostics=true", "run.name=ddp")
+    result = fit(cfg, _clean(cfg))
+    metrics = result.metrics
+    assert metrics["shard_overlap"] == 0
+    assert sum(metrics["shard_sizes"]) == 40 and min(metrics["shard_sizes"]) > 0
+    first, second = metrics["param_checksums"]
+    assert first == pytest.approx(second, rel=1e-9, abs=1e-9)  # all-reduced gradients, same steps
+
+
+def test_one_and_two_workers_reach_the_same_validation_loss(ray_session, data_dir, tmp_path):
+    losses = {}
+    for workers in (1, 2):
+        cfg = _cfg(data_dir, tmp_path / str(workers), f"train.num_workers={workers}", "train.max_epochs=6",
+                   "train.patience=10", f"run.name=w{workers}")
+        losses[workers] = fit(cfg, _clean(cfg)).metrics["best_val_loss"]
+    assert losses[2] == pytest.approx(losses[1], rel=0.15), losses
+
+
+def test_warm_start_begins_at_the_earlier_validation_loss(ray_session, data_dir, tmp_path):
+    common = ["train.num_workers=1", "train.patience=10"]
+    first = run(_cfg(data_dir, tmp_path, *common, "train.max_epochs=8", "run.date=2024-01-01"))
+    warm = run(_cfg(data_dir, tmp_path, *common, "train.warm_start=latest", "train.warm_epochs=2",
+                    "run.date=2024-02-01"))
+    cold = run(_cfg(data_dir, tmp_path / "cold", *common, "train.max_epochs=1", "run.date=2024-02-01"))
+    earlier_best = first["metrics"]["best_val_loss"]
+    assert warm["metrics"]["warm_started"] is True
+    assert warm["metrics"]["epochs"] == 2
+    assert warm["metrics"]["initial_val_loss"] == pytest.approx(earlier_best, rel=0.05)
+    # a cold start begins at the untrained model's loss, far from where the warm start began
+    untrained = cold["metrics"]["initial_val_loss"]
+    assert untrained - earlier_best > 10 * abs(warm["metrics"]["initial_val_loss"] - earlier_best)
+    assert cold["metrics"]["warm_started"] is False
+
+
+def test_warm_start_from_a_different_architecture_is_refused(ray_session, data_dir, tmp_path):
+    first = run(_cfg(data_dir, tmp_path, "train.num_workers=1", "train.max_epochs=1"))
+    other = _cfg(data_dir, tmp_path, "model.hidden_size=8", f"train.warm_start={first['checkpoint_uri']}",
+                 "run.date=2024-03-01")
+    with pytest.raises(ConfigError, match="train.warm_start=.*hidden_size=16"):
+        warm_start_checkpoint(other)
