@@ -1,10 +1,12 @@
-"""Accuracy on M1 (monthly, quarterly, yearly): the LSTM with default config vs seasonal naive.
+"""Accuracy on M1 (monthly, quarterly, yearly): the job's default config against baselines.
 
-    .venv/bin/python bench/accuracy.py [--data ../shared/data/m1] [--set key=value ...]
+    .venv/bin/python bench/accuracy.py [--data ../shared/data/m1] [--only monthly] [--set key=value ...]
 
-Trains on each train.parquet through the normal job (`forecaster run` contract), then scores the
-forecasts against test.parquet: MASE (seasonal lag from the frequency, scale from the training
-part) and sMAPE, averaged over series. Prints one table.
+Trains on each train.parquet through the normal job (`forecaster run` contract), then scores
+against test.parquet: MASE (seasonal lag from the frequency, scale from the training part) and
+sMAPE, averaged over series. Rows: `forecast` (what the job recommends: the LSTM, or seasonal naive
+where it won the series' validation window), `LSTM` (the network alone), seasonal naive, and, when
+statsforecast is installed (`pip install -e '.[bench]'`), AutoETS and AutoTheta.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def score(train: pd.DataFrame, test: pd.DataFrame, forecast: pd.DataFrame, freq:
         if scale > 0:
             mases.append(np.abs(actual - pred).mean() / scale)
         denominator = np.abs(actual) + np.abs(pred)
-        smapes.append(100 * np.mean(np.where(denominator > 0, 2 * np.abs(actual - pred) / np.maximum(denominator, 1e-12), 0)))
+        ratio = np.where(denominator > 0, 2 * np.abs(actual - pred) / np.maximum(denominator, 1e-12), 0)
+        smapes.append(100 * np.mean(ratio))
     return {"MASE": float(np.mean(mases)), "sMAPE": float(np.mean(smapes)), "series": len(smapes)}
 
 
@@ -81,15 +84,32 @@ def main() -> None:
         manifest = run(cfg)
         seconds = time.perf_counter() - started
         forecast = pd.read_parquet(out / "forecasts" / f"forecast_date={cfg.forecast_date}")
-        lstm = score(train, test, forecast, freq, "LSTM")
-        naive = score(train, test, seasonal_naive(train, test, freq), freq, "SeasonalNaive")
-        table.append((name, lstm, naive, manifest["counts"], seconds, manifest["metrics"].get("epochs")))
+        rows = {column: score(train, test, forecast, freq, column) for column in ("forecast", "LSTM")}
+        rows["SeasonalNaive"] = score(train, test, seasonal_naive(train, test, freq), freq, "SeasonalNaive")
+        rows.update(statistical(train, test, freq, horizon))
+        table.append((name, rows, manifest["counts"], seconds, manifest["metrics"].get("epochs")))
     print()
-    print(f"{'dataset':10} {'series':>6} {'rej':>4} {'LSTM MASE':>10} {'SNaive MASE':>12} "
-          f"{'LSTM sMAPE':>11} {'SNaive sMAPE':>13} {'epochs':>6} {'seconds':>8}")
-    for name, lstm, naive, counts, seconds, epochs in table:
-        print(f"{name:10} {counts['input']:6d} {counts['rejected']:4d} {lstm['MASE']:10.3f} {naive['MASE']:12.3f} "
-              f"{lstm['sMAPE']:11.2f} {naive['sMAPE']:13.2f} {epochs:6} {seconds:8.1f}")
+    print(f"{'dataset':10} {'model':14} {'MASE':>7} {'sMAPE':>7}   series rejected epochs seconds")
+    for name, rows, counts, seconds, epochs in table:
+        for model, result in rows.items():
+            extra = (f"   {counts['input']:6d} {counts['rejected']:8d} {epochs!s:>6} {seconds:7.1f}"
+                     if model == "forecast" else "")
+            print(f"{name:10} {model:14} {result['MASE']:7.3f} {result['sMAPE']:7.2f}{extra}")
+
+
+def statistical(train: pd.DataFrame, test: pd.DataFrame, freq: str, horizon: int) -> dict:
+    """AutoETS and AutoTheta from statsforecast, when installed (the `bench` extra)."""
+    try:
+        from statsforecast import StatsForecast
+        from statsforecast.models import AutoETS, AutoTheta
+    except ImportError:
+        print("statsforecast not installed: skipping AutoETS/AutoTheta (pip install -e '.[bench]')")
+        return {}
+    season = season_length(freq)
+    sf = StatsForecast(models=[AutoETS(season_length=season), AutoTheta(season_length=season)], freq=freq, n_jobs=1)
+    predicted = sf.forecast(df=train[["unique_id", "ds", "y"]], h=horizon).reset_index()
+    predicted["ds"] = pd.to_datetime(predicted["ds"])
+    return {model: score(train, test, predicted, freq, model) for model in ("AutoETS", "AutoTheta")}
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ and steps the same model with the same batch size and the same number of threads
 fixed start-up is printed separately.
 
 Inference: series/s of the Ray Data path (read Parquet + validate + predict + write Parquet)
-against the bare model (window + forward + un-scale on in-memory arrays). The start-up of the Ray
+against the bare predictor: the same `SeriesPredictor` (windows, forward, un-scale, baselines,
+validation fallback) called in one process on blocks already in memory. The start-up of the Ray
 Data path (actor start, model load) is measured on a tiny input and printed separately; the rate is
 (N series) / (wall time - start-up).
 """
@@ -31,13 +32,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.config import load_config  # noqa: E402
-from forecaster.features import SeriesBlock, forecast_windows, training_windows  # noqa: E402
-from forecaster.model import build_model, masked_loss  # noqa: E402
+from forecaster.features import SeriesBlock, training_windows  # noqa: E402
+from forecaster.model import build_model  # noqa: E402
 from forecaster.pipeline import predict, validate  # noqa: E402
+from forecaster.predict import SeriesPredictor  # noqa: E402
 from forecaster.read import read_series  # noqa: E402
 from forecaster.runtime import init_ray  # noqa: E402
 from forecaster.synthetic import seasonal_series  # noqa: E402
-from forecaster.train import fit, loop_config, save_checkpoint  # noqa: E402
+from forecaster.train import fit, loop_config, save_checkpoint, train_step  # noqa: E402
 
 
 def write_series(directory: pathlib.Path, n_series: int, files: int, seed: int = 0) -> None:
@@ -68,12 +70,7 @@ def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> f
             order = rng.permutation(len(w))
             for j in range(0, len(order), t["batch_size"]):
                 rows = order[j:j + t["batch_size"]]
-                x = torch.from_numpy(np.stack([w.inputs[rows], w.input_mask[rows]], -1).astype(np.float32))
-                y = torch.from_numpy(w.targets[rows].astype(np.float32))
-                mask = torch.from_numpy(w.target_mask[rows].astype(np.float32))
-                optimizer.zero_grad(set_to_none=True)
-                masked_loss(model(x)[..., 0], y, mask, m["loss"]).backward()
-                optimizer.step()
+                train_step(model, optimizer, w, rows, m, torch.device("cpu"))
                 windows += len(rows)
         timings.append(windows / (time.perf_counter() - started))
     return float(np.median(timings[1:] if len(timings) > 1 else timings))
@@ -92,23 +89,22 @@ def ray_training(cfg, clean) -> tuple[float, float]:
     return rate, startup
 
 
-def bare_inference(cfg, series: list[np.ndarray], checkpoint_model) -> float:
-    torch.set_num_threads(os.cpu_count() or 1)
-    m = loop_config(cfg)["model"]
+def bare_inference(cfg, batches: list, checkpoint) -> float:
+    """Series/s of the same predictor class called in this process on in-memory blocks."""
+    predictor = SeriesPredictor(checkpoint, freq=cfg.data.freq, season=cfg.season, horizon=cfg.model.horizon,
+                                fallback=cfg.model.fallback, threads=os.cpu_count() or 1)
     started = time.perf_counter()
-    for i in range(0, len(series), cfg.predict.batch_size):
-        w = forecast_windows(SeriesBlock(series[i:i + cfg.predict.batch_size]), m["input_size"], m["horizon"],
-                             m["scaler"])
-        with torch.no_grad():
-            w.unscale(checkpoint_model(torch.from_numpy(w.features()))[..., 0].numpy())
-    return len(series) / (time.perf_counter() - started)
+    series = 0
+    for batch in batches:
+        predictor(batch)
+        series += batch.num_rows
+    return series / (time.perf_counter() - started)
 
 
 def ray_inference(cfg, checkpoint, out: pathlib.Path) -> float:
     started = time.perf_counter()
     validated = validate(cfg, read_series(cfg))
-    clean = validated.filter(expr="reject_reason is None") if False else validated
-    predict(cfg, clean, checkpoint).write_parquet(str(out))
+    predict(cfg, validated, checkpoint).write_parquet(str(out))
     return time.perf_counter() - started
 
 
@@ -154,13 +150,14 @@ def main() -> None:
         startup_s = ray_inference(tiny, checkpoint, work / "pred-tiny")
         big = load_config(None, [f"data.uri={work / 'infer'}", *common])
         wall = ray_inference(big, checkpoint, work / "pred-big")
-        infer_series = [np.asarray(r["y"]) for r in validate(big, read_series(big)).take_all()]
-        bare = bare_inference(big, infer_series, model)
+        blocks = list(validate(big, read_series(big)).iter_batches(batch_size=big.predict.batch_size,
+                                                                   batch_format="pyarrow"))
+        bare = bare_inference(big, blocks, checkpoint)
         ray_rate = args.infer_series / max(wall - startup_s, 1e-9)
         print(f"\ninference: {args.infer_series} series, horizon 18")
         print(f"  Ray Data read+validate+predict+write {ray_rate:10.0f} series/s "
               f"(wall {wall:.1f} s, start-up {startup_s:.1f} s excluded)")
-        print(f"  bare model (windows+forward)         {bare:10.0f} series/s")
+        print(f"  bare predictor, in-memory blocks     {bare:10.0f} series/s")
         print(f"  ratio                                {ray_rate / bare:10.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

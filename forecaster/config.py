@@ -40,7 +40,10 @@ class ModelConfig:
     hidden_size: int = 64  # LSTM hidden units
     num_layers: int = 2  # stacked LSTM layers
     dropout: float = 0.1  # between LSTM layers and before the head
-    loss: str = "mae"  # mae | mse
+    loss: str = "mae"  # mae | mse | quantile (pinball loss over the median and model.levels)
+    levels: list = field(default_factory=lambda: [80, 95])  # prediction intervals (percent) for loss=quantile
+    fallback: str = "validation"  # validation: seasonal naive where it beat the LSTM on the series' last horizon | none
+    short_series: str = "baseline"  # series under horizon+2 points: baseline (forecast by (seasonal) naive) | reject
     scaler: str = "window"  # window: robust stats of each input window | series: per series up to the cutoff
 
 
@@ -152,8 +155,10 @@ def season_length(freq: str) -> int:
 
 
 _CHOICES = {
-    ("model", "loss"): ("mae", "mse"),
+    ("model", "loss"): ("mae", "mse", "quantile"),
     ("model", "scaler"): ("window", "series"),
+    ("model", "fallback"): ("validation", "none"),
+    ("model", "short_series"): ("baseline", "reject"),
 }
 
 
@@ -182,6 +187,8 @@ def _validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}={value}: must be a positive integer")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 100 for v in cfg.model.levels):
+        raise ConfigError(f"model.levels={cfg.model.levels!r}: expected a list of percentages in (0, 100)")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.model.dropout}: must be in [0, 1)")
     if not (math.isfinite(cfg.train.learning_rate) and cfg.train.learning_rate > 0):
@@ -262,13 +269,13 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             if isinstance(value, (dict, list)):
                 raise ValueError
             return str(value)
-        if base is dict:
+        if base in (dict, list):
             if isinstance(value, str):
                 value = yaml.safe_load(value)
-            if not isinstance(value, dict):
+            if not isinstance(value, base):
                 raise ValueError
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         shown = "=***" if key.startswith("data.storage_options") else f"={value!r}"  # may hold credentials
         raise ConfigError(f"{key}{shown}: expected {getattr(base, '__name__', base)}") from None
     return value

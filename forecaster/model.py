@@ -39,6 +39,15 @@ class LSTMForecaster(nn.Module):
         return out.view(x.shape[0], self.horizon, self.outputs)
 
 
+def quantiles_for(levels: list[int]) -> list[float]:
+    """Output quantiles: the median first, then (lo, hi) for each interval level in percent."""
+    out = [0.5]
+    for level in levels:
+        tail = (1 - level / 100) / 2
+        out += [tail, 1 - tail]
+    return out
+
+
 def build_model(model_cfg: dict) -> LSTMForecaster:
     """Model from the `model` section of a config dict (as stored in checkpoints)."""
     return LSTMForecaster(
@@ -47,11 +56,26 @@ def build_model(model_cfg: dict) -> LSTMForecaster:
         hidden_size=model_cfg["hidden_size"],
         num_layers=model_cfg["num_layers"],
         dropout=model_cfg["dropout"],
+        outputs=len(model_cfg.get("quantiles") or [0.5]),
     )
 
 
-def masked_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean of |e| (mae) or e^2 (mse) over observed target steps. All (batch, horizon)."""
-    error = prediction - target
-    per_step = error.abs() if kind == "mae" else error.pow(2)
-    return (per_step * mask).sum() / mask.sum().clamp_min(1.0)
+def masked_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str,
+                quantiles: list[float] | None = None) -> torch.Tensor:
+    """Mean loss over observed target steps.
+
+    prediction: (batch, horizon, outputs); target, mask: (batch, horizon). mae and mse score
+    output 0; quantile is the pinball loss of every output against its quantile.
+    """
+    return per_step_loss(prediction, target, kind, quantiles).mul(mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def per_step_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str,
+                  quantiles: list[float] | None = None) -> torch.Tensor:
+    """(batch, horizon) loss before masking."""
+    if kind == "quantile":
+        q = torch.tensor(quantiles, dtype=prediction.dtype, device=prediction.device)  # (outputs,)
+        error = target.unsqueeze(-1) - prediction  # (batch, horizon, outputs)
+        return torch.maximum(q * error, (q - 1) * error).mean(dim=-1)
+    error = prediction[..., 0] - target
+    return error.abs() if kind == "mae" else error.pow(2)

@@ -22,14 +22,18 @@ from forecaster.report import build_manifest
 from forecaster.runtime import init_ray, predict_actors
 from forecaster.storage import resolve
 from forecaster.train import fit
-from forecaster.validate import validate_batch
+from forecaster.validate import min_length, validate_batch
 from forecaster.write import FORECASTS, REJECT_SCHEMA, REJECTS, write_manifest, write_partition
 
 log = logging.getLogger(__name__)
 
-FORECAST_SCHEMA = pa.schema([
-    (ID, pa.string()), ("ds", pa.timestamp("us")), ("LSTM", pa.float64()), ("cutoff", pa.timestamp("us")),
-])
+def forecast_schema(cfg: Config) -> pa.Schema:
+    """Columns of the forecasts table (see predict.py), for an empty partition."""
+    levels = cfg.model.levels if cfg.model.loss == "quantile" else []
+    bounds = [(f"LSTM-{side}-{level}", pa.float64()) for level in levels for side in ("lo", "hi")]
+    return pa.schema([(ID, pa.string()), ("ds", pa.timestamp("us")), ("LSTM", pa.float64()), *bounds,
+                      ("Naive", pa.float64()), ("SeasonalNaive", pa.float64()), ("forecast", pa.float64()),
+                      ("model", pa.string()), ("cutoff", pa.timestamp("us"))])
 
 
 def _clean_rows(batch: pa.Table) -> pa.Table:
@@ -70,17 +74,20 @@ def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
     """Series rows with reject_reason/reject_detail columns (null for clean series), materialised."""
     return series.map_batches(
         validate_batch,
-        fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": cfg.forecast_date},
+        fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": cfg.forecast_date,
+                   "short_series": cfg.model.short_series},
         batch_format="pyarrow",
         batch_size=None,
     ).materialize()
 
 
-def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint) -> ray.data.Dataset:
+def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None) -> ray.data.Dataset:
     """Forecast rows for every clean series (lazy: executes when written)."""
     return clean.map_batches(
         SeriesPredictor,
-        fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "use_gpu": cfg.train.use_gpu},
+        fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "season": cfg.season,
+                               "horizon": cfg.model.horizon, "fallback": cfg.model.fallback,
+                               "use_gpu": cfg.train.use_gpu},
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=predict_actors(cfg)),
         num_gpus=1 if cfg.train.use_gpu else None,
         batch_size=cfg.predict.batch_size,
@@ -112,18 +119,24 @@ def run(cfg: Config) -> dict:
 
     metrics: dict = {}
     checkpoint_uri = None
-    if counts["forecast"] > 0:
-        result = fit(cfg, clean)
-        timer.mark("train")
+    trainable = clean.filter(expr=f"length >= {min_length(cfg.model.horizon)}").materialize()
+    counts["trained_on"] = trainable.count()
+    checkpoint = None
+    if counts["trained_on"] > 0:
+        result = fit(cfg, trainable)
         checkpoint = result.checkpoint
         checkpoint_uri = _checkpoint_uri(cfg, checkpoint)
         metrics.update(_training_metrics(result))
+    else:
+        log.warning("no series long enough for the LSTM: baselines only")
+    timer.mark("train")
+    if counts["forecast"] > 0:
         forecasts = predict(cfg, clean, checkpoint)
     else:
-        log.warning("no clean series: nothing to train; writing rejects only")
-        forecasts = ray.data.from_arrow(FORECAST_SCHEMA.empty_table())
-        timer.mark("train")
-    forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, FORECAST_SCHEMA)
+        log.warning("no clean series: writing rejects only")
+        forecasts = ray.data.from_arrow(forecast_schema(cfg).empty_table())
+    forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, forecast_schema(cfg))
+    counts["by_model"] = _count_models(forecasts_loc, cfg.model.horizon)
     rejects_loc = write_partition(root, REJECTS, forecast_date, rejects, REJECT_SCHEMA)
     timer.mark("predict_write")
 
@@ -132,6 +145,15 @@ def run(cfg: Config) -> dict:
     manifest = build_manifest(cfg.to_dict(), counts, metrics, timer.total(), checkpoint_uri, outputs)
     write_manifest(root, forecast_date, manifest)
     return manifest
+
+
+def _count_models(partition, horizon: int) -> dict:
+    """Series per model in a committed forecast partition (reads only the `model` column)."""
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(partition.path, filesystem=partition.fs, format="parquet").to_table(columns=["model"])
+    counts = table.group_by("model").aggregate([("model", "count")]).to_pydict()
+    return {m: c // horizon for m, c in zip(counts["model"], counts["model_count"], strict=True)}
 
 
 def _checkpoint_uri(cfg: Config, checkpoint) -> str | None:

@@ -1,7 +1,17 @@
 """Predict: a callable class for Ray Data `map_batches` (one model load per actor).
 
-`SeriesPredictor(checkpoint, ...)` maps a block of clean series rows to long forecast rows
-(unique_id, ds, LSTM, cutoff), un-scaling the network's output with each window's statistics.
+`SeriesPredictor(checkpoint, ...)` maps a block of clean series rows to long forecast rows,
+un-scaling the network's output with each window's statistics. Columns (neuralforecast's naming):
+
+    unique_id, ds, cutoff
+    LSTM                          the network's point forecast (median for loss=quantile)
+    LSTM-lo-80, LSTM-hi-80, ...   interval bounds for loss=quantile (sorted: they never cross)
+    Naive, SeasonalNaive          baselines, computed for every series
+    forecast, model               the forecast to use and which model made it
+
+`model` is LSTM unless the series is too short for the network (fewer than horizon + 2 points:
+SeasonalNaive, or Naive under one season) or, with model.fallback=validation, seasonal naive beat
+the network on the series' own held-out last `horizon` points.
 """
 
 from __future__ import annotations
@@ -13,32 +23,46 @@ import pyarrow.compute as pc
 import ray.train
 import torch
 
-from forecaster.features import SeriesBlock, Windows, forecast_windows
+from forecaster.evaluate import seasonal_naive
+from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model
 from forecaster.read import ID, Y
 from forecaster.train import load_best_weights
+from forecaster.validate import min_length
 
 MODEL_COLUMN = "LSTM"
 
 
 class SeriesPredictor:
-    def __init__(self, checkpoint: ray.train.Checkpoint, freq: str, threads: int = 1, use_gpu: bool = False):
+    def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
+                 fallback: str = "validation", threads: int = 1, use_gpu: bool = False):
+        """`checkpoint=None` (no series was long enough to train on): baselines only."""
         torch.set_num_threads(threads)
-        with checkpoint.as_directory() as path:
-            weights, config = load_best_weights(path)
-        self.m = config["model"]
-        self.model = build_model(self.m)
-        self.model.load_state_dict(weights)
-        self.model.eval()
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+        self.season = season
+        self.fallback = fallback
+        self.model = None
+        self.m = {"horizon": horizon, "quantiles": [0.5], "levels": []}
+        if checkpoint is not None:
+            with checkpoint.as_directory() as path:
+                weights, config = load_best_weights(path)
+            self.m = config["model"]
+            self.model = build_model(self.m)
+            self.model.load_state_dict(weights)
+            self.model.eval()
+            self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+            self.model.to(self.device)
         self.offset = pd.tseries.frequencies.to_offset(freq)
 
     @torch.no_grad()
     def _predict(self, w: Windows) -> np.ndarray:
+        """(series, horizon, outputs) in original units; quantile outputs sorted per step."""
         x = torch.from_numpy(w.features()).to(self.device)
-        scaled = self.model(x)[..., 0].float().cpu().numpy().astype(np.float64)
-        return w.unscale(scaled)  # (series, horizon)
+        scaled = self.model(x).float().cpu().numpy().astype(np.float64)
+        values = w.unscale(scaled)
+        if values.shape[-1] > 1:
+            order = np.argsort(self.m["quantiles"])
+            values[..., order] = np.sort(values[..., order], axis=-1)  # no crossing
+        return values
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         column = batch[Y].combine_chunks() if isinstance(batch[Y], pa.ChunkedArray) else batch[Y]
@@ -46,18 +70,49 @@ class SeriesPredictor:
         return self._forecast(batch, block)
 
     def _forecast(self, batch: pa.Table, block: SeriesBlock) -> pa.Table:
-        horizon = self.m["horizon"]
-        values = self._predict(forecast_windows(block, self.m["input_size"], horizon, self.m["scaler"]))
+        h, n = self.m["horizon"], len(block)
+        network = (block.lengths >= min_length(h)) & (self.model is not None)  # long enough for the LSTM
+        outputs = np.full((n, h, len(self.m["quantiles"])), np.nan)
+        if network.any():
+            windows = forecast_windows(_subset(block, network), self.m["input_size"], h, self.m["scaler"])
+            outputs[network] = self._predict(windows)
+        naive = seasonal_naive(block, block.lengths, h, 1)
+        snaive = seasonal_naive(block, block.lengths, h, self.season)
+        use_lstm = network.copy()
+        if self.fallback == "validation" and network.any():
+            use_lstm[network] = self._lstm_wins_validation(_subset(block, network))
+        chosen = np.where(use_lstm[:, None], outputs[..., 0], snaive)
+        model = np.where(use_lstm, "LSTM", np.where(block.lengths >= self.season, "SeasonalNaive", "Naive"))
+
         last = batch["last_ds"].to_numpy(zero_copy_only=False)
-        dates = self._future_dates(last, horizon)  # (series, horizon)
-        ids = pc.cast(batch[ID], pa.string())
-        repeat = np.repeat(np.arange(batch.num_rows), horizon)
-        return pa.table({
-            ID: ids.take(pa.array(repeat)),
+        dates = self._future_dates(last, h)  # (series, horizon)
+        repeat = np.repeat(np.arange(n), h)
+        columns = {
+            ID: pc.cast(batch[ID], pa.string()).take(pa.array(repeat)),
             "ds": pa.array(dates.reshape(-1).astype("datetime64[us]")),
-            MODEL_COLUMN: pa.array(values.reshape(-1)),
-            "cutoff": pa.array(np.repeat(last.astype("datetime64[us]"), horizon)),
+            MODEL_COLUMN: pa.array(outputs[..., 0].reshape(-1), from_pandas=True),
+        }
+        for i, level in enumerate(self.m.get("levels") or []):
+            if len(self.m["quantiles"]) > 1:
+                columns[f"{MODEL_COLUMN}-lo-{level}"] = pa.array(outputs[..., 1 + 2 * i].reshape(-1), from_pandas=True)
+                columns[f"{MODEL_COLUMN}-hi-{level}"] = pa.array(outputs[..., 2 + 2 * i].reshape(-1), from_pandas=True)
+        columns.update({
+            "Naive": pa.array(naive.reshape(-1)),
+            "SeasonalNaive": pa.array(snaive.reshape(-1)),
+            "forecast": pa.array(chosen.reshape(-1)),
+            "model": pa.array(np.repeat(model, h)),
+            "cutoff": pa.array(np.repeat(last.astype("datetime64[us]"), h)),
         })
+        return pa.table(columns)
+
+    def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
+        """Per series: is the LSTM's MAE on the held-out last `horizon` points <= seasonal naive's?"""
+        h = self.m["horizon"]
+        forecast = self._predict(validation_windows(block, self.m["input_size"], h, self.m["scaler"]))[..., 0]
+        cutoffs = block.lengths - h
+        actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(h)[None, :]]
+        naive = seasonal_naive(block, cutoffs, h, self.season)
+        return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)
 
     def _future_dates(self, last: np.ndarray, horizon: int) -> np.ndarray:
         """The `horizon` dates after each last date, computed once per distinct last date."""
@@ -67,3 +122,10 @@ class SeriesPredictor:
             for u in unique
         ]) if len(unique) else np.zeros((0, horizon), dtype="datetime64[ns]")
         return table[inverse.reshape(-1)]
+
+
+def _subset(block: SeriesBlock, keep: np.ndarray) -> SeriesBlock:
+    """The chosen series of a block, as a block of their own."""
+    if keep.all():
+        return block
+    return SeriesBlock([block.values[s:s + n] for s, n in zip(block.starts[keep], block.lengths[keep], strict=True)])

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from forecaster.config import Config, ConfigError
 from forecaster.evaluate import validation_scores
 from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
-from forecaster.model import build_model, masked_loss
+from forecaster.model import build_model, masked_loss, per_step_loss, quantiles_for
 from forecaster.read import ID, Y
 from forecaster.storage import Location, exists, read_json, resolve
 
@@ -50,6 +50,8 @@ def loop_config(cfg: Config) -> dict:
             "num_layers": cfg.model.num_layers,
             "dropout": cfg.model.dropout,
             "loss": cfg.model.loss,
+            "quantiles": quantiles_for(cfg.model.levels) if cfg.model.loss == "quantile" else [0.5],
+            "levels": list(cfg.model.levels) if cfg.model.loss == "quantile" else [],
             "scaler": cfg.model.scaler,
             "season": cfg.season,
         },
@@ -105,6 +107,16 @@ def _minibatches(shard, m: dict, t: dict, rng: np.random.Generator, local_batch:
             yield w, order[i:i + local_batch]
 
 
+def train_step(model, optimizer, w: Windows, rows: np.ndarray, m: dict, device) -> float:
+    """One optimiser step on windows `rows` of `w`; returns the loss."""
+    x, y, mask = _to_tensors(w, rows, device)
+    optimizer.zero_grad(set_to_none=True)
+    loss = masked_loss(model(x), y, mask, m["loss"], m["quantiles"])
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device) -> tuple[float, int]:
     model.train()
     loss_sum, steps, windows = 0.0, 0, 0
@@ -114,12 +126,7 @@ def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device) -> tup
         if not _all_ranks(item is not None, device):
             break
         w, rows = item
-        x, y, mask = _to_tensors(w, rows, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = masked_loss(model(x)[..., 0], y, mask, m["loss"])
-        loss.backward()
-        optimizer.step()
-        loss_sum += float(loss.detach())
+        loss_sum += train_step(model, optimizer, w, rows, m, device)
         steps += 1
         windows += len(rows)
     return loss_sum / max(steps, 1), windows
@@ -137,10 +144,9 @@ def _validate(model, shard, m, t, device) -> tuple[float, dict]:
     for block in _blocks(shard, t["series_per_block"]):
         w = validation_windows(block, m["input_size"], m["horizon"], m["scaler"])
         x, y, mask = _to_tensors(w, np.arange(len(w)), device)
-        scaled = model(x)[..., 0]
-        error = scaled - y
-        per_step = error.abs() if m["loss"] == "mae" else error.pow(2)
-        sums[0] += float((per_step * mask).sum())
+        prediction = model(x)
+        scaled = prediction[..., 0]  # the point forecast (median for quantile loss)
+        sums[0] += float((per_step_loss(prediction, y, m["loss"], m["quantiles"]) * mask).sum())
         sums[1] += float(mask.sum())
         forecast = w.unscale(scaled.float().cpu().numpy().astype(np.float64))
         scores = validation_scores(block, forecast, m["horizon"], m["season"])
@@ -311,7 +317,7 @@ def load_best_weights(checkpoint_dir: str) -> tuple[dict, dict]:
     return saved["best_model"] or saved["model"], config
 
 
-ARCHITECTURE_KEYS = ("horizon", "input_size", "hidden_size", "num_layers")
+ARCHITECTURE_KEYS = ("horizon", "input_size", "hidden_size", "num_layers", "quantiles")
 
 
 def warm_start_checkpoint(cfg: Config) -> ray.train.Checkpoint | None:

@@ -10,7 +10,9 @@ contract: they land in `rejects/`):
     duplicate_ds          the same timestamp twice
     irregular_timestamps  timestamps off the data.freq grid, or gaps in it
     after_run_date        timestamps after run.date
-    too_short             fewer than horizon + 2 points (no validation window plus training window)
+    too_short             fewer than horizon + 2 points (no validation window plus training window),
+                          only with model.short_series=reject; by default such series are
+                          forecast by a baseline (see predict.py)
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ def min_length(horizon: int) -> int:
     return horizon + 2
 
 
-def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str) -> pa.Table:
-    """Add first_ds, last_ds, length, reject_reason, reject_detail; drop the ds lists."""
+def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, short_series: str = "reject") -> pa.Table:
+    """Add first_ds, last_ds, length, reject_reason, reject_detail; drop the ds lists.
+
+    short_series="baseline" keeps series shorter than `min_length(horizon)` (they get a baseline
+    forecast); "reject" rejects them as too_short.
+    """
     n = batch.num_rows
     if n == 0:
         return _empty_output(batch)
@@ -76,7 +82,7 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str) -> p
 
     limit = (pd.Timestamp(run_date) + pd.Timedelta(days=1)).as_unit("us")
     checks["after_run_date"] = _any_per_series(t >= limit.asm8.view(np.int64), series_of_point, n)
-    checks["too_short"] = lengths < min_length(horizon)
+    checks["too_short"] = lengths < (min_length(horizon) if short_series == "reject" else 1)
 
     reason = np.full(n, None, dtype=object)
     detail = np.full(n, None, dtype=object)

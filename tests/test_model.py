@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from forecaster.model import LSTMForecaster, build_model, masked_loss
+from forecaster.model import LSTMForecaster, build_model, masked_loss, quantiles_for
 
 
 def _model(**kw):
@@ -59,8 +59,18 @@ def test_build_model_from_config():
 
 
 def test_masked_loss_ignores_unobserved_steps():
-    pred = torch.tensor([[1.0, 2.0, 100.0]])
+    pred = torch.tensor([[1.0, 2.0, 100.0]])[..., None]  # (batch, horizon, outputs)
     target = torch.tensor([[0.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])
     assert masked_loss(pred, target, mask, "mae").item() == pytest.approx(1.5)
     assert masked_loss(pred, target, mask, "mse").item() == pytest.approx(2.5)
+
+
+def test_pinball_loss_per_quantile():
+    quantiles = quantiles_for([80])  # 0.5, 0.1, 0.9
+    assert quantiles == pytest.approx([0.5, 0.1, 0.9])
+    target = torch.tensor([[10.0]])
+    pred = torch.tensor([[[10.0, 12.0, 12.0]]])  # median exact; both bounds 2 above the target
+    # errors y - q_hat: 0, -2, -2 -> losses 0, (0.1-1)*-2 = 1.8, (0.9-1)*-2 = 0.2; mean 2/3
+    loss = masked_loss(pred, target, torch.ones(1, 1), "quantile", quantiles)
+    assert loss.item() == pytest.approx(2.0 / 3.0)

@@ -84,18 +84,25 @@ def test_every_series_is_forecast_or_rejected(first_run):
     inputs = set(frame.unique_id)
     assert set(forecasts.unique_id) | set(rejects.unique_id) == inputs
     assert not set(forecasts.unique_id) & set(rejects.unique_id)
-    assert dict(zip(rejects.unique_id, rejects.reason)) == {
-        "nan_series": "non_finite_y", "short": "too_short", "dup": "duplicate_ds"}
-    assert manifest["counts"] == {"input": 39, "forecast": 36, "rejected": 3,
-                                  "reject_reasons": {"non_finite_y": 1, "too_short": 1, "duplicate_ds": 1}}
+    assert dict(zip(rejects.unique_id, rejects.reason, strict=True)) == {
+        "nan_series": "non_finite_y", "dup": "duplicate_ds"}
+    counts = manifest["counts"]
+    assert (counts["input"], counts["forecast"], counts["rejected"], counts["trained_on"]) == (39, 37, 2, 36)
+    assert counts["reject_reasons"] == {"non_finite_y": 1, "duplicate_ds": 1}
+    # the 5-point series is too short for the LSTM: a baseline forecasts it
+    assert counts["by_model"]["Naive"] == 1 and sum(counts["by_model"].values()) == 37
 
 
 def test_forecast_rows_dates_and_values(first_run):
     _, out, frame, _ = first_run
     forecasts = _read(out, "forecasts", "2024-06-01")
-    assert list(forecasts.columns[:4]) == ["unique_id", "ds", "LSTM", "cutoff"]
-    assert len(forecasts) == 36 * HORIZON
-    assert np.isfinite(forecasts.LSTM).all()
+    assert {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive"} <= set(forecasts)
+    assert len(forecasts) == 37 * HORIZON
+    assert np.isfinite(forecasts.forecast).all()
+    long = forecasts[forecasts.unique_id != "short"]
+    assert np.isfinite(long.LSTM).all() and forecasts[forecasts.unique_id == "short"].LSTM.isna().all()
+    lstm = forecasts[forecasts.model == "LSTM"]
+    np.testing.assert_allclose(lstm.forecast, lstm.LSTM)
     last = frame.groupby("unique_id").ds.max()
     for uid, rows in forecasts.groupby("unique_id"):
         expected = pd.date_range(last[uid], periods=HORIZON + 1, freq="MS")[1:]
@@ -127,9 +134,9 @@ def test_rerun_replaces_one_date_and_keeps_others(first_run, tmp_path):
     # the same date again: resumes that date's finished Ray Train run, rewrites only that date
     run(_config(data, out, "2024-06-01", **{"train.max_epochs": 15, "train.patience": 4}))
     again = _read(out, "forecasts", "2024-06-01")
-    assert len(again) == len(before) == 36 * HORIZON
+    assert len(again) == len(before) == 37 * HORIZON
     assert not again.duplicated(["unique_id", "ds"]).any()
     pd.testing.assert_frame_equal(_read(out, "forecasts", "2024-07-01"), other)
-    assert len(_read(out, "rejects", "2024-06-01")) == 3
+    assert len(_read(out, "rejects", "2024-06-01")) == 2
     whole = pads.dataset(out / "forecasts", partitioning="hive").to_table().to_pandas()
-    assert len(whole) == 2 * 36 * HORIZON
+    assert len(whole) == 2 * 37 * HORIZON

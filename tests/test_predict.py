@@ -1,0 +1,81 @@
+"""The predictor class on its own (no Ray): columns, intervals, fallback, short series, dates."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import ray.train
+import torch
+
+from forecaster.model import build_model, quantiles_for
+from forecaster.predict import SeriesPredictor
+from forecaster.train import save_checkpoint
+
+HORIZON = 4
+
+
+def _checkpoint(tmp_path, loss="mae", levels=(), seed=0):
+    quantiles = quantiles_for(list(levels)) if loss == "quantile" else [0.5]
+    m = {"horizon": HORIZON, "input_size": 8, "hidden_size": 8, "num_layers": 1, "dropout": 0.0, "loss": loss,
+         "scaler": "window", "season": 4, "quantiles": quantiles, "levels": list(levels)}
+    torch.manual_seed(seed)
+    model = build_model(m)
+    save_checkpoint(str(tmp_path), model, {"model": m, "train": {}})
+    return ray.train.Checkpoint.from_directory(str(tmp_path))
+
+
+def _batch(series: dict[str, list[float]], last="2020-12-01"):
+    return pa.table({
+        "unique_id": list(series),
+        "y": pa.array([list(map(float, v)) for v in series.values()], pa.list_(pa.float64())),
+        "last_ds": pa.array(np.array([last] * len(series), dtype="datetime64[us]")),
+        "length": [len(v) for v in series.values()],
+    })
+
+
+def test_columns_dates_and_short_series(tmp_path):
+    predictor = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="none")
+    out = predictor(_batch({"long": np.arange(20), "tiny": [5.0, 6.0], "three": [1.0, 2.0, 3.0, 4.0]})).to_pandas()
+    assert len(out) == 3 * HORIZON
+    long = out[out.unique_id == "long"]
+    assert list(long.ds.dt.strftime("%Y-%m-%d")) == ["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"]
+    assert (long.model == "LSTM").all() and np.isfinite(long.LSTM).all()
+    np.testing.assert_allclose(long.forecast, long.LSTM)
+    tiny = out[out.unique_id == "tiny"]  # 2 points < horizon + 2: naive, no LSTM value
+    assert (tiny.model == "Naive").all() and tiny.LSTM.isna().all()
+    np.testing.assert_allclose(tiny.forecast, [6, 6, 6, 6])
+    three = out[out.unique_id == "three"]  # one full season: seasonal naive
+    assert (three.model == "SeasonalNaive").all()
+    np.testing.assert_allclose(three.forecast, [1, 2, 3, 4])
+
+
+def test_quantile_columns_never_cross(tmp_path):
+    predictor = SeriesPredictor(_checkpoint(tmp_path, "quantile", (80, 95)), freq="MS", season=4,
+                                horizon=HORIZON, fallback="none")
+    rng = np.random.default_rng(0)
+    out = predictor(_batch({f"s{i}": rng.normal(100, 10, 30) for i in range(20)})).to_pandas()
+    ordered = out[["LSTM-lo-95", "LSTM-lo-80", "LSTM", "LSTM-hi-80", "LSTM-hi-95"]].to_numpy()
+    assert (np.diff(ordered, axis=1) >= 0).all()
+
+
+def test_fallback_picks_seasonal_naive_where_it_won_validation(tmp_path):
+    """A pure repeating pattern: seasonal naive is exact on the held-out part, the untrained net is not."""
+    predictor = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="validation")
+    pattern = np.tile([10.0, 50.0, 20.0, 80.0], 6)
+    out = predictor(_batch({"seasonal": pattern})).to_pandas()
+    assert (out.model == "SeasonalNaive").all()
+    np.testing.assert_allclose(out.forecast, [10, 50, 20, 80])
+    assert np.isfinite(out.LSTM).all()  # the network's own forecast is still reported
+
+
+@pytest.mark.parametrize("freq,expected", [("D", "2020-12-02"), ("W-SUN", "2020-12-06"), ("QS", "2021-01-01")])
+def test_future_dates_follow_the_frequency(tmp_path, freq, expected):
+    predictor = SeriesPredictor(_checkpoint(tmp_path), freq=freq, season=4, horizon=HORIZON, fallback="none")
+    last = {"W-SUN": "2020-11-29", "QS": "2020-10-01"}.get(freq, "2020-12-01")
+    out = predictor(_batch({"a": np.arange(12)}, last=last)).to_pandas()
+    assert out.ds.iloc[0].strftime("%Y-%m-%d") == expected
+
+
+def test_baselines_only_without_checkpoint():
+    predictor = SeriesPredictor(None, freq="MS", season=4, horizon=HORIZON)
+    out = predictor(_batch({"a": np.arange(10)})).to_pandas()
+    assert (out.model == "SeasonalNaive").all() and out.LSTM.isna().all()
