@@ -100,11 +100,23 @@ def _rows_to_series(block: pa.Table, rename: dict[str, str]) -> pa.Table:
         times = pc.cast(times, pa.timestamp("us"))
     # tz-aware timestamps become naive UTC; all timestamps become microseconds
     times = times.cast(pa.timestamp("us"))
-    values = pc.cast(block[Y], pa.float64())
-    table = pa.table({ID: ids, DS: times, Y: values})
-    table = table.sort_by([(ID, "ascending"), (DS, "ascending")])
-    grouped = table.group_by(ID, use_threads=False).aggregate([(DS, "list"), (Y, "list")])
-    return grouped.rename_columns([{f"{DS}_list": DS, f"{Y}_list": Y}.get(n, n) for n in grouped.column_names])
+    values = pc.cast(block[Y], pa.float64()).combine_chunks()
+    times = times.combine_chunks()
+    # Group by the integer codes of the ids (a numeric lexsort is ~3x faster than sorting strings);
+    # null ids form a group of their own, which validate rejects.
+    codes = pc.dictionary_encode(ids.combine_chunks(), null_encoding="encode")
+    code = codes.indices.to_numpy(zero_copy_only=False)
+    order = np.lexsort((times.cast(pa.int64()).to_numpy(zero_copy_only=False), code))
+    sorted_code = code[order]
+    starts = np.flatnonzero(np.diff(sorted_code)) + 1 if len(order) else np.zeros(0, np.int64)
+    offsets = pa.array(np.concatenate([[0], starts, [len(order)]]).astype(np.int32)) if len(order) else \
+        pa.array([0], pa.int32())
+    take = pa.array(order)
+    return pa.table({
+        ID: codes.dictionary.take(pa.array(sorted_code[offsets.to_numpy()[:-1]])),
+        DS: pa.ListArray.from_arrays(offsets, times.take(take)),
+        Y: pa.ListArray.from_arrays(offsets, values.take(take)),
+    })
 
 
 def _has_split_series(partial: ray.data.Dataset) -> bool:

@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import fsspec
@@ -234,15 +234,13 @@ def staging_dir(root: Location, name: str) -> Location:
 
 @dataclass
 class Commit:
-    """What `commit_partition` did: the files of the new partition (relative to `final`) and, on object
-    stores when the deletion was deferred, the old files still to delete with `finish_commit`."""
+    """What `commit_partition` did: the files of the new partition, relative to `final`."""
 
     final: Location
     files: list[str]
-    stale: list[str] = field(default_factory=list)
 
 
-def commit_partition(staging: Location, final: Location, *, defer_delete: bool = False) -> Commit:
+def commit_partition(staging: Location, final: Location, *, record: Location | None = None) -> Commit:
     """Replace `final` with the finished `staging` directory.
 
     Local filesystems: one atomic rename. A new date is renamed into place; an existing one is swapped
@@ -252,11 +250,12 @@ def commit_partition(staging: Location, final: Location, *, defer_delete: bool =
     renamed in; if that fails the old one is renamed back, and a crash between the two renames is
     repaired by `recover_partition` (the next run).
 
-    Object stores have no rename: each staged file is copied into `final` (the staging names are unique
-    per attempt, so no old file is overwritten), then the old files are deleted: at once, or with
-    `finish_commit` after the manifest that lists the new files was written (`defer_delete=True`). Until
-    then the old manifest still names only old files that exist. If a copy fails, the copies made so far
-    are deleted again and the old partition stays as it was.
+    Object stores have no rename: each staged file is copied into `final` next to the old ones (the
+    staging names are unique per attempt, so no old file is overwritten), then `record` (if given) is
+    written in one PUT with the list of new files: the commit point. Only then are the old files
+    deleted. If a copy or the record fails, the copies made so far are deleted again and the old
+    partition stays as it was; after a crash, `recover_partition` uses the record to tell committed
+    files from leftovers.
     """
     fs = staging.fs
     _forget_listings(fs)  # `final` may have been written by another process since we last listed
@@ -265,18 +264,18 @@ def commit_partition(staging: Location, final: Location, *, defer_delete: bool =
     if final.is_local:
         _commit_local(staging, final)
         return Commit(final, _relative_files(final))
-    commit = _commit_object_store(staging, final)
-    if not defer_delete:
-        finish_commit(commit)
-    return commit
-
-
-def finish_commit(commit: Commit) -> None:
-    """Delete the old files that `commit_partition(..., defer_delete=True)` left in place."""
-    fs, final = commit.final.fs, commit.final
-    for path in [*commit.stale, f"{final.path}/"]:  # the partition's own "dir/" marker key last
+    copied, old = _copy_in(staging, final)
+    files = sorted(posixpath.relpath(p, final.path) for p in copied)
+    if record is not None:
+        try:
+            write_json(record, {"partition": final.uri, "files": files})
+        except Exception:
+            _discard(final, copied, old)
+            raise
+    new = set(copied)
+    for path in [*(p for p in old if p not in new), f"{final.path}/"]:  # the partition's "dir/" marker key last
         _delete_if_exists(fs, path, final)
-    commit.stale = []
+    return Commit(final, files)
 
 
 def _relative_files(loc: Location) -> list[str]:
@@ -307,7 +306,8 @@ def _uri_of(base: Location, path: str) -> str:
     return base.uri.rstrip("/") if rel == "." else f"{base.uri.rstrip('/')}/{rel}"
 
 
-def _commit_object_store(staging: Location, final: Location) -> Commit:
+def _copy_in(staging: Location, final: Location) -> tuple[list[str], list[str]]:
+    """Copy the staged files into `final`; (paths copied, paths that were in `final` before)."""
     fs = staging.fs
     staged = [i.path for i in _entries(fs, staging.path, staging.uri) if not i.path.endswith("/")]
     old = [i.path for i in _entries(fs, final.path, final.uri)]  # "dir/" marker keys included
@@ -318,17 +318,21 @@ def _commit_object_store(staging: Location, final: Location) -> Commit:
             retry(lambda src=src, dst=dst: fs.copy_file(src, dst), _uri_of(final, dst), "copy the staged file")
             copied.append(dst)
     except Exception:
-        for dst in copied:  # back to the old partition; what this misses, recover_partition deletes
-            if dst not in old:
-                try:
-                    fs.delete_file(dst)
-                except Exception:
-                    log.warning("could not delete %s after a failed commit", _uri_of(final, dst))
+        _discard(final, copied, old)
         raise
     retry(lambda: fs.delete_dir(staging.path), staging.uri, "delete the staging directory")
-    new = set(copied)
-    return Commit(final, sorted(posixpath.relpath(p, final.path) for p in copied),
-                  [p for p in old if p not in new])
+    return copied, old
+
+
+def _discard(final: Location, copied: list[str], old: list[str]) -> None:
+    """Best effort: delete the copies of a commit that failed; what this misses, recover_partition does."""
+    keep = set(old)
+    for dst in copied:
+        if dst not in keep:
+            try:
+                final.fs.delete_file(dst)
+            except Exception:
+                log.warning("could not delete %s after a failed commit", _uri_of(final, dst))
 
 
 def _commit_local(staging: Location, final: Location) -> None:
@@ -386,9 +390,10 @@ def recover_partition(table: Location, name: str, committed: list[str] | None = 
     - `_staging/old-<name>-*` (the old partition, renamed aside by a local commit that did not finish):
       renamed back if `name` is missing, else deleted;
     - `_staging/<name>-*` (staging directories of attempts that never committed): deleted;
-    - object stores, with `committed` (the file list of the last manifest, relative to the partition):
-      files of the partition that the manifest does not list (copies of an attempt whose manifest was
-      never written) are deleted, so listing readers see the committed partition again.
+    - object stores, with `committed` (the file list of the partition's last commit record, relative to
+      the partition): files the record does not list are deleted. They are copies of an attempt that
+      crashed before its record was written, or old files a crash left after the record was written;
+      either way listing readers see the committed partition again.
 
     Call it before staging a new attempt, never while another run writes the same date.
     """

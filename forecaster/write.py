@@ -9,11 +9,13 @@ A reader sees a date's partition complete, old or new, never a mix (docs/reliabi
 
 - local filesystems: the staging directory replaces the partition in one atomic rename;
 - object stores (no rename): the staged files are copied in next to the old ones under names unique
-  to the attempt; the manifest, written last in one PUT, lists the new files (`files`); only then
-  are the old files deleted. A reader that needs strict atomicity on an object store reads the file
-  list of `manifests/forecast_date=D.json` (`committed_paths`) instead of listing the prefix.
+  to the attempt, then a commit record `<table>/_commits/forecast_date=D.json` listing the new files
+  is written in one PUT (the commit point), then the old files are deleted. A reader that lists the
+  prefix may see old and new files together while a commit runs; a reader that needs strict
+  atomicity reads the file list (`committed_paths`) instead.
 
-Before staging, `write_partition` repairs what a crashed earlier attempt of the same date left
+The manifest, written last, lists the committed files of each table (`files`). Before staging,
+`write_partition` repairs what a crashed earlier attempt of the same date left
 (`storage.recover_partition`).
 """
 
@@ -28,12 +30,11 @@ import ray
 
 from forecaster.storage import (
     TRANSIENT_PATTERNS,
-    Commit,
     Location,
     StorageError,
     commit_partition,
     exists,
-    finish_commit,
+    list_parquet_files,
     read_json,
     recover_partition,
     retry,
@@ -44,10 +45,8 @@ from forecaster.storage import (
 log = logging.getLogger(__name__)
 
 FORECASTS, REJECTS, MANIFESTS = "forecasts", "rejects", "manifests"
+COMMITS = "_commits"  # per table: the commit records of object-store partitions (hidden from readers)
 REJECT_SCHEMA = pa.schema([("unique_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
-
-# Commits whose old files wait for the manifest: {(local?, root path, date): {table: Commit}}
-_PENDING: dict[tuple[bool, str, str], dict[str, Commit]] = {}
 
 
 def partition(root: Location, table: str, forecast_date: str) -> Location:
@@ -58,20 +57,17 @@ def manifest_location(root: Location, forecast_date: str) -> Location:
     return root.join(MANIFESTS, f"forecast_date={forecast_date}.json")
 
 
-def _key(root: Location, forecast_date: str) -> tuple[bool, str, str]:
-    return root.is_local, root.path, forecast_date
+def commit_record(root: Location, table: str, forecast_date: str) -> Location:
+    return root.join(table, COMMITS, f"forecast_date={forecast_date}.json")
 
 
 def write_partition(root: Location, table: str, forecast_date: str, rows: ray.data.Dataset,
                     empty_schema: pa.Schema) -> Location:
-    """Write `rows` as the whole `forecast_date` partition of `table`, replacing an older one.
-
-    On object stores the old files of the date stay until `write_manifest` has recorded the new ones.
-    """
+    """Write `rows` as the whole `forecast_date` partition of `table`, replacing an older one."""
     final = partition(root, table, forecast_date)
     name = f"forecast_date={forecast_date}"
-    committed = None if root.is_local else committed_files(root, table, forecast_date)
-    recover_partition(root.join(table), name, committed)
+    record = None if root.is_local else commit_record(root, table, forecast_date)
+    recover_partition(root.join(table), name, None if record is None else _record_files(record))
     staging = staging_dir(root.join(table), name)
     retry(lambda: staging.fs.create_dir(staging.path, recursive=True), staging.uri, "create the staging directory")
     _retry_transient_write_errors()
@@ -81,8 +77,7 @@ def write_partition(root: Location, table: str, forecast_date: str, rows: ray.da
         empty = f"{staging.path}/empty-{uuid.uuid4().hex}.parquet"
         retry(lambda: pq.write_table(empty_schema.empty_table(), empty, filesystem=staging.fs), staging.uri,
               "write the empty partition file")
-    commit = commit_partition(staging, final, defer_delete=True)
-    _PENDING.setdefault(_key(root, forecast_date), {})[table] = commit
+    commit = commit_partition(staging, final, record=record)
     log.info("committed %s (%d files)", final.uri, len(commit.files))
     return final
 
@@ -105,61 +100,57 @@ def _has_files(loc: Location) -> bool:
 
 
 def write_manifest(root: Location, forecast_date: str, manifest: dict) -> Location:
-    """Write the manifest of `forecast_date`: the commit record of the date.
+    """Write the manifest of `forecast_date` in one step (a reader finds the old or the new one).
 
-    Adds `files` (table -> the committed file names, relative to the partition) for every partition
-    that `write_partition` wrote for this date in this process (it updates `manifest` in place), writes
-    the manifest in one step, and then deletes the old files those commits left on object stores.
+    Adds `files`: for each table that has a partition for the date, its committed file names relative
+    to the partition (updates `manifest` in place).
     """
+    files = {}
+    for table in (FORECASTS, REJECTS):
+        committed = committed_files(root, table, forecast_date)
+        if committed is not None:
+            files[table] = committed
+    if files:
+        manifest["files"] = files
     loc = manifest_location(root, forecast_date)
-    pending = _PENDING.pop(_key(root, forecast_date), {})
-    if pending:
-        manifest["files"] = {**manifest.get("files", {}), **{t: c.files for t, c in sorted(pending.items())}}
-    try:
-        write_json(loc, manifest)
-    except Exception:
-        for commit in pending.values():  # not committed: back to the old files (or the next run does it)
-            _discard_uncommitted(commit)
-        raise
-    for table, commit in pending.items():
-        if commit.stale:
-            finish_commit(commit)
-            log.info("deleted the old files of %s", partition(root, table, forecast_date).uri)
+    write_json(loc, manifest)
     return loc
 
 
-def _discard_uncommitted(commit: Commit) -> None:
-    if commit.final.is_local or not commit.stale:
-        return  # local: the rename was the commit; nothing old left to go back to
-    stale = set(commit.stale)
-    for rel in commit.files:
-        path = f"{commit.final.path}/{rel}"
-        if path not in stale:
-            try:
-                commit.final.fs.delete_file(path)
-            except Exception:
-                log.warning("could not delete uncommitted %s/%s; the next run will", commit.final.uri, rel)
-
-
-def committed_files(root: Location, table: str, forecast_date: str) -> list[str] | None:
-    """The file names (relative to the partition) that the manifest of `forecast_date` lists for
-    `table`; None when there is no manifest or it has no file list (written before file lists)."""
-    loc = manifest_location(root, forecast_date)
-    if not exists(loc):
+def _record_files(record: Location) -> list[str] | None:
+    if not exists(record):
         return None
     try:
-        files = read_json(loc).get("files", {}).get(table)
+        files = read_json(record).get("files")
     except (StorageError, ValueError, AttributeError) as exc:
-        log.warning("%s: unreadable manifest (%s); no file list", loc.uri, exc)
+        log.warning("%s: unreadable commit record (%s); ignored", record.uri, exc)
         return None
     return list(files) if isinstance(files, list) else None
 
 
+def committed_files(root: Location, table: str, forecast_date: str) -> list[str] | None:
+    """The committed files of a partition, relative to it; None if the date has no partition.
+
+    Local filesystems: the files of the partition directory (it is replaced in one rename). Object
+    stores: the list in the partition's commit record (files that a commit in progress copied in, or
+    has not yet deleted, are not in it), or the listing for partitions written without a record.
+    """
+    final = partition(root, table, forecast_date)
+    if not root.is_local:
+        files = _record_files(commit_record(root, table, forecast_date))
+        if files is not None:
+            return files
+    if not exists(final):
+        return None
+    return sorted(p[len(final.path) + 1:] for p in list_parquet_files(final))
+
+
 def committed_paths(root: Location, table: str, forecast_date: str) -> list[str]:
-    """Paths on root.fs of the committed files of a partition, from the manifest: what a reader that
-    needs strict atomicity on an object store reads (`pq.read_table(paths, filesystem=root.fs)`)."""
+    """Paths on root.fs of the committed files of a partition: what a reader that needs strict atomicity
+    on an object store reads (`pq.read_table(paths, filesystem=root.fs)`). A path that is gone by the
+    time it is opened means a newer commit replaced the partition meanwhile: ask again."""
     files = committed_files(root, table, forecast_date)
     if files is None:
-        raise StorageError(f"{manifest_location(root, forecast_date).uri}: no file list for {table}")
+        raise StorageError(f"{partition(root, table, forecast_date).uri}: no such partition")
     final = partition(root, table, forecast_date)
     return [f"{final.path}/{f}" for f in files]
