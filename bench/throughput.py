@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--gpu", action="store_true", help="train on CUDA (cuDNN LSTM) in both loops")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the bare loop is one process)")
+    parser.add_argument("--only", choices=("train", "infer"), help="run one half only")
     args = parser.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="throughput-", dir=ROOT / "bench"))
     cpus = os.cpu_count() or 1
@@ -129,13 +130,16 @@ def main() -> None:
         init_ray(cfg)
         clean = validate(cfg, read_series(cfg)).drop_columns(["reject_reason", "reject_detail"]).materialize()
         series = [np.asarray(r["y"]) for r in clean.take_all()]
-        ray_rate, startup = ray_training(cfg, clean)
-        bare_rate = bare_training(cfg, series, threads * args.workers, args.epochs)
-        print(f"\ntraining: {args.train_series} series, batch {cfg.train.batch_size}, "
-              f"{args.workers} worker(s) x {threads} thread(s)")
-        print(f"  Ray Train loop  {ray_rate:10.0f} windows/s   (start-up {startup:.1f} s, not included)")
-        print(f"  bare PyTorch    {bare_rate:10.0f} windows/s")
-        print(f"  ratio           {ray_rate / bare_rate:10.2f}")
+        if args.only != "infer":
+            ray_rate, startup = ray_training(cfg, clean)
+            bare_rate = bare_training(cfg, series, threads * args.workers, args.epochs)
+            print(f"\ntraining: {args.train_series} series, batch {cfg.train.batch_size}, "
+                  f"{args.workers} worker(s) x {threads} thread(s)")
+            print(f"  Ray Train loop  {ray_rate:10.0f} windows/s   (start-up {startup:.1f} s, not included)")
+            print(f"  bare PyTorch    {bare_rate:10.0f} windows/s")
+            print(f"  ratio           {ray_rate / bare_rate:10.2f}")
+        if args.only == "train":
+            return
 
         model = build_model(loop_config(cfg)["model"]).eval()
         ckpt_dir = work / "checkpoint"

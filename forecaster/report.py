@@ -37,6 +37,8 @@ def summary_lines(manifest: dict) -> list[str]:
     lines = [
         f"series: {counts['input']} input, {counts['forecast']} forecast, {counts['rejected']} rejected",
     ]
+    if counts.get("by_model"):
+        lines.append("forecast by: " + ", ".join(f"{k}={v}" for k, v in sorted(counts["by_model"].items())))
     if counts.get("reject_reasons"):
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts["reject_reasons"].items()))
         lines.append(f"reject reasons: {reasons}")
