@@ -12,6 +12,7 @@ import difflib
 import math
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,12 +199,16 @@ def _validate(cfg: Config) -> None:
     if cfg.train.max_failures < 0:
         raise ConfigError(f"train.max_failures={cfg.train.max_failures}: must be >= 0")
     try:
-        offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
-    except ValueError as exc:
-        hint = re.search(r"Please use '[^']+' instead|Did you mean [^?'\"]+\?", str(exc))  # pandas' own hint
+        with warnings.catch_warnings():
+            # pandas 2 only warns on deprecated aliases (H, M, ...) that pandas 3 refuses: refuse both
+            warnings.simplefilter("error", FutureWarning)
+            offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
+    except (ValueError, FutureWarning) as exc:
+        # pandas' own hint: "Did you mean h?" (pandas 3) or "please use 'h' instead" (pandas 2)
+        hint = re.search(r"[Pp]lease use '([^']+)' instead|Did you mean ([^?'\"]+)\?", str(exc))
         raise ConfigError(
             f"data.freq={cfg.data.freq!r}: not a pandas offset alias (e.g. MS, QS, YS, W, D, h)"
-            + (f"; pandas: {hint.group(0)}" if hint else "")
+            + (f"; pandas: Did you mean {hint.group(1) or hint.group(2)}?" if hint else "")
         ) from None
     if offset.n < 1:
         raise ConfigError(f"data.freq={cfg.data.freq!r}: the step must be positive (e.g. D, 2D)")

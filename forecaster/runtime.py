@@ -42,6 +42,10 @@ QUIET_ENV = {
 # Storage environment that workers need to reach the same object store as the driver.
 STORAGE_ENV_PREFIXES = ("AWS_",)
 STORAGE_ENV_NAMES = ("STORAGE_EMULATOR_HOST",)
+# Never forwarded: Ray writes runtime_env values in plain text to its session logs. Workers of a
+# local Ray inherit the driver's environment anyway; cluster nodes use their own provider chain
+# (instance role, profile).
+SECRET_ENV_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID")
 # Test-only fault hooks (forecaster.train._maybe_fail reads FORECASTER_TEST_KILL_RANK inside the workers).
 TEST_ENV_PREFIX = "FORECASTER_TEST_"
 # Set by Ray's job supervisor in the driver of a submitted job: the job's own runtime_env.
@@ -49,10 +53,10 @@ JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def storage_env(environ=None) -> dict[str, str]:
-    """The driver's AWS_* / storage endpoint variables that are set (non-empty)."""
+    """The driver's AWS_* / storage endpoint variables that are set (non-empty), credentials excluded."""
     environ = os.environ if environ is None else environ
     return {k: v for k, v in environ.items()
-            if v and (k.startswith(STORAGE_ENV_PREFIXES) or k in STORAGE_ENV_NAMES)}
+            if v and (k.startswith(STORAGE_ENV_PREFIXES) or k in STORAGE_ENV_NAMES) and k not in SECRET_ENV_NAMES}
 
 
 def _job_env_var_names(environ) -> set[str]:

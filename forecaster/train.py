@@ -32,6 +32,7 @@ from forecaster.evaluate import validation_scores
 from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
 from forecaster.model import build_model, masked_loss, per_step_loss, quantiles_for
 from forecaster.read import ID, Y
+from forecaster.runtime import fault_hook_env
 from forecaster.storage import Location, exists, read_json, resolve
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,8 @@ def fit(cfg: Config, train_ds: ray.data.Dataset) -> ray.train.Result:
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             # Ray Train's own INFO lines (one per report per rank) drown the per-epoch progress.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            # test-only fault hooks must reach workers even when Ray was started before they were set
+            worker_runtime_env={"env_vars": fault_hook_env()},
         ),
         datasets={"train": train_ds},
     )

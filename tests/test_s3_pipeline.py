@@ -34,12 +34,12 @@ def _fs():
 
 
 def _upload_input(bucket: str) -> pd.DataFrame:
-    """SERIES good monthly series in FILES Parquet files, plus one series too short to forecast."""
+    """SERIES good monthly series in FILES Parquet files, plus one series with a NaN (rejected: non_finite_y)."""
     good = seasonal_series(SERIES, (36, 60), freq="MS", seed=11, noise=0.05).to_pandas()
-    short = pd.DataFrame({"unique_id": ["short"] * 4, "ds": pd.date_range("2019-01-01", periods=4, freq="MS"),
-                          "y": [1.0, 2.0, 3.0, 4.0]})
-    short["ds"] = short["ds"].astype(good["ds"].dtype)
-    frame = pd.concat([good, short], ignore_index=True)
+    bad = pd.DataFrame({"unique_id": ["bad"] * 24, "ds": pd.date_range("2017-01-01", periods=24, freq="MS"),
+                        "y": [1.0] * 10 + [float("nan")] + [1.0] * 13})
+    bad["ds"] = bad["ds"].astype(good["ds"].dtype)
+    frame = pd.concat([good, bad], ignore_index=True)
     ids = sorted(frame.unique_id.unique())
     fs = _fs()
     for i in range(FILES):
@@ -83,8 +83,10 @@ def test_partition_layout_on_s3(s3_server, s3_run):
     assert manifest["outputs"]["forecasts"] == f"s3://{bucket}/out/forecasts/forecast_date={DATE}"
     with _fs().open(f"{bucket}/out/manifests/forecast_date={DATE}.json") as fh:
         on_s3 = json.load(fh)
-    assert on_s3["counts"] == manifest["counts"] == {
-        "input": SERIES + 1, "forecast": SERIES, "rejected": 1, "reject_reasons": {"too_short": 1}}
+    assert on_s3["counts"] == manifest["counts"]
+    counts = manifest["counts"]
+    assert (counts["input"], counts["forecast"], counts["rejected"]) == (SERIES + 1, SERIES, 1), counts
+    assert counts["reject_reasons"] == {"non_finite_y": 1}, counts
 
 
 def test_forecast_and_reject_rows(s3_run):
@@ -92,12 +94,12 @@ def test_forecast_and_reject_rows(s3_run):
     forecasts = _read(bucket, "forecasts")
     assert len(forecasts) == SERIES * HORIZON
     assert forecasts.groupby("unique_id").size().eq(HORIZON).all()
-    assert set(forecasts.unique_id) == set(frame.unique_id) - {"short"}
+    assert set(forecasts.unique_id) == set(frame.unique_id) - {"bad"}
     assert forecasts.LSTM.notna().all()
     last = frame.groupby("unique_id").ds.max()
     assert (forecasts.cutoff.values == last.loc[forecasts.unique_id].values).all()
     rejects = _read(bucket, "rejects")
-    assert list(zip(rejects.unique_id, rejects.reason, strict=True)) == [("short", "too_short")]
+    assert list(zip(rejects.unique_id, rejects.reason, strict=True)) == [("bad", "non_finite_y")]
 
 
 def test_checkpoint_is_in_the_bucket(s3_server, s3_run):
@@ -122,3 +124,21 @@ def test_rerun_same_date_replaces_the_partition(s3_server, s3_run):
     assert manifest["counts"]["forecast"] == SERIES
     keys = s3_server.keys(bucket, "out/")
     assert not [k for k in keys if "/_staging/" in k and not k.endswith("/")], keys
+
+
+def test_worker_env_vars_pass_storage_settings_but_not_what_the_job_sets():
+    """No Ray: what forecaster.runtime.init_ray gives the workers through runtime_env["env_vars"]."""
+    from forecaster.runtime import QUIET_ENV, worker_env_vars
+
+    environ = {**QUIET_ENV, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": "http://e",
+               "AWS_SESSION_TOKEN": "", "STORAGE_EMULATOR_HOST": "http://g", "HOME": "/root", "PATH": "/bin"}
+    # credentials are never forwarded: Ray logs runtime_env values (see tests/test_secrets.py)
+    assert worker_env_vars(environ) == {**QUIET_ENV, "AWS_ENDPOINT_URL": "http://e",
+                                        "STORAGE_EMULATOR_HOST": "http://g"}
+    # inside `ray job submit`: Ray refuses to merge two runtime_envs that name the same variable
+    job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip",
+                           "env_vars": {"AWS_DEFAULT_REGION": "eu-west-1", "RAY_DEDUP_LOGS": "0"}}}
+    passed = worker_env_vars({**environ, "AWS_DEFAULT_REGION": "us-east-1",
+                              "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)})
+    assert "AWS_DEFAULT_REGION" not in passed and "RAY_DEDUP_LOGS" not in passed
+    assert passed["AWS_ENDPOINT_URL"] == "http://e"
