@@ -15,8 +15,11 @@ Storage credentials and endpoints: Ray Data and Ray Train open s3:// and gs:// p
 which build their own fsspec clients from their own environment. A worker's environment is that of the
 raylet that started it, not the driver's: on a cluster (or a local Ray started earlier by `ray start`)
 the AWS_* variables of the driver are unknown to the workers. `worker_env_vars()` passes the driver's
-AWS_* variables (credentials, region, AWS_ENDPOINT_URL for S3-compatible stores) and gcsfs's
-STORAGE_EMULATOR_HOST through `runtime_env["env_vars"]`, names only in the log, never values.
+AWS_* settings (region, AWS_ENDPOINT_URL for S3-compatible stores, CA bundle ...) and gcsfs's
+STORAGE_EMULATOR_HOST through `runtime_env["env_vars"]`, names only in the log. Credentials
+(SECRET_ENV_NAMES) are never passed: Ray keeps runtime_env values in plain text (GCS, dashboard, the
+nodes' runtime_env_agent.log). A local Ray's workers inherit them from the driver anyway; cluster nodes
+need their own (instance role, workload identity, or the node's environment).
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ is built explicitly.
 
 Working dir upload: Ray honours .gitignore (and .rayignore) of the working dir unless
 RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 (ray/_private/runtime_env/packaging.py), so .venv/, out/ and bench/work/ stay
-behind; .git is excluded with runtime_env `excludes`. The test checks the uploaded package size.
+behind; .git is excluded with runtime_env `excludes`. The test checks what was unpacked on the node. The job
+also sets env_vars of its own (as a job that passes credentials does): forecaster.runtime.init_ray must not
+repeat them, or Ray refuses to merge the two runtime_envs and the job fails at ray.init.
 
 Teardown never runs `ray stop`: it stops every Ray process on the machine by name (ray/scripts/scripts.py,
 `stop`), other people's included. The head is stopped by SIGTERM to the `ray start --block` process, which
@@ -57,6 +59,9 @@ SERIES = 12
 DATE = "2024-01-01"
 JOB_TIMEOUT_S = 360
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+# env_vars: a job that sets variables itself, as users pass credentials or logging settings; init_ray must not
+# name them again in its own runtime_env (Ray refuses to merge two runtime_envs that share a variable name).
+JOB_RUNTIME_ENV = {"excludes": [".git"], "env_vars": {"RAY_DEDUP_LOGS": "0", "AWS_DEFAULT_REGION": "us-east-1"}}
 PORT_FLAGS = ("port", "dashboard-port", "object-manager-port", "node-manager-port", "ray-client-server-port",
               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
               "metrics-export-port")
@@ -93,14 +98,19 @@ def _ray_env() -> dict[str, str]:
     return env
 
 
+# The head's own credentials, standing in for a node identity (instance role): the head gets no endpoint.
+NODE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
 def _get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read().decode())
 
 
 class Head:
-    def __init__(self, proc: subprocess.Popen, temp_dir: str, dashboard: str, log: Path):
-        self.proc, self.temp_dir, self.dashboard, self.log = proc, temp_dir, dashboard, log
+    def __init__(self, proc: subprocess.Popen, temp_dir: str, dashboard: str, log: Path, gcs: str = ""):
+        self.proc, self.temp_dir, self.dashboard, self.log, self.gcs = proc, temp_dir, dashboard, log, gcs
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(RAY), *args], env=_ray_env(), cwd=ROOT, capture_output=True, text=True,
@@ -141,29 +151,44 @@ def _stop(head: Head) -> None:
         os.killpg(head.proc.pid, signal.SIGKILL)  # the group this test created (start_new_session)
     except (ProcessLookupError, PermissionError):
         pass
-    import psutil
-
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for pid in _pids_naming(head.temp_dir):
         try:
-            if proc.pid != os.getpid() and any(head.temp_dir in part for part in proc.info["cmdline"] or []):
-                proc.kill()
-        except (psutil.Error, TypeError):
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
+
+
+def _pids_naming(text: str) -> list[int]:
+    """Processes whose command line contains `text` (read from /proc: psutil is only vendored inside Ray)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     # short path: Ray's unix sockets live under it (108-byte limit)
-    temp_dir = tempfile.mkdtemp(prefix="rayjs-", dir="/tmp")
     log = tmp_path_factory.mktemp("head") / "ray-start.log"
     ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    temp_dir = tempfile.mkdtemp(prefix="rayjs-", dir="/tmp")
     command = [str(RAY), "start", "--head", "--block", "--num-cpus=3", "--include-dashboard=true",
                "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
                "--disable-usage-stats", *[f"--{flag}={port}" for flag, port in ports.items()]]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, env=_ray_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    head = Head(proc, temp_dir, f"http://127.0.0.1:{ports['dashboard-port']}", log)
+    try:
+        with open(log, "w") as out:
+            proc = subprocess.Popen(command, env={**_ray_env(), **NODE_CREDENTIALS}, cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    head = Head(proc, temp_dir, f"http://127.0.0.1:{ports['dashboard-port']}", log, f"127.0.0.1:{ports['port']}")
     try:
         _wait_for_dashboard(head)
         yield head
@@ -188,7 +213,7 @@ def test_nightly_job_via_ray_job_submit(ray_head, tmp_path):
                  f"run.date={DATE}", "train.max_epochs=2", "model.hidden_size=16"]
     submitted = ray_head.cli(
         "job", "submit", "--address", ray_head.dashboard, "--submission-id", job_id, "--working-dir", str(ROOT),
-        "--runtime-env-json", json.dumps({"excludes": [".git"]}), "--no-wait", "--",
+        "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--no-wait", "--",
         "python", "-m", "jobs.nightly", *[a for kv in overrides for a in ("--set", kv)],
     )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
@@ -220,3 +245,42 @@ def test_nightly_job_via_ray_job_submit(ray_head, tmp_path):
     assert {"forecaster", "jobs", "pyproject.toml"} <= names, names
     assert not names & {".venv", "out", ".git"}, names
     assert not (unpacked[0] / "bench" / "work").exists()
+
+
+def test_driver_endpoint_reaches_the_workers_of_a_running_cluster_credentials_do_not(ray_head, s3_server,
+                                                                                      tmp_path):
+    """`forecaster run` joins a Ray that was started with credentials (NODE_CREDENTIALS, as a node with an
+    instance role has) but no S3 endpoint. The endpoint is only in the driver's environment: the job reads and
+    writes S3 from Ray workers, so init_ray must hand AWS_ENDPOINT_URL to them (runtime_env env_vars). The
+    driver's own secret key must not travel: not to the job's printed output, not into Ray's session files
+    (runtime_env values are written to runtime_env_agent.log), not into the bucket.
+    """
+    import s3fs
+
+    bucket = s3_server.bucket("driver-env")
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    pq.write_table(seasonal_series(8, 36, freq="MS", seed=2), f"{bucket}/input/part-0.parquet", filesystem=fs)
+    secret = f"secret-{uuid.uuid4().hex}"  # moto accepts any key pair; this one is easy to look for
+    env = {**_ray_env(), **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+           "AWS_SECRET_ACCESS_KEY": secret, "RAY_ADDRESS": ray_head.gcs}
+    done = subprocess.run(
+        [str(VENV_BIN / "forecaster"), "run", "--set", f"data.uri=s3://{bucket}/input", "--set", "data.freq=MS",
+         "--set", f"model.horizon={HORIZON}", "--set", f"output.uri=s3://{bucket}/out", "--set", f"run.date={DATE}",
+         "--set", "train.max_epochs=1", "--set", "model.hidden_size=8"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[:3000] + "\n...\n" + output[-5000:]
+    passed = re.search(r"passing (.*) to Ray workers", output)
+    assert passed and "AWS_ENDPOINT_URL" in passed.group(1), output[:3000]
+    assert "AWS_SECRET_ACCESS_KEY" not in passed.group(1) and "AWS_ACCESS_KEY_ID" not in passed.group(1)
+    forecasts = pq.read_table(f"{bucket}/out/forecasts/forecast_date={DATE}",
+                              filesystem=s3fs.S3FileSystem(skip_instance_cache=True))
+    assert forecasts.num_rows == 8 * HORIZON
+
+    assert secret not in output
+    leaked = [str(p) for p in Path(ray_head.temp_dir).rglob("*")
+              if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
+    assert leaked == [], leaked
+    for key in s3_server.keys(bucket):
+        body = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert secret.encode() not in body, key
