@@ -54,11 +54,12 @@ def write_series(directory: pathlib.Path, n_series: int, files: int, seed: int =
 
 
 def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> float:
-    """Windows/s of a plain loop: same windows, model, batch size and threads as the Ray loop."""
+    """Windows/s of a plain loop: same windows, model, batch size, threads, device and precision."""
     torch.set_num_threads(threads)
+    device = torch.device("cuda" if cfg.train.use_gpu else "cpu")
     m, t = loop_config(cfg)["model"], loop_config(cfg)["train"]
     torch.manual_seed(0)
-    model = build_model(m)
+    model = build_model(m).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"])
     rng = np.random.default_rng(0)
     timings = []
@@ -70,7 +71,7 @@ def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> f
             order = rng.permutation(len(w))
             for j in range(0, len(order), t["batch_size"]):
                 rows = order[j:j + t["batch_size"]]
-                train_step(model, optimizer, w, rows, m, torch.device("cpu"))
+                train_step(model, optimizer, w, rows, m, device, cfg.train.precision)
                 windows += len(rows)
         timings.append(windows / (time.perf_counter() - started))
     return float(np.median(timings[1:] if len(timings) > 1 else timings))
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--infer-series", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--gpu", action="store_true", help="train on CUDA (cuDNN LSTM) in both loops")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both loops (train.precision=bf16)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the bare loop is one process)")
     parser.add_argument("--only", choices=("train", "infer"), help="run one half only")
     args = parser.parse_args()
@@ -123,6 +125,7 @@ def main() -> None:
     common = [f"output.uri={work / 'out'}", "data.freq=MS", "model.horizon=18", "run.date=2030-01-01",
               f"train.num_workers={args.workers}", f"train.cpus_per_worker={threads}",
               f"train.max_epochs={args.epochs}", f"train.patience={args.epochs}", f"train.use_gpu={args.gpu}",
+              f"train.precision={'bf16' if args.bf16 else 'fp32'}",
               f"run.name=throughput-{int(time.time())}"]
     try:
         write_series(work / "train", args.train_series, files=4)

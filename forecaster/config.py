@@ -53,6 +53,7 @@ class TrainConfig:
     num_workers: int = 2  # Ray Train workers (DDP ranks)
     cpus_per_worker: float = 1.0  # Ray CPUs per worker; torch threads = max(1, floor(this))
     use_gpu: bool = False  # one GPU per worker
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; meant for GPUs)
     max_epochs: int = 30  # upper bound on epochs
     patience: int = 5  # early stopping: epochs without validation improvement
     batch_size: int = 256  # windows per optimiser step (global, split across workers)
@@ -159,6 +160,7 @@ _CHOICES = {
     ("model", "loss"): ("mae", "mse", "quantile"),
     ("model", "scaler"): ("window", "series"),
     ("model", "fallback"): ("validation", "none"),
+    ("train", "precision"): ("fp32", "bf16"),
     ("model", "short_series"): ("baseline", "reject"),
 }
 

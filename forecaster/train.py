@@ -67,6 +67,7 @@ def loop_config(cfg: Config) -> dict:
             "threads": max(1, int(cfg.train.cpus_per_worker)),
             "warm_epochs": cfg.train.warm_epochs,
             "diagnostics": cfg.train.diagnostics,
+            "precision": cfg.train.precision,
         },
     }
 
@@ -108,11 +109,17 @@ def _minibatches(shard, m: dict, t: dict, rng: np.random.Generator, local_batch:
             yield w, order[i:i + local_batch]
 
 
-def train_step(model, optimizer, w: Windows, rows: np.ndarray, m: dict, device) -> float:
-    """One optimiser step on windows `rows` of `w`; returns the loss."""
+def train_step(model, optimizer, w: Windows, rows: np.ndarray, m: dict, device, precision: str = "fp32") -> float:
+    """One optimiser step on windows `rows` of `w`; returns the loss.
+
+    precision="bf16" runs the forward pass under bfloat16 autocast (cuDNN LSTM on GPUs); the loss
+    and the optimiser stay in float32 (bf16 needs no loss scaling).
+    """
     x, y, mask = _to_tensors(w, rows, device)
     optimizer.zero_grad(set_to_none=True)
-    loss = masked_loss(model(x), y, mask, m["loss"], m["quantiles"])
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        prediction = model(x)
+    loss = masked_loss(prediction.float(), y, mask, m["loss"], m["quantiles"])
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -127,7 +134,7 @@ def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device) -> tup
         if not _all_ranks(item is not None, device):
             break
         w, rows = item
-        loss_sum += train_step(model, optimizer, w, rows, m, device)
+        loss_sum += train_step(model, optimizer, w, rows, m, device, t.get("precision", "fp32"))
         steps += 1
         windows += len(rows)
     return loss_sum / max(steps, 1), windows

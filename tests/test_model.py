@@ -74,3 +74,24 @@ def test_pinball_loss_per_quantile():
     # errors y - q_hat: 0, -2, -2 -> losses 0, (0.1-1)*-2 = 1.8, (0.9-1)*-2 = 0.2; mean 2/3
     loss = masked_loss(pred, target, torch.ones(1, 1), "quantile", quantiles)
     assert loss.item() == pytest.approx(2.0 / 3.0)
+
+
+def test_bf16_train_step_runs_and_learns():
+    """The bf16 autocast path of train_step (CPU here; the same code runs under CUDA)."""
+    import numpy as np
+
+    from forecaster.features import SeriesBlock, training_windows
+    from forecaster.train import train_step
+
+    m = {"horizon": 4, "input_size": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "loss": "mae",
+         "quantiles": [0.5]}
+    torch.manual_seed(0)
+    model = build_model(m)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    block = SeriesBlock([np.sin(np.arange(60) / 2) * 10 + 50 for _ in range(8)])
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(30):
+        w = training_windows(block, 8, 4, 8, rng)
+        losses.append(train_step(model, optimizer, w, np.arange(len(w)), m, torch.device("cpu"), "bf16"))
+    assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < np.mean(losses[:5])
