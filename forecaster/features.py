@@ -60,6 +60,16 @@ class SeriesBlock:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    @classmethod
+    def from_arrow(cls, column) -> SeriesBlock:
+        """A list<double> column (Array or ChunkedArray) of series values, without copying per series."""
+        import pyarrow as pa
+
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        offsets = column.offsets.to_numpy()  # a sliced array's offsets need not start at 0
+        return cls(column.flatten().to_numpy(zero_copy_only=False), offsets - offsets[0])
+
 
 def robust_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median and IQR of the observed values of each row -> loc, scale of shape (rows, 1).

@@ -65,9 +65,7 @@ class SeriesPredictor:
         return values
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        column = batch[Y].combine_chunks() if isinstance(batch[Y], pa.ChunkedArray) else batch[Y]
-        block = SeriesBlock(column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy())
-        return self._forecast(batch, block)
+        return self._forecast(batch, SeriesBlock.from_arrow(batch[Y]))
 
     def _forecast(self, batch: pa.Table, block: SeriesBlock) -> pa.Table:
         h, n = self.m["horizon"], len(block)

@@ -74,8 +74,7 @@ def loop_config(cfg: Config) -> dict:
 
 def _blocks(shard, series_per_block: int) -> Iterator[SeriesBlock]:
     for batch in shard.iter_batches(batch_size=series_per_block, batch_format="pyarrow"):
-        column = batch[Y].combine_chunks() if hasattr(batch[Y], "combine_chunks") else batch[Y]
-        yield SeriesBlock(column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy())
+        yield SeriesBlock.from_arrow(batch[Y])
 
 
 def _to_tensors(w: Windows, rows: np.ndarray, device) -> tuple[torch.Tensor, ...]:

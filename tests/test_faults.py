@@ -504,32 +504,9 @@ def test_fault_hook_variables_reach_workers_through_runtime_env():
     assert runtime.worker_env_vars(env)["FORECASTER_TEST_KILL_RANK"] == "1:2:/tmp/m"
 
 
-@pytest.fixture
-def fault_hook_reaches_train_workers(monkeypatch):
-    """FORECASTER_TEST_* of the driver, into Ray Train's worker runtime_env.
-
-    The test session's Ray started before this test set the variable, so the workers' environment lacks it
-    (ray.init's runtime_env is fixed at start). Until forecaster.train.fit passes
-    `RunConfig(worker_runtime_env={"env_vars": runtime.fault_hook_env()})` itself, this adds it; once fit
-    does, this is a no-op merge.
-    """
-    import ray.train
-
-    # patch a method, not the name ray.train.RunConfig: Ray pickles the class by that name
-    run_config = ray.train.RunConfig
-    original = run_config.__post_init__
-
-    def post_init(self):
-        original(self)
-        worker_env = dict(self.worker_runtime_env or {})
-        worker_env["env_vars"] = {**runtime.fault_hook_env(), **(worker_env.get("env_vars") or {})}
-        self.worker_runtime_env = worker_env
-
-    monkeypatch.setattr(run_config, "__post_init__", post_init)
-
-
 @pytest.mark.ray
-def test_training_survives_a_killed_worker(ray_session, tmp_path, monkeypatch, fault_hook_reaches_train_workers):
+def test_training_survives_a_killed_worker(ray_session, tmp_path, monkeypatch):
+    # the hook reaches the workers only through train.fit's RunConfig(worker_runtime_env=...)
     from forecaster.config import load_config
     from forecaster.pipeline import run
     from forecaster.synthetic import seasonal_series

@@ -137,3 +137,15 @@ def test_unscale_inverts_scaling():
     np.testing.assert_allclose(w.unscale(w.targets), raw)
     assert w.features().shape == (1, 10, 2)
     assert w.features().dtype == np.float32
+
+
+def test_series_block_from_sliced_and_chunked_arrow():
+    import pyarrow as pa
+
+    column = pa.array([[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]], pa.list_(pa.float64()))
+    block = SeriesBlock.from_arrow(column.slice(1))  # offsets start at 2, not 0
+    np.testing.assert_array_equal(block.values, [3, 4, 5, 6])
+    np.testing.assert_array_equal(block.lengths, [1, 3])
+    chunked = SeriesBlock.from_arrow(pa.chunked_array([column.slice(0, 1), column.slice(2)]))
+    np.testing.assert_array_equal(chunked.values, [1, 2, 4, 5, 6])
+    np.testing.assert_array_equal(chunked.starts, [0, 2])
