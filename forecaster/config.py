@@ -32,6 +32,11 @@ class DataConfig:
     time_col: str = "ds"  # timestamp column
     target_col: str = "y"  # value column
     storage_options: dict = field(default_factory=dict)  # fsspec options (e.g. endpoint_url); never logged
+    past_covariates: list = field(default_factory=list)  # numeric input columns known only up to each step
+    future_covariates: list = field(default_factory=list)  # numeric input columns known ahead (price, promotion)
+    future_uri: str | None = None  # Parquet (id, time, future_covariates) for the horizon after each series' end
+    static_covariates: list = field(default_factory=list)  # per-series constant columns; text/integer -> embedding
+    static_uri: str | None = None  # Parquet (id, static_covariates), one row per series; default: the input
 
 
 @dataclass
@@ -45,7 +50,12 @@ class ModelConfig:
     levels: list = field(default_factory=lambda: [80, 95])  # prediction intervals (percent) for loss=quantile
     fallback: str = "validation"  # validation: seasonal naive where it beat the LSTM on the series' last horizon | none
     short_series: str = "baseline"  # series under horizon+2 points: baseline (forecast by (seasonal) naive) | reject
-    scaler: str = "window"  # window: robust stats of each input window | series: per series up to the cutoff
+    scaler: str = "window"  # window: stats of each input window | series: per series up to the cutoff
+    scaler_type: str = "robust"  # robust (median, IQR) | standard (mean, std) | minmax | none
+    calendar: str = "auto"  # auto: calendar features of each step's date for data.freq (month, weekday...) | none
+    ensemble_size: int = 1  # networks trained from different seeds; their forecasts are averaged
+    static_buckets: int = 1024  # hash buckets of categorical static values (one shared embedding table)
+    static_embedding_dim: int = 4  # embedding width per categorical static column
 
 
 @dataclass
@@ -159,6 +169,8 @@ def season_length(freq: str) -> int:
 _CHOICES = {
     ("model", "loss"): ("mae", "mse", "quantile"),
     ("model", "scaler"): ("window", "series"),
+    ("model", "scaler_type"): ("robust", "standard", "minmax", "none"),
+    ("model", "calendar"): ("auto", "none"),
     ("model", "fallback"): ("validation", "none"),
     ("train", "precision"): ("fp32", "bf16"),
     ("model", "short_series"): ("baseline", "reject"),
@@ -182,6 +194,9 @@ def _validate(cfg: Config) -> None:
         "train.patience": cfg.train.patience,
         "train.warm_epochs": cfg.train.warm_epochs,
         "predict.batch_size": cfg.predict.batch_size,
+        "model.ensemble_size": cfg.model.ensemble_size,
+        "model.static_buckets": cfg.model.static_buckets,
+        "model.static_embedding_dim": cfg.model.static_embedding_dim,
     }
     if cfg.predict.actors is not None:
         positive["predict.actors"] = cfg.predict.actors
@@ -230,10 +245,32 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must not be empty")
     if len(set(columns.values())) < len(columns):
         raise ConfigError(f"data.id_col, data.time_col and data.target_col must name 3 different columns: {columns}")
+    _validate_covariates(cfg, set(columns.values()))
     for key in ("data.uri", "output.uri"):
         section, name = key.split(".")
         if not getattr(getattr(cfg, section), name):
             raise ConfigError(f"{key}: must not be empty")
+
+
+def _validate_covariates(cfg: Config, reserved: set[str]) -> None:
+    data = cfg.data
+    seen: dict[str, str] = {}
+    for key in ("past_covariates", "future_covariates", "static_covariates"):
+        names = getattr(data, key)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"data.{key}={names!r}: expected a list of column names")
+            if name in reserved:
+                raise ConfigError(f"data.{key}: {name!r} is the id, time or target column")
+            if name in seen:
+                raise ConfigError(f"data.{key}: {name!r} is also listed in data.{seen[name]}")
+            seen[name] = key
+    if data.future_covariates and not data.future_uri:
+        raise ConfigError("data.future_covariates needs data.future_uri (their values over the horizon)")
+    if data.future_uri and not data.future_covariates:
+        raise ConfigError("data.future_uri is set but data.future_covariates lists no column")
+    if data.static_uri and not data.static_covariates:
+        raise ConfigError("data.static_uri is set but data.static_covariates lists no column")
 
 
 def _suggest(name: str, valid: list[str]) -> str:

@@ -5,18 +5,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from forecaster.covariates import FeatureSpec
+
 
 class LSTMForecaster(nn.Module):
     """Global LSTM forecaster: reads an input window, emits all `horizon` steps at once.
 
-    x: (batch, time, features) -> (batch, horizon, outputs)
+    x: (batch, time, input_features) -> (batch, horizon, outputs)
+
+    Optional inputs of the head (direct multi-step: it sees them all at once):
+    future: (batch, horizon, future_features) known-ahead covariates of the forecast steps;
+    static_num: (batch, static_numeric); static_cat: (batch, static_categorical) hash buckets,
+    looked up in one shared embedding table of `static_buckets` x `static_dim`.
     """
 
     def __init__(self, input_features: int, horizon: int, hidden_size: int = 64, num_layers: int = 2,
-                 dropout: float = 0.1, outputs: int = 1):
+                 dropout: float = 0.1, outputs: int = 1, future_features: int = 0, static_numeric: int = 0,
+                 static_categorical: int = 0, static_buckets: int = 1024, static_dim: int = 4):
         super().__init__()
         self.horizon = horizon
         self.outputs = outputs
+        self.embedding = nn.Embedding(static_buckets, static_dim) if static_categorical else None
+        head_inputs = hidden_size + horizon * future_features + static_numeric + static_categorical * static_dim
         # batch_first=True: without it nn.LSTM reads dim 0 as time and silently mixes the batch.
         self.encoder = nn.LSTM(
             input_size=input_features,
@@ -27,16 +37,43 @@ class LSTMForecaster(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(hidden_size, hidden_size),
+            nn.Linear(head_inputs, hidden_size),
             nn.ReLU(),
             nn.Linear(hidden_size, horizon * outputs),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, future: torch.Tensor | None = None, static_num: torch.Tensor | None = None,
+                static_cat: torch.Tensor | None = None) -> torch.Tensor:
         encoded, _ = self.encoder(x)  # (batch, time, hidden)
-        last = encoded[:, -1, :]  # (batch, hidden): state after the last input step
-        out = self.head(last)  # (batch, horizon * outputs)
+        parts = [encoded[:, -1, :]]  # (batch, hidden): state after the last input step
+        if future is not None:
+            parts.append(future.flatten(1).to(parts[0].dtype))  # (batch, horizon * future_features)
+        if static_num is not None:
+            parts.append(static_num.to(parts[0].dtype))
+        if static_cat is not None:
+            parts.append(self.embedding(static_cat).flatten(1).to(parts[0].dtype))  # (batch, cat * dim)
+        out = self.head(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])  # (batch, horizon * outputs)
         return out.view(x.shape[0], self.horizon, self.outputs)
+
+
+class EnsembleForecaster(nn.Module):
+    """`size` LSTMForecasters from different initial weights (model.ensemble_size), trained side by
+    side on the same windows; each keeps its own loss, the forecast is their mean.
+
+    forward(...) -> (members, batch, horizon, outputs); `combine` takes the mean over members.
+    """
+
+    def __init__(self, members: list[LSTMForecaster]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor, **inputs) -> torch.Tensor:
+        return torch.stack([member(x, **inputs) for member in self.members])
+
+
+def combine(prediction: torch.Tensor) -> torch.Tensor:
+    """(batch, horizon, outputs) from a single network's or an ensemble's output."""
+    return prediction.mean(dim=0) if prediction.dim() == 4 else prediction
 
 
 def quantiles_for(levels: list[int]) -> list[float]:
@@ -48,15 +85,29 @@ def quantiles_for(levels: list[int]) -> list[float]:
     return out
 
 
-def build_model(model_cfg: dict) -> LSTMForecaster:
-    """Model from the `model` section of a config dict (as stored in checkpoints)."""
+def build_model(model_cfg: dict) -> nn.Module:
+    """Model from the `model` section of a config dict (as stored in checkpoints): one
+    LSTMForecaster, or an EnsembleForecaster of `ensemble_size` of them."""
+    size = model_cfg.get("ensemble_size", 1)
+    if size > 1:
+        return EnsembleForecaster([_build_network(model_cfg) for _ in range(size)])
+    return _build_network(model_cfg)
+
+
+def _build_network(model_cfg: dict) -> LSTMForecaster:
+    spec = FeatureSpec.from_dict(model_cfg.get("features"))
     return LSTMForecaster(
-        input_features=2,  # scaled value, observed mask
+        input_features=2 + spec.step_features,  # scaled value, observed mask, covariates
         horizon=model_cfg["horizon"],
         hidden_size=model_cfg["hidden_size"],
         num_layers=model_cfg["num_layers"],
         dropout=model_cfg["dropout"],
         outputs=len(model_cfg.get("quantiles") or [0.5]),
+        future_features=spec.horizon_features,
+        static_numeric=len(spec.static_numeric),
+        static_categorical=len(spec.static_categorical),
+        static_buckets=spec.static_buckets,
+        static_dim=spec.static_dim,
     )
 
 
@@ -64,10 +115,14 @@ def masked_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tens
                 quantiles: list[float] | None = None) -> torch.Tensor:
     """Mean loss over observed target steps.
 
-    prediction: (batch, horizon, outputs); target, mask: (batch, horizon). mae and mse score
-    output 0; quantile is the pinball loss of every output against its quantile.
+    prediction: ([members,] batch, horizon, outputs); target, mask: (batch, horizon). mae and mse
+    score output 0; quantile is the pinball loss of every output against its quantile. An
+    ensemble's loss is the mean of its members' losses (each member learns on its own).
     """
-    return per_step_loss(prediction, target, kind, quantiles).mul(mask).sum() / mask.sum().clamp_min(1.0)
+    loss = per_step_loss(prediction, target, kind, quantiles)
+    if loss.dim() == 3:
+        loss = loss.mean(dim=0)
+    return loss.mul(mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def per_step_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str,

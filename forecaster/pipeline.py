@@ -17,12 +17,12 @@ import ray.train
 
 from forecaster.config import Config, ConfigError
 from forecaster.predict import SeriesPredictor
-from forecaster.read import ID, check_schema, read_series
+from forecaster.read import ID, check_schema, read_series, read_side_table
 from forecaster.report import build_manifest
 from forecaster.runtime import init_ray, predict_actors
 from forecaster.storage import resolve
 from forecaster.train import fit
-from forecaster.validate import min_length, validate_batch
+from forecaster.validate import attach_side_tables, min_length, validate_batch
 from forecaster.write import FORECASTS, REJECT_SCHEMA, REJECTS, write_manifest, write_partition
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,26 @@ class Timer:
 
 
 def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
-    """Series rows with reject_reason/reject_detail columns (null for clean series), materialised."""
-    return series.map_batches(
+    """Series rows with reject_reason/reject_detail columns (null for clean series), materialised;
+    with data.static_uri / data.future_uri, their values joined on (see validate.attach_side_tables)."""
+    validated = series.map_batches(
         validate_batch,
         fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": cfg.forecast_date,
                    "short_series": cfg.model.short_series},
         batch_format="pyarrow",
         batch_size=None,
-    ).materialize()
+    )
+    static, future = read_side_table(cfg, "static"), read_side_table(cfg, "future")
+    if static is not None or future is not None:
+        validated = validated.map_batches(
+            attach_side_tables,
+            fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon,
+                       "static": None if static is None else ray.put(static),
+                       "future": None if future is None else ray.put(future)},
+            batch_format="pyarrow",
+            batch_size=None,
+        )
+    return validated.materialize()
 
 
 def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None) -> ray.data.Dataset:

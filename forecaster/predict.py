@@ -17,16 +17,16 @@ the network on the series' own held-out last `horizon` points.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.train
 import torch
 
+from forecaster.covariates import FeatureSpec, future_dates
 from forecaster.evaluate import seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
-from forecaster.model import build_model
-from forecaster.read import ID, Y
+from forecaster.model import build_model, combine
+from forecaster.read import ID
 from forecaster.train import load_best_weights
 from forecaster.validate import min_length
 
@@ -51,13 +51,13 @@ class SeriesPredictor:
             self.model.eval()
             self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
             self.model.to(self.device)
-        self.offset = pd.tseries.frequencies.to_offset(freq)
+        self.freq = freq
 
     @torch.no_grad()
     def _predict(self, w: Windows) -> np.ndarray:
         """(series, horizon, outputs) in original units; quantile outputs sorted per step."""
-        x = torch.from_numpy(w.features()).to(self.device)
-        scaled = self.model(x).float().cpu().numpy().astype(np.float64)
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in w.model_inputs().items()}
+        scaled = combine(self.model(**inputs)).float().cpu().numpy().astype(np.float64)
         values = w.unscale(scaled)
         if values.shape[-1] > 1:
             order = np.argsort(self.m["quantiles"])
@@ -65,25 +65,26 @@ class SeriesPredictor:
         return values
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self._forecast(batch, SeriesBlock.from_arrow(batch[Y]))
+        return self._forecast(batch, SeriesBlock.from_batch(batch, FeatureSpec.from_dict(self.m.get("features"))))
 
     def _forecast(self, batch: pa.Table, block: SeriesBlock) -> pa.Table:
         h, n = self.m["horizon"], len(block)
         network = (block.lengths >= min_length(h)) & (self.model is not None)  # long enough for the LSTM
         outputs = np.full((n, h, len(self.m["quantiles"])), np.nan)
         if network.any():
-            windows = forecast_windows(_subset(block, network), self.m["input_size"], h, self.m["scaler"])
+            windows = forecast_windows(block.take(network), self.m["input_size"], h, self.m["scaler"],
+                                       self.m.get("scaler_type", "robust"))
             outputs[network] = self._predict(windows)
         naive = seasonal_naive(block, block.lengths, h, 1)
         snaive = seasonal_naive(block, block.lengths, h, self.season)
         use_lstm = network.copy()
         if self.fallback == "validation" and network.any():
-            use_lstm[network] = self._lstm_wins_validation(_subset(block, network))
+            use_lstm[network] = self._lstm_wins_validation(block.take(network))
         chosen = np.where(use_lstm[:, None], outputs[..., 0], snaive)
         model = np.where(use_lstm, "LSTM", np.where(block.lengths >= self.season, "SeasonalNaive", "Naive"))
 
         last = batch["last_ds"].to_numpy(zero_copy_only=False)
-        dates = self._future_dates(last, h)  # (series, horizon)
+        dates = future_dates(last, h, self.freq)  # (series, horizon)
         repeat = np.repeat(np.arange(n), h)
         columns = {
             ID: pc.cast(batch[ID], pa.string()).take(pa.array(repeat)),
@@ -106,24 +107,10 @@ class SeriesPredictor:
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
         """Per series: is the LSTM's MAE on the held-out last `horizon` points <= seasonal naive's?"""
         h = self.m["horizon"]
-        forecast = self._predict(validation_windows(block, self.m["input_size"], h, self.m["scaler"]))[..., 0]
+        windows = validation_windows(block, self.m["input_size"], h, self.m["scaler"],
+                                     self.m.get("scaler_type", "robust"))
+        forecast = self._predict(windows)[..., 0]
         cutoffs = block.lengths - h
         actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(h)[None, :]]
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)
-
-    def _future_dates(self, last: np.ndarray, horizon: int) -> np.ndarray:
-        """The `horizon` dates after each last date, computed once per distinct last date."""
-        unique, inverse = np.unique(last, return_inverse=True)
-        table = np.stack([
-            pd.date_range(pd.Timestamp(u), periods=horizon + 1, freq=self.offset)[1:].to_numpy()
-            for u in unique
-        ]) if len(unique) else np.zeros((0, horizon), dtype="datetime64[ns]")
-        return table[inverse.reshape(-1)]
-
-
-def _subset(block: SeriesBlock, keep: np.ndarray) -> SeriesBlock:
-    """The chosen series of a block, as a block of their own."""
-    if keep.all():
-        return block
-    return SeriesBlock([block.values[s:s + n] for s, n in zip(block.starts[keep], block.lengths[keep], strict=True)])

@@ -28,10 +28,11 @@ import torch
 import torch.distributed as dist
 
 from forecaster.config import Config, ConfigError
+from forecaster.covariates import FeatureSpec, feature_spec
 from forecaster.evaluate import validation_scores
 from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
-from forecaster.model import build_model, masked_loss, per_step_loss, quantiles_for
-from forecaster.read import ID, Y
+from forecaster.model import build_model, combine, masked_loss, per_step_loss, quantiles_for
+from forecaster.read import ID
 from forecaster.runtime import fault_hook_env
 from forecaster.storage import Location, exists, read_json, resolve
 
@@ -41,8 +42,12 @@ CHECKPOINT_FILE = "model.pt"
 FAULT_ENV = "FORECASTER_TEST_KILL_RANK"  # test-only fault hook, see _maybe_fail
 
 
-def loop_config(cfg: Config) -> dict:
-    """What the worker loop needs: no URIs, no storage options (credentials stay on the driver)."""
+def loop_config(cfg: Config, features: FeatureSpec | None = None) -> dict:
+    """What the worker loop needs: no URIs, no storage options (credentials stay on the driver).
+
+    `features`: the covariates the model reads (default: calendar features only, as the config says).
+    """
+    features = features or feature_spec(cfg)
     return {
         "model": {
             "horizon": cfg.model.horizon,
@@ -54,7 +59,10 @@ def loop_config(cfg: Config) -> dict:
             "quantiles": quantiles_for(cfg.model.levels) if cfg.model.loss == "quantile" else [0.5],
             "levels": list(cfg.model.levels) if cfg.model.loss == "quantile" else [],
             "scaler": cfg.model.scaler,
+            "scaler_type": cfg.model.scaler_type,
             "season": cfg.season,
+            "ensemble_size": cfg.model.ensemble_size,
+            "features": features.to_dict(),
         },
         "train": {
             "max_epochs": cfg.train.max_epochs,
@@ -72,16 +80,17 @@ def loop_config(cfg: Config) -> dict:
     }
 
 
-def _blocks(shard, series_per_block: int) -> Iterator[SeriesBlock]:
+def _blocks(shard, series_per_block: int, spec: FeatureSpec) -> Iterator[SeriesBlock]:
     for batch in shard.iter_batches(batch_size=series_per_block, batch_format="pyarrow"):
-        yield SeriesBlock.from_arrow(batch[Y])
+        yield SeriesBlock.from_batch(batch, spec)
 
 
-def _to_tensors(w: Windows, rows: np.ndarray, device) -> tuple[torch.Tensor, ...]:
-    x = torch.from_numpy(np.stack([w.inputs[rows], w.input_mask[rows]], axis=-1).astype(np.float32))
+def _to_tensors(w: Windows, rows: np.ndarray, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """(model inputs, targets, target mask) of windows `rows` on `device`."""
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in w.model_inputs(rows).items()}
     y = torch.from_numpy(w.targets[rows].astype(np.float32))
     m = torch.from_numpy(w.target_mask[rows].astype(np.float32))
-    return x.to(device), y.to(device), m.to(device)
+    return inputs, y.to(device), m.to(device)
 
 
 def _all_ranks(flag: bool, device) -> bool:
@@ -101,8 +110,9 @@ def _all_sum(values: list[float], device) -> list[float]:
 
 
 def _minibatches(shard, m: dict, t: dict, rng: np.random.Generator, local_batch: int) -> Iterator:
-    for block in _blocks(shard, t["series_per_block"]):
-        w = training_windows(block, m["input_size"], m["horizon"], t["windows_per_series"], rng, m["scaler"])
+    for block in _blocks(shard, t["series_per_block"], FeatureSpec.from_dict(m.get("features"))):
+        w = training_windows(block, m["input_size"], m["horizon"], t["windows_per_series"], rng, m["scaler"],
+                             m.get("scaler_type", "robust"))
         order = rng.permutation(len(w))
         for i in range(0, len(order), local_batch):
             yield w, order[i:i + local_batch]
@@ -117,7 +127,7 @@ def train_step(model, optimizer, w: Windows, rows: np.ndarray, m: dict, device, 
     x, y, mask = _to_tensors(w, rows, device)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        prediction = model(x)
+        prediction = model(**x)
     loss = masked_loss(prediction.float(), y, mask, m["loss"], m["quantiles"])
     loss.backward()
     optimizer.step()
@@ -148,10 +158,10 @@ def _validate(model, shard, m, t, device) -> tuple[float, dict]:
     points of every series of all shards. MASE is averaged over series where it is defined."""
     model.eval()
     sums = np.zeros(2 + 2 * len(SCORES))  # loss total, loss count, then (sum, count) per score
-    for block in _blocks(shard, t["series_per_block"]):
-        w = validation_windows(block, m["input_size"], m["horizon"], m["scaler"])
+    for block in _blocks(shard, t["series_per_block"], FeatureSpec.from_dict(m.get("features"))):
+        w = validation_windows(block, m["input_size"], m["horizon"], m["scaler"], m.get("scaler_type", "robust"))
         x, y, mask = _to_tensors(w, np.arange(len(w)), device)
-        prediction = model(x)
+        prediction = combine(model(**x))  # an ensemble is scored by its mean forecast
         scaled = prediction[..., 0]  # the point forecast (median for quantile loss)
         sums[0] += float((per_step_loss(prediction, y, m["loss"], m["quantiles"]) * mask).sum())
         sums[1] += float(mask.sum())
@@ -324,10 +334,10 @@ def load_best_weights(checkpoint_dir: str) -> tuple[dict, dict]:
     return saved["best_model"] or saved["model"], config
 
 
-ARCHITECTURE_KEYS = ("horizon", "input_size", "hidden_size", "num_layers", "quantiles")
+ARCHITECTURE_KEYS = ("horizon", "input_size", "hidden_size", "num_layers", "quantiles", "features", "ensemble_size")
 
 
-def warm_start_checkpoint(cfg: Config) -> ray.train.Checkpoint | None:
+def warm_start_checkpoint(cfg: Config, config: dict | None = None) -> ray.train.Checkpoint | None:
     """The checkpoint named by train.warm_start: none, latest (the newest earlier date's manifest
     under output.uri) or a checkpoint URI; checked against this run's architecture."""
     choice = cfg.train.warm_start
@@ -345,9 +355,10 @@ def warm_start_checkpoint(cfg: Config) -> ray.train.Checkpoint | None:
                 saved = json.load(fh)["model"]
     except (OSError, KeyError, ValueError) as exc:
         raise ConfigError(f"train.warm_start={uri}: not a readable forecaster checkpoint ({exc})") from None
-    wanted = loop_config(cfg)["model"]
+    wanted = (config or loop_config(cfg))["model"]
+    defaults = {"features": FeatureSpec().to_dict(), "ensemble_size": 1}  # checkpoints from before these keys
     for key in ARCHITECTURE_KEYS:
-        if saved.get(key) != wanted[key]:
+        if saved.get(key, defaults.get(key)) != wanted[key]:
             raise ConfigError(
                 f"train.warm_start={uri}: checkpoint has model {key}={saved.get(key)}, this run has {wanted[key]}")
     log.info("warm start from %s", uri)
@@ -382,8 +393,8 @@ def fit(cfg: Config, train_ds: ray.data.Dataset) -> ray.train.Result:
 
     storage_uri = cfg.train.storage_path or cfg.output.uri.rstrip("/") + "/checkpoints"
     storage = resolve(storage_uri, cfg.data.storage_options)
-    config = loop_config(cfg)
-    config["warm_start"] = warm_start_checkpoint(cfg)
+    config = loop_config(cfg, feature_spec(cfg, train_ds.schema().base_schema))
+    config["warm_start"] = warm_start_checkpoint(cfg, config)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,

@@ -9,10 +9,18 @@ contract: they land in `rejects/`):
     overflow_y            |y| exceeds the float32 range the model computes in
     duplicate_ds          the same timestamp twice
     irregular_timestamps  timestamps off the data.freq grid, or gaps in it
+    non_finite_covariate  a past or future covariate (data.*_covariates) has NaN, null or +-inf
+    static_not_constant   a static covariate taken from the input changes within the series
+    missing_static        a static covariate is null (or a non-finite number)
     after_run_date        timestamps after run.date
     too_short             fewer than horizon + 2 points (no validation window plus training window),
                           only with model.short_series=reject; by default such series are
                           forecast by a baseline (see predict.py)
+
+and, when side tables are configured (`attach_side_tables`, after these checks):
+
+    missing_static             no row, or a null value, in data.static_uri for the series
+    missing_future_covariates  data.future_uri lacks a finite value of a covariate for a horizon step
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forecaster.covariates import FUTURE, PAST, STATIC, future_dates
 from forecaster.read import DS, ID, Y
 
 REASONS = (
@@ -30,9 +39,13 @@ REASONS = (
     "overflow_y",
     "duplicate_ds",
     "irregular_timestamps",
+    "non_finite_covariate",
+    "static_not_constant",
+    "missing_static",
     "after_run_date",
     "too_short",
 )
+SIDE_REASONS = ("missing_static", "missing_future_covariates")  # set by attach_side_tables
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -79,6 +92,11 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, shor
     bad_step = np.zeros(len(y), dtype=bool)
     bad_step[:-1] = same_series_next[:-1] & (expected_next[:-1] != t[1:])
     checks["irregular_timestamps"] = _any_per_series(off_grid | bad_step, series_of_point, n)
+    covariate_detail: dict[int, str] = {}
+    checks["non_finite_covariate"] = _check_covariates(batch, series_of_point, n, covariate_detail)
+    static_detail: dict[int, str] = {}
+    statics, checks["static_not_constant"] = _reduce_statics(batch, starts, lengths, static_detail)
+    checks["missing_static"] = _missing_statics(statics, n)
 
     limit = (pd.Timestamp(run_date) + pd.Timedelta(days=1)).as_unit("us")
     checks["after_run_date"] = _any_per_series(t >= limit.asm8.view(np.int64), series_of_point, n)
@@ -91,7 +109,14 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, shor
         for i in np.flatnonzero(hit):
             reason[i] = code
             lo, hi = starts[i], starts[i] + lengths[i]
-            detail[i] = _detail(code, times[lo:hi], y[lo:hi], freq, horizon, run_date)
+            if code == "non_finite_covariate":
+                detail[i] = covariate_detail[i]
+            elif code == "static_not_constant":
+                detail[i] = static_detail[i]
+            elif code == "missing_static":
+                detail[i] = "a static covariate (data.static_covariates) is null or not a finite number"
+            else:
+                detail[i] = _detail(code, times[lo:hi], y[lo:hi], freq, horizon, run_date)
 
     # every series row holds at least one point (it came from a group of rows)
     first = t[starts].astype("datetime64[us]")
@@ -99,6 +124,8 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, shor
     return pa.table({
         ID: ids,
         Y: batch[Y],
+        **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE))},
+        **statics,
         "first_ds": pa.array(first),
         "last_ds": pa.array(last),
         "length": pa.array(lengths),
@@ -107,10 +134,57 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, shor
     })
 
 
+def _check_covariates(batch: pa.Table, series_of_point: np.ndarray, n: int, detail: dict) -> np.ndarray:
+    """Series with a non-finite past/future covariate value; `detail` gets the column and time."""
+    bad = np.zeros(n, dtype=bool)
+    for name in batch.column_names:
+        if not name.startswith((PAST, FUTURE)):
+            continue
+        values = pc.list_flatten(batch[name]).to_numpy(zero_copy_only=False).astype(np.float64)
+        hit = _any_per_series(~np.isfinite(values), series_of_point, n)
+        for i in np.flatnonzero(hit & ~bad):
+            detail[i] = f"covariate {name.split(':', 1)[1]!r} has non-finite or null values"
+        bad |= hit
+    return bad
+
+
+def _missing_statics(statics: dict, n: int) -> np.ndarray:
+    missing = np.zeros(n, dtype=bool)
+    for column in statics.values():
+        missing |= column.is_null().to_numpy(zero_copy_only=False)
+        if pa.types.is_floating(column.type):
+            missing |= ~np.isfinite(column.to_numpy(zero_copy_only=False))
+    return missing
+
+
+def _reduce_statics(batch: pa.Table, starts: np.ndarray, lengths: np.ndarray, detail: dict) -> tuple[dict, np.ndarray]:
+    """Static covariate lists -> their first value per series; flags series where a value changes."""
+    n = len(lengths)
+    bad = np.zeros(n, dtype=bool)
+    out = {}
+    for name in batch.column_names:
+        if not name.startswith(STATIC):
+            continue
+        flat = pc.list_flatten(batch[name])
+        first = flat.take(pa.array(starts))
+        codes = pc.dictionary_encode(pc.cast(flat, pa.string()), null_encoding="encode")
+        codes = (codes.combine_chunks() if isinstance(codes, pa.ChunkedArray) else codes).indices
+        code = codes.to_numpy(zero_copy_only=False)
+        changes = _any_per_series(code != np.repeat(code[starts], lengths), np.repeat(np.arange(n), lengths), n)
+        for i in np.flatnonzero(changes & ~bad):
+            detail[i] = f"static covariate {name.split(':', 1)[1]!r} takes several values within the series"
+        bad |= changes
+        out[name] = first
+    return out, bad
+
+
 def _empty_output(batch: pa.Table) -> pa.Table:
     return pa.table({
         ID: batch[ID],
         Y: batch[Y],
+        **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE))},
+        **{name: pa.array([], batch.schema.field(name).type.value_type)
+           for name in batch.column_names if name.startswith(STATIC)},
         "first_ds": pa.array([], pa.timestamp("us")),
         "last_ds": pa.array([], pa.timestamp("us")),
         "length": pa.array([], pa.int64()),
@@ -146,3 +220,65 @@ def _detail(code: str, times: pd.DatetimeIndex, y: np.ndarray, freq: str, horizo
     if code == "too_short":
         return f"{len(y)} point(s); at least {min_length(horizon)} needed for model.horizon={horizon}"
     raise KeyError(code)
+
+
+def attach_side_tables(batch: pa.Table, freq: str, horizon: int, future=None, static=None) -> pa.Table:
+    """Join the side tables onto validated series rows (clean ones; rejects pass through).
+
+    `static`: (unique_id, static:<col> ...) one row per series, from data.static_uri -> static:<col>
+    columns. `future`: long (unique_id, ds, horizon:<col> ...) from data.future_uri -> one list
+    column horizon:<col> per covariate with its values at the `horizon` steps after last_ds.
+    Either may be an ObjectRef (Ray's object store holds one copy per node).
+    """
+    import ray
+
+    future = ray.get(future) if isinstance(future, ray.ObjectRef) else future
+    static = ray.get(static) if isinstance(static, ray.ObjectRef) else static
+    reason = np.array(batch["reject_reason"].to_pylist(), dtype=object)
+    detail = np.array(batch["reject_detail"].to_pylist(), dtype=object)
+    columns = {name: batch[name] for name in batch.column_names}
+    if static is not None:
+        columns.update(_join_static(batch, static, reason, detail))
+    if future is not None:
+        columns.update(_join_future(batch, future, freq, horizon, reason, detail))
+    columns["reject_reason"] = pa.array(reason, pa.string())
+    columns["reject_detail"] = pa.array(detail, pa.string())
+    return pa.table(columns)
+
+
+def _join_static(batch: pa.Table, static: pa.Table, reason: np.ndarray, detail: np.ndarray) -> dict:
+    rows = pa.table({ID: batch[ID], "_row": pa.array(np.arange(batch.num_rows))})
+    joined = rows.join(static, ID, join_type="left outer").sort_by("_row")  # a join does not keep row order
+    names = [c for c in static.column_names if c != ID]
+    missing = _missing_statics({name: joined[name].combine_chunks() for name in names}, batch.num_rows)
+    for i in np.flatnonzero(missing & (reason == None)):  # noqa: E711
+        reason[i] = "missing_static"
+        detail[i] = "no row or a null value in data.static_uri for this series"
+    return {name: joined[name] for name in names}
+
+
+def _join_future(batch: pa.Table, future: pa.Table, freq: str, horizon: int, reason: np.ndarray,
+                 detail: np.ndarray) -> dict:
+    n = batch.num_rows
+    last = batch["last_ds"].to_numpy(zero_copy_only=False)
+    wanted = pd.DataFrame({
+        "_row": np.repeat(np.arange(n), horizon),
+        ID: np.repeat(np.asarray(batch[ID].to_pylist(), dtype=object), horizon),
+        DS: future_dates(last, horizon, freq).reshape(-1),
+    })
+    names = [c for c in future.column_names if c not in (ID, DS)]
+    ids = pc.is_in(future[ID], value_set=pa.array(wanted[ID].unique().tolist(), pa.string()))
+    known = future.filter(ids).to_pandas()
+    known[DS] = known[DS].astype(wanted[DS].dtype)
+    values = wanted.merge(known, on=[ID, DS], how="left")  # a left merge keeps the order of `wanted`
+    steps = values[names].to_numpy(dtype=np.float64).reshape(n, horizon, len(names))
+    bad = ~np.isfinite(steps)
+    for i in np.flatnonzero(bad.any(axis=(1, 2)) & (reason == None)):  # noqa: E711
+        step, column = np.argwhere(bad[i])[0]
+        reason[i] = "missing_future_covariates"
+        when = pd.Timestamp(values[DS].to_numpy()[i * horizon + step])
+        detail[i] = (f"data.future_uri has no finite {names[column].split(':', 1)[1]!r} for {when} "
+                     f"(step {step + 1} of model.horizon={horizon})")
+    return {name: pa.ListArray.from_arrays(pa.array(np.arange(0, n * horizon + 1, horizon, dtype=np.int32)),
+                                           pa.array(steps[..., j].reshape(-1)))
+            for j, name in enumerate(names)}
