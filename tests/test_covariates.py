@@ -6,6 +6,7 @@ import zlib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray.train
 import torch
@@ -313,3 +314,35 @@ def test_predictor_uses_the_future_values_it_is_given(tmp_path):
 def test_covariate_config_errors_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, overrides)
+
+
+def test_missing_covariate_column_names_file_and_key(tmp_path):
+    from forecaster.read import DataError, check_schema
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"unique_id": ["a"], "ds": pd.to_datetime(["2020-01-01"]), "y": [1.0],
+                             "promo": ["yes"]}), path)
+    with pytest.raises(DataError, match=r"in\.parquet: missing column 'temp' \(listed in data\.past_covariates\)"):
+        check_schema(load_config(None, [f"data.uri={path}", "data.past_covariates=[temp]"]))
+    with pytest.raises(DataError, match=r"column 'promo' \(data\.future_covariates\) has type string"):
+        check_schema(load_config(None, [f"data.uri={path}", "data.future_covariates=[promo]",
+                                        f"data.future_uri={path}"]))
+
+
+def test_duplicate_keys_in_side_tables_stop_the_job(tmp_path):
+    from forecaster.read import DataError, read_side_table
+
+    future = tmp_path / "future.parquet"
+    pq.write_table(pa.table({"unique_id": ["a", "a"], "ds": pd.to_datetime(["2020-01-01"] * 2),
+                             "price": [1.0, 2.0]}), future)
+    static = tmp_path / "static.parquet"
+    pq.write_table(pa.table({"unique_id": ["a", "b", "b"], "store": ["x", "y", "z"]}), static)
+    cfg = load_config(None, ["data.future_covariates=[price]", f"data.future_uri={future}",
+                             "data.static_covariates=[store]", f"data.static_uri={static}"])
+    with pytest.raises(DataError, match=r"data\.future_uri=.*1 key\(s\) appear more than once"):
+        read_side_table(cfg, "future")
+    with pytest.raises(DataError, match=r"data\.static_uri=.*'unique_id': 'b'"):
+        read_side_table(cfg, "static")
+    ok = pa.table({"unique_id": ["a", "b"], "store": ["x", "y"]})
+    pq.write_table(ok, static)
+    assert read_side_table(cfg, "static").column_names == ["unique_id", "static:store"]
