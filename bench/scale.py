@@ -1,6 +1,6 @@
 """Scale: the whole job, as users run it, on N synthetic series; wall time and memory of everything it starts.
 
-    .venv/bin/python bench/scale.py [--series 10000 100000] [--million] [--keep]
+    .venv/bin/python bench/scale.py [--series 10000 100000] [--million] [--keep] [--set key=value ...]
 
 For each N: N monthly seasonal series of 120 points (forecaster.synthetic.seasonal_series) are written as
 Parquet files of 5000 series each into a fresh directory under bench/work/; then `.venv/bin/forecaster run`
@@ -121,13 +121,14 @@ class TreeSampler(threading.Thread):
         self.join()
 
 
-def run_job(data: pathlib.Path, out: pathlib.Path, log: pathlib.Path) -> tuple[float, TreeSampler, int]:
+def run_job(data: pathlib.Path, out: pathlib.Path, log: pathlib.Path,
+            overrides: list[str]) -> tuple[float, TreeSampler, int]:
     command = [
         str(ROOT / ".venv" / "bin" / "forecaster"), "run",
         "--set", f"data.uri={data}", "--set", "data.freq=MS", "--set", f"model.horizon={HORIZON}",
         "--set", f"output.uri={out}", "--set", f"run.date={RUN_DATE}",
         "--set", "train.max_epochs=2", "--set", "train.patience=2",
-    ]
+    ] + [arg for item in overrides for arg in ("--set", item)]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)  # a local Ray of the job's own, inside the measured tree
     with open(log, "w") as fh:
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--series", type=int, nargs="+", default=[10_000, 100_000], metavar="N")
     parser.add_argument("--million", action="store_true", help="also run 1000000 series")
     parser.add_argument("--keep", action="store_true", help="keep input and output under bench/work/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config overrides for the job (e.g. train.windows_per_series=1 at 1M series)")
     args = parser.parse_args(argv)
     sizes = list(args.series) + ([1_000_000] if args.million else [])
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n} series: {files} files written in {time.perf_counter() - started:.1f} s; running the job",
                   flush=True)
             log = run_dir / "job.log"
-            wall, sampler, code = run_job(run_dir / "input", run_dir / "out", log)
+            wall, sampler, code = run_job(run_dir / "input", run_dir / "out", log, args.overrides)
             if code != 0:
                 print(log.read_text()[-5000:], file=sys.stderr)
                 print(f"{n} series: the job exited with {code} (log: {log})", file=sys.stderr)
