@@ -126,12 +126,16 @@ def run(cfg: Config) -> dict:
         reasons.update(batch["reason"].to_pylist())
     counts = {"input": validated.count(), "forecast": clean.count(), "rejected": rejects.count(),
               "reject_reasons": dict(reasons)}
+    del validated  # frees its blocks in the object store: clean and rejects hold what follows
     timer.mark("split_rejects")
     log.info("%d series: %d clean, %d rejected", counts["input"], counts["forecast"], counts["rejected"])
 
     metrics: dict = {}
     checkpoint_uri = None
-    trainable = clean.filter(expr=f"length >= {min_length(cfg.model.horizon)}").materialize()
+    shortest = min_length(cfg.model.horizon)
+    # a third copy of the series in the object store only where some are too short to train on
+    trainable = clean.filter(expr=f"length >= {shortest}").materialize() \
+        if clean.filter(expr=f"length < {shortest}").count() else clean
     counts["trained_on"] = trainable.count()
     checkpoint = None
     if counts["trained_on"] > 0:
