@@ -81,6 +81,16 @@ def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
     ).materialize()
 
 
+def clean_series(validated: ray.data.Dataset) -> ray.data.Dataset:
+    """The series that passed validation, without the reject columns, materialised."""
+    return validated.map_batches(_clean_rows, batch_format="pyarrow", batch_size=None).materialize()
+
+
+def trainable_series(cfg: Config, clean: ray.data.Dataset) -> ray.data.Dataset:
+    """Clean series long enough for the LSTM (shorter ones get baselines only), materialised."""
+    return clean.filter(expr=f"length >= {min_length(cfg.model.horizon)}").materialize()
+
+
 def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None) -> ray.data.Dataset:
     """Forecast rows for every clean series (lazy: executes when written)."""
     return clean.map_batches(
@@ -108,7 +118,7 @@ def run(cfg: Config) -> dict:
     validated = validate(cfg, read_series(cfg, checked))
     timer.mark("read_validate")
     rejects = validated.map_batches(_reject_rows, batch_format="pyarrow", batch_size=None).materialize()
-    clean = validated.map_batches(_clean_rows, batch_format="pyarrow", batch_size=None).materialize()
+    clean = clean_series(validated)
     reasons = Counter()
     for batch in rejects.select_columns(["reason"]).iter_batches(batch_format="pyarrow", batch_size=65536):
         reasons.update(batch["reason"].to_pylist())
@@ -119,7 +129,7 @@ def run(cfg: Config) -> dict:
 
     metrics: dict = {}
     checkpoint_uri = None
-    trainable = clean.filter(expr=f"length >= {min_length(cfg.model.horizon)}").materialize()
+    trainable = trainable_series(cfg, clean)
     counts["trained_on"] = trainable.count()
     checkpoint = None
     if counts["trained_on"] > 0:
