@@ -1,4 +1,5 @@
-"""`forecaster run [--config FILE] [--set key=value ...]` and `forecaster config` (print the keys)."""
+"""`forecaster run [--config FILE] [--set key=value ...]`, `forecaster tune` (search hyperparameters,
+write the best config) and `forecaster config` (print the keys)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 
 from forecaster.config import Config, ConfigError, load_config
@@ -18,7 +20,9 @@ log = logging.getLogger("forecaster")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forecaster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the nightly job once"), ("config", "print the resolved config")):
+    commands = (("run", "run the nightly job once"), ("config", "print the resolved config"),
+                ("tune", "search hyperparameters with Ray Tune (ASHA) and write the best config"))
+    for name, text in commands:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="YAML config file")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -26,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "config":
             p.add_argument("--reference", action="store_true",
                            help="print every key with its default and meaning as a Markdown table")
+        if name == "tune":
+            p.add_argument("--trials", type=int, help="trials to sample (overrides tune.trials)")
+            p.add_argument("--out", default="best.yaml",
+                           help="where to write the best config, a YAML file for run --config (default best.yaml)")
     return parser
 
 
@@ -33,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
+        trials = [f"tune.trials={args.trials}"] if getattr(args, "trials", None) is not None else []
+        cfg = load_config(args.config, args.overrides + trials)
         if args.command == "config":
             if args.reference:
                 print("| key | default | meaning |\n| --- | --- | --- |")
@@ -42,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(json.dumps(cfg.to_dict(), indent=2))
             return 0
+        if args.command == "tune":
+            return _tune(cfg, args.out)
         return _run(cfg)
     except (ConfigError, DataError, StorageError) as exc:
         print(f"forecaster: error: {exc}", file=sys.stderr)
@@ -54,6 +65,25 @@ def _run(cfg: Config) -> int:
 
     manifest = run(cfg)
     print("\n".join(summary_lines(manifest)))
+    return 0
+
+
+def _tune(cfg: Config, out: str) -> int:
+    from forecaster.tune import TuneError, summary_lines, tune, write_config
+
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):  # found out now, not after the search
+        raise ConfigError(f"--out {out}: the directory {os.path.dirname(os.path.abspath(out))} does not exist")
+    try:
+        outcome = tune(cfg)
+    except TuneError as exc:
+        print(f"forecaster tune: {exc}", file=sys.stderr)
+        return 1
+    best = outcome.best
+    write_config(outcome.best_config, out, header=(
+        f"written by forecaster tune: trial {best.trial_id} of {outcome.experiment_uri}, val_loss "
+        f"{best.best_val_loss:.4f}\ndata.storage_options and run.date are left out"))
+    print("\n".join(summary_lines(outcome)))
+    print(f"best config written to {out}")
     return 0
 
 

@@ -103,6 +103,16 @@ class RaySection:
 
 
 @dataclass
+class TuneSection:
+    trials: int = 8  # `forecaster tune`: trials sampled from the search space (--trials)
+    max_epochs: int | None = None  # epoch cap of each trial; default train.max_epochs (the best config keeps that)
+    max_concurrent_trials: int = 1  # trials at once; each runs train.num_workers workers
+    grace_period: int = 2  # ASHA: epochs every trial runs before it may be stopped early
+    reduction_factor: int = 3  # ASHA: at each rung only the best 1/reduction_factor of trials go on
+    seed: int = 0  # seeds the random search
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -111,6 +121,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     run: RunSection = field(default_factory=RunSection)
     ray: RaySection = field(default_factory=RaySection)
+    tune: TuneSection = field(default_factory=TuneSection)
 
     # ---- derived values (not keys) ----
     @property
@@ -197,11 +208,16 @@ def _validate(cfg: Config) -> None:
         "model.ensemble_size": cfg.model.ensemble_size,
         "model.static_buckets": cfg.model.static_buckets,
         "model.static_embedding_dim": cfg.model.static_embedding_dim,
+        "tune.trials": cfg.tune.trials,
+        "tune.max_concurrent_trials": cfg.tune.max_concurrent_trials,
+        "tune.grace_period": cfg.tune.grace_period,
     }
     if cfg.predict.actors is not None:
         positive["predict.actors"] = cfg.predict.actors
     if cfg.model.input_size is not None:
         positive["model.input_size"] = cfg.model.input_size
+    if cfg.tune.max_epochs is not None:
+        positive["tune.max_epochs"] = cfg.tune.max_epochs
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}={value}: must be a positive integer")
@@ -213,6 +229,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"train.learning_rate={cfg.train.learning_rate}: must be a finite number > 0")
     if not (math.isfinite(cfg.train.cpus_per_worker) and cfg.train.cpus_per_worker > 0):
         raise ConfigError(f"train.cpus_per_worker={cfg.train.cpus_per_worker}: must be a finite number > 0")
+    if cfg.tune.reduction_factor < 2:
+        raise ConfigError(f"tune.reduction_factor={cfg.tune.reduction_factor}: must be >= 2")
     if cfg.train.max_failures < 0:
         raise ConfigError(f"train.max_failures={cfg.train.max_failures}: must be >= 0")
     try:

@@ -93,6 +93,20 @@ def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
     return validated.materialize()
 
 
+def clean_series(validated: ray.data.Dataset) -> ray.data.Dataset:
+    """The series that passed validation, without the reject columns, materialised."""
+    return validated.map_batches(_clean_rows, batch_format="pyarrow", batch_size=None).materialize()
+
+
+def trainable_series(cfg: Config, clean: ray.data.Dataset) -> ray.data.Dataset:
+    """Clean series long enough for the LSTM (shorter ones get baselines only), materialised; `clean`
+    itself where none is too short (no third copy of the series in the object store)."""
+    shortest = min_length(cfg.model.horizon)
+    if clean.filter(expr=f"length < {shortest}").count() == 0:
+        return clean
+    return clean.filter(expr=f"length >= {shortest}").materialize()
+
+
 def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None) -> ray.data.Dataset:
     """Forecast rows for every clean series (lazy: executes when written)."""
     return clean.map_batches(
@@ -120,7 +134,7 @@ def run(cfg: Config) -> dict:
     validated = validate(cfg, read_series(cfg, checked))
     timer.mark("read_validate")
     rejects = validated.map_batches(_reject_rows, batch_format="pyarrow", batch_size=None).materialize()
-    clean = validated.map_batches(_clean_rows, batch_format="pyarrow", batch_size=None).materialize()
+    clean = clean_series(validated)
     reasons = Counter()
     for batch in rejects.select_columns(["reason"]).iter_batches(batch_format="pyarrow", batch_size=65536):
         reasons.update(batch["reason"].to_pylist())
@@ -132,10 +146,7 @@ def run(cfg: Config) -> dict:
 
     metrics: dict = {}
     checkpoint_uri = None
-    shortest = min_length(cfg.model.horizon)
-    # a third copy of the series in the object store only where some are too short to train on
-    trainable = clean.filter(expr=f"length >= {shortest}").materialize() \
-        if clean.filter(expr=f"length < {shortest}").count() else clean
+    trainable = trainable_series(cfg, clean)
     counts["trained_on"] = trainable.count()
     checkpoint = None
     if counts["trained_on"] > 0:

@@ -387,8 +387,11 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.run.name}-{cfg.forecast_date}"
 
 
-def fit(cfg: Config, train_ds: ray.data.Dataset) -> ray.train.Result:
-    """Run the TorchTrainer over the clean series; returns Ray's Result (checkpoint, metrics)."""
+def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) -> ray.train.Result:
+    """Run the TorchTrainer over the clean series; returns Ray's Result (checkpoint, metrics).
+
+    `callbacks`: Ray Train callbacks of the run (forecaster.tune passes Tune's TuneReportCallback).
+    """
     from ray.train.torch import TorchTrainer
 
     storage_uri = cfg.train.storage_path or cfg.output.uri.rstrip("/") + "/checkpoints"
@@ -413,6 +416,7 @@ def fit(cfg: Config, train_ds: ray.data.Dataset) -> ray.train.Result:
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             # test-only fault hooks must reach workers even when Ray was started before they were set
             worker_runtime_env={"env_vars": fault_hook_env()},
+            callbacks=callbacks,
         ),
         datasets={"train": train_ds},
     )
