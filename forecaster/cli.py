@@ -1,4 +1,5 @@
-"""`forecaster run [--config FILE] [--set key=value ...]` and `forecaster config` (print the keys)."""
+"""`forecaster run [--config FILE] [--set key=value ...]`, `forecaster backtest --windows K [--step S] ...`
+and `forecaster config` (print the keys)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ log = logging.getLogger("forecaster")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forecaster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the nightly job once"), ("config", "print the resolved config")):
+    for name, text in (("run", "run the nightly job once"), ("config", "print the resolved config"),
+                       ("backtest", "rolling-origin evaluation: train and forecast at K cutoffs (K trainings)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="YAML config file")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -26,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "config":
             p.add_argument("--reference", action="store_true",
                            help="print every key with its default and meaning as a Markdown table")
+        if name == "backtest":
+            p.add_argument("--windows", type=int, required=True, metavar="K", help="number of cutoffs")
+            p.add_argument("--step", type=int, metavar="S", help="points between cutoffs (default model.horizon)")
     return parser
 
 
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(json.dumps(cfg.to_dict(), indent=2))
             return 0
+        if args.command == "backtest":
+            return _backtest(cfg, args.windows, args.step)
         return _run(cfg)
     except (ConfigError, DataError, StorageError) as exc:
         print(f"forecaster: error: {exc}", file=sys.stderr)
@@ -54,6 +61,13 @@ def _run(cfg: Config) -> int:
 
     manifest = run(cfg)
     print("\n".join(summary_lines(manifest)))
+    return 0
+
+
+def _backtest(cfg: Config, windows: int, step: int | None) -> int:
+    from forecaster.backtest import backtest, summary_lines
+
+    print("\n".join(summary_lines(backtest(cfg, windows, step))))
     return 0
 
 
