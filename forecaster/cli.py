@@ -1,5 +1,5 @@
-"""`forecaster run [--config FILE] [--set key=value ...]`, `forecaster tune` (search hyperparameters,
-write the best config) and `forecaster config` (print the keys)."""
+"""`forecaster run [--config FILE] [--set key=value ...]`, `forecaster backtest --windows K [--step S] ...`,
+`forecaster tune` (search hyperparameters, write the best config) and `forecaster config` (print the keys)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forecaster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = (("run", "run the nightly job once"), ("config", "print the resolved config"),
-                ("tune", "search hyperparameters with Ray Tune (ASHA) and write the best config"))
+                ("tune", "search hyperparameters with Ray Tune (ASHA) and write the best config"),
+                ("backtest", "rolling-origin evaluation: train and forecast at K cutoffs (K trainings)"))
     for name, text in commands:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="YAML config file")
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--trials", type=int, help="trials to sample (overrides tune.trials)")
             p.add_argument("--out", default="best.yaml",
                            help="where to write the best config, a YAML file for run --config (default best.yaml)")
+        if name == "backtest":
+            p.add_argument("--windows", type=int, required=True, metavar="K", help="number of cutoffs")
+            p.add_argument("--step", type=int, metavar="S", help="points between cutoffs (default model.horizon)")
     return parser
 
 
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "tune":
             return _tune(cfg, args.out)
+        if args.command == "backtest":
+            return _backtest(cfg, args.windows, args.step)
         return _run(cfg)
     except (ConfigError, DataError, StorageError) as exc:
         print(f"forecaster: error: {exc}", file=sys.stderr)
@@ -84,6 +90,13 @@ def _tune(cfg: Config, out: str) -> int:
         f"{best.best_val_loss:.4f}\ndata.storage_options and run.date are left out"))
     print("\n".join(summary_lines(outcome)))
     print(f"best config written to {out}")
+    return 0
+
+
+def _backtest(cfg: Config, windows: int, step: int | None) -> int:
+    from forecaster.backtest import backtest, summary_lines
+
+    print("\n".join(summary_lines(backtest(cfg, windows, step))))
     return 0
 
 

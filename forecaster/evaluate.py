@@ -61,3 +61,41 @@ def smape(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(denominator > 0, 2 * np.abs(actual - forecast) / denominator, 0.0)
     return 100 * ratio.mean(axis=1)
+
+
+def mae(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    return np.abs(actual - forecast).mean(axis=1)
+
+
+def rmse(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    return np.sqrt(((actual - forecast) ** 2).mean(axis=1))
+
+
+def pinball(actual: np.ndarray, forecast: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """Mean pinball (quantile) loss over steps and quantiles; `forecast` is (series, horizon, quantiles).
+    A point forecast scored at quantile 0.5 gets MAE / 2."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    error = actual[..., None] - forecast
+    return np.maximum(q * error, (q - 1) * error).mean(axis=(1, 2))
+
+
+def coverage(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Share of steps with lo <= actual <= hi (NaN where the interval is missing)."""
+    inside = ((actual >= lo) & (actual <= hi)).mean(axis=1)
+    return np.where(np.isfinite(lo).all(axis=1) & np.isfinite(hi).all(axis=1), inside, np.nan)
+
+
+def forecast_scores(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray,
+                    quantiles: list[float] = (0.5,)) -> dict[str, np.ndarray]:
+    """Per-series MASE, sMAPE, MAE, RMSE and pinball of one model against `actual` (series, horizon).
+
+    `forecast` is (series, horizon) or (series, horizon, quantiles) with the point forecast first;
+    `scale` is `mase_scale` of each series' in-sample part. A series whose point forecast is missing
+    (NaN: too short for the model) gets NaN everywhere, never a score of 0.
+    """
+    full = forecast if forecast.ndim == 3 else forecast[..., None]
+    point = full[..., 0]
+    scores = {"mase": mase(actual, point, scale), "smape": smape(actual, point), "mae": mae(actual, point),
+              "rmse": rmse(actual, point), "pinball": pinball(actual, full, list(quantiles))}
+    defined = np.isfinite(point).all(axis=1)
+    return {name: np.where(defined, value, np.nan) for name, value in scores.items()}

@@ -107,18 +107,48 @@ def trainable_series(cfg: Config, clean: ray.data.Dataset) -> ray.data.Dataset:
     return clean.filter(expr=f"length >= {shortest}").materialize()
 
 
-def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None) -> ray.data.Dataset:
-    """Forecast rows for every clean series (lazy: executes when written)."""
+def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None,
+            predictor: type = SeriesPredictor, **extra) -> ray.data.Dataset:
+    """Forecast rows for every clean series (lazy: executes when written).
+
+    `predictor` is SeriesPredictor or a subclass (the backtest's scorer), `extra` its own arguments.
+    """
     return clean.map_batches(
-        SeriesPredictor,
+        predictor,
         fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "season": cfg.season,
                                "horizon": cfg.model.horizon, "fallback": cfg.model.fallback,
-                               "use_gpu": cfg.train.use_gpu},
+                               "use_gpu": cfg.train.use_gpu, **extra},
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=predict_actors(cfg)),
         num_gpus=1 if cfg.train.use_gpu else None,
         batch_size=cfg.predict.batch_size,
         batch_format="pyarrow",
     )
+
+
+def split_rejects(validated: ray.data.Dataset) -> tuple[ray.data.Dataset, ray.data.Dataset, dict]:
+    """Validated rows -> (clean series rows, reject rows, counts), both materialised."""
+    rejects = validated.map_batches(_reject_rows, batch_format="pyarrow", batch_size=None).materialize()
+    clean = clean_series(validated)
+    reasons = Counter()
+    for batch in rejects.select_columns(["reason"]).iter_batches(batch_format="pyarrow", batch_size=65536):
+        reasons.update(batch["reason"].to_pylist())
+    counts = {"input": validated.count(), "forecast": clean.count(), "rejected": rejects.count(),
+              "reject_reasons": dict(reasons)}
+    log.info("%d series: %d clean, %d rejected", counts["input"], counts["forecast"], counts["rejected"])
+    return clean, rejects, counts
+
+
+def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray.train.Checkpoint | None,
+                                                                            str | None, dict]:
+    """Train on the clean series long enough for the network (sets counts["trained_on"]);
+    returns (checkpoint, its URI, training metrics), no checkpoint when no series is long enough."""
+    trainable = trainable_series(cfg, clean)
+    counts["trained_on"] = trainable.count()
+    if counts["trained_on"] == 0:
+        log.warning("no series long enough for the LSTM: baselines only")
+        return None, None, {}
+    result = fit(cfg, trainable)
+    return result.checkpoint, _checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
 
 
 def run(cfg: Config) -> dict:
@@ -133,29 +163,10 @@ def run(cfg: Config) -> dict:
 
     validated = validate(cfg, read_series(cfg, checked))
     timer.mark("read_validate")
-    rejects = validated.map_batches(_reject_rows, batch_format="pyarrow", batch_size=None).materialize()
-    clean = clean_series(validated)
-    reasons = Counter()
-    for batch in rejects.select_columns(["reason"]).iter_batches(batch_format="pyarrow", batch_size=65536):
-        reasons.update(batch["reason"].to_pylist())
-    counts = {"input": validated.count(), "forecast": clean.count(), "rejected": rejects.count(),
-              "reject_reasons": dict(reasons)}
+    clean, rejects, counts = split_rejects(validated)
     del validated  # frees its blocks in the object store: clean and rejects hold what follows
     timer.mark("split_rejects")
-    log.info("%d series: %d clean, %d rejected", counts["input"], counts["forecast"], counts["rejected"])
-
-    metrics: dict = {}
-    checkpoint_uri = None
-    trainable = trainable_series(cfg, clean)
-    counts["trained_on"] = trainable.count()
-    checkpoint = None
-    if counts["trained_on"] > 0:
-        result = fit(cfg, trainable)
-        checkpoint = result.checkpoint
-        checkpoint_uri = _checkpoint_uri(cfg, checkpoint)
-        metrics.update(_training_metrics(result))
-    else:
-        log.warning("no series long enough for the LSTM: baselines only")
+    checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)
     timer.mark("train")
     if counts["forecast"] > 0:
         forecasts = predict(cfg, clean, checkpoint)

@@ -65,7 +65,11 @@ class SeriesPredictor:
         return values
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self._forecast(batch, SeriesBlock.from_batch(batch, FeatureSpec.from_dict(self.m.get("features"))))
+        return self._forecast(batch, self.block(batch))
+
+    def block(self, batch: pa.Table) -> SeriesBlock:
+        """Series rows -> a SeriesBlock with the covariates the checkpoint's model reads."""
+        return SeriesBlock.from_batch(batch, FeatureSpec.from_dict(self.m.get("features")))
 
     def _forecast(self, batch: pa.Table, block: SeriesBlock) -> pa.Table:
         h, n = self.m["horizon"], len(block)

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forecaster.covariates import FUTURE, PAST, STATIC, future_dates
+from forecaster.covariates import FUTURE, HORIZON, PAST, STATIC, future_dates
 from forecaster.read import DS, ID, Y
 
 REASONS = (
@@ -124,7 +124,7 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, shor
     return pa.table({
         ID: ids,
         Y: batch[Y],
-        **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE))},
+        **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE, HORIZON))},
         **statics,
         "first_ds": pa.array(first),
         "last_ds": pa.array(last),
@@ -182,7 +182,7 @@ def _empty_output(batch: pa.Table) -> pa.Table:
     return pa.table({
         ID: batch[ID],
         Y: batch[Y],
-        **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE))},
+        **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE, HORIZON))},
         **{name: pa.array([], batch.schema.field(name).type.value_type)
            for name in batch.column_names if name.startswith(STATIC)},
         "first_ds": pa.array([], pa.timestamp("us")),

@@ -64,19 +64,42 @@ def commit_record(root: Location, table: str, forecast_date: str) -> Location:
 def write_partition(root: Location, table: str, forecast_date: str, rows: ray.data.Dataset,
                     empty_schema: pa.Schema) -> Location:
     """Write `rows` as the whole `forecast_date` partition of `table`, replacing an older one."""
+    def fill(staging: Location) -> None:
+        _retry_transient_write_errors()
+        rows.write_parquet(staging.path, filesystem=staging.fs)  # file names carry Ray Data's write UUID
+        if not _has_files(staging):
+            # An empty result is still a committed partition: readers see the schema and zero rows.
+            empty = f"{staging.path}/empty-{uuid.uuid4().hex}.parquet"
+            retry(lambda: pq.write_table(empty_schema.empty_table(), empty, filesystem=staging.fs), staging.uri,
+                  "write the empty partition file")
+
+    return _stage_and_commit(root, table, forecast_date, fill)
+
+
+def write_files(root: Location, table: str, forecast_date: str, tables: dict[str, pa.Table],
+                documents: dict[str, dict]) -> Location:
+    """Write small driver-side results (`name.parquet` per table, `name.json` per document) as the whole
+    `forecast_date` partition of `table`, committed like `write_partition`."""
+    def fill(staging: Location) -> None:
+        for name, rows in tables.items():
+            path = f"{staging.path}/{name}.parquet"
+            retry(lambda rows=rows, path=path: pq.write_table(rows, path, filesystem=staging.fs), staging.uri,
+                  f"write {name}.parquet")
+        for name, payload in documents.items():
+            write_json(staging.join(f"{name}.json"), payload)
+
+    return _stage_and_commit(root, table, forecast_date, fill)
+
+
+def _stage_and_commit(root: Location, table: str, forecast_date: str, fill) -> Location:
+    """Repair a crashed earlier attempt, let `fill(staging)` write the partition, commit it."""
     final = partition(root, table, forecast_date)
     name = f"forecast_date={forecast_date}"
     record = None if root.is_local else commit_record(root, table, forecast_date)
     recover_partition(root.join(table), name, None if record is None else _record_files(record))
     staging = staging_dir(root.join(table), name)
     retry(lambda: staging.fs.create_dir(staging.path, recursive=True), staging.uri, "create the staging directory")
-    _retry_transient_write_errors()
-    rows.write_parquet(staging.path, filesystem=staging.fs)  # file names carry Ray Data's write UUID
-    if not _has_files(staging):
-        # An empty result is still a committed partition: readers see the schema and zero rows.
-        empty = f"{staging.path}/empty-{uuid.uuid4().hex}.parquet"
-        retry(lambda: pq.write_table(empty_schema.empty_table(), empty, filesystem=staging.fs), staging.uri,
-              "write the empty partition file")
+    fill(staging)
     commit = commit_partition(staging, final, record=record)
     log.info("committed %s (%d files)", final.uri, len(commit.files))
     return final

@@ -258,6 +258,12 @@ def test_validate_rejects_bad_covariates_and_reduces_statics():
     assert out[2]["reject_reason"] == "static_not_constant" and "'s'" in out[2]["reject_detail"]
 
 
+def test_validate_keeps_horizon_values_that_come_with_the_rows():
+    rows = _series_rows([list(np.ones(30))], [["x"] * 30]).append_column(
+        "horizon:p", pa.array([[1.0, 2.0]], pa.list_(pa.float64())))  # as a backtest's cut makes them
+    assert validate_batch(rows, "MS", 2, "2025-01-01").to_pylist()[0]["horizon:p"] == [1.0, 2.0]
+
+
 def test_side_tables_join_values_and_reject_what_is_missing():
     validated = validate_batch(_series_rows([list(np.ones(30))] * 3, [["x"] * 30] * 3), "MS", 3, "2025-01-01")
     validated = validated.drop_columns(["static:s"])

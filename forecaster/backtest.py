@@ -1,0 +1,285 @@
+"""Backtest: rolling-origin evaluation through the nightly job's own steps.
+
+For window k = 0..K-1 every series loses its last `horizon + (K-1-k)*step` points (a Ray Data step
+on the series rows, before validate). The job's validate and train steps run on what is left, with a
+Ray Train run of its own per window (never a warm start: earlier weights have seen the hidden
+points), and `WindowScorer`, the job's predictor plus scoring, forecasts `horizon` steps from each
+cutoff and scores them against the next `horizon` hidden points: the LSTM, the chosen `forecast`
+and the Naive and SeasonalNaive baselines (metrics: evaluate.py).
+
+Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the job's partitions:
+
+    series.parquet    unique_id, window, cutoff, metric, model (what `forecast` used), LSTM, forecast,
+                      Naive, SeasonalNaive: one row per series, window and metric
+    windows.parquet   window, metric, series, <models>: means over the series every model could be
+                      scored on (LSTM needs horizon + 2 points before the cutoff; MASE a non-flat history)
+    overall.parquet   metric, series, <models>: the same over all windows
+    skipped.parquet   unique_id, window, reason, detail: no point before the cutoff (no_history), or
+                      a reject reason of validate on the cut series
+    summary.json      per window: points hidden, cutoffs, counts, training; overall means; config
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from forecaster.config import Config, ConfigError
+from forecaster.covariates import FUTURE, HORIZON
+from forecaster.evaluate import coverage, forecast_scores, mase_scale
+from forecaster.features import SeriesBlock
+from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate
+from forecaster.predict import MODEL_COLUMN, SeriesPredictor
+from forecaster.read import ID, Y, check_schema, read_series
+from forecaster.report import versions
+from forecaster.runtime import init_ray
+from forecaster.storage import resolve
+from forecaster.write import partition, write_files
+
+log = logging.getLogger(__name__)
+
+BACKTESTS = "backtests"
+MODELS = (MODEL_COLUMN, "forecast", "Naive", "SeasonalNaive")
+ACTUAL = "actual"  # the hidden points a window is scored on
+SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), ("cutoff", pa.timestamp("us")),
+                          ("metric", pa.string()), ("model", pa.string()), *((m, pa.float64()) for m in MODELS)])
+SKIP_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+def hidden_points(horizon: int, windows: int, step: int, window: int) -> int:
+    """Points cut from the end of each series in `window` (the last window hides `horizon`)."""
+    return horizon + (windows - 1 - window) * step
+
+
+def _slice_lists(column: pa.Array | pa.ChunkedArray, begin: np.ndarray, count: np.ndarray) -> pa.Array:
+    """Items [begin[i], begin[i] + count[i]) of each list of `column`."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    offsets = column.offsets.to_numpy()  # a sliced array's offsets need not start at 0
+    new = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+    index = np.repeat(offsets[:-1] - offsets[0] + begin - new[:-1], count) + np.arange(new[-1])
+    values = column.flatten().take(pa.array(index, pa.int64()))
+    if pa.types.is_large_list(column.type):
+        return pa.LargeListArray.from_arrays(pa.array(new, pa.int64()), values)
+    return pa.ListArray.from_arrays(pa.array(new, pa.int32()), values)
+
+
+def _lengths(batch: pa.Table) -> np.ndarray:
+    return pc.list_value_length(batch[Y]).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def cut_series(batch: pa.Table, hidden: int, horizon: int | None = None) -> pa.Table:
+    """Series rows without their last `hidden` points: `y` and every list column as long as `y` in
+    each row (covariates stay aligned) are cut; series with nothing left are dropped (the driver
+    lists them as skipped). With `horizon`, each known-future covariate `future:<c>` also gives
+    `horizon:<c>`, its first `horizon` hidden values: what data.future_uri holds for a real run."""
+    lengths = _lengths(batch)
+    keep = lengths > hidden
+    batch, lengths = batch.filter(pa.array(keep)), lengths[keep]
+    columns = {}
+    for name in batch.column_names:
+        column = batch[name]
+        if (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) and np.array_equal(
+                pc.list_value_length(column).to_numpy(zero_copy_only=False), lengths):
+            if horizon and name.startswith(FUTURE):
+                columns[HORIZON + name[len(FUTURE):]] = _slice_lists(column, lengths - hidden,
+                                                                     np.full_like(lengths, horizon))
+            column = _slice_lists(column, np.zeros_like(lengths), lengths - hidden)
+        columns[name] = column
+    return pa.table(columns)
+
+
+def actual_points(batch: pa.Table, hidden: int, horizon: int) -> pa.Table:
+    """unique_id and `actual`, the `horizon` points right after the cutoff, of each series longer than `hidden`."""
+    lengths = _lengths(batch)
+    keep = lengths > hidden
+    batch, lengths = batch.filter(pa.array(keep)), lengths[keep]
+    return pa.table({ID: batch[ID], ACTUAL: _slice_lists(batch[Y], lengths - hidden, np.full_like(lengths, horizon))})
+
+
+class WindowScorer(SeriesPredictor):
+    """The job's predictor, scoring its forecasts instead of returning them: one row per series and metric.
+
+    `truth` holds the object refs of the `actual_points` blocks; each actor fetches them once
+    (a broadcast join: `horizon` values per series).
+    """
+
+    def __init__(self, *, truth: list, window: int, **predictor_args):
+        super().__init__(**predictor_args)
+        table = pa.concat_tables(ray.get(truth))
+        self.truth_ids = pd.Index(table[ID].to_numpy(zero_copy_only=False))
+        self.actual = SeriesBlock.from_arrow(table[ACTUAL]).values.reshape(table.num_rows, -1)
+        self.window = window
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        block = self.block(batch)
+        forecasts = self._forecast(batch, block)  # horizon rows per series, in batch order
+        n, h = len(block), self.m["horizon"]
+        ids = pc.cast(batch[ID], pa.string())
+        rows = self.truth_ids.get_indexer(ids.to_numpy(zero_copy_only=False))
+        if (rows < 0).any():
+            raise RuntimeError(f"backtest: no hidden points for series {ids[int(np.argmin(rows))]}")
+        actual = self.actual[rows]
+
+        def column(name: str) -> np.ndarray:  # (series, horizon)
+            return forecasts[name].to_numpy(zero_copy_only=False).reshape(n, h)
+
+        scale = mase_scale(block, block.lengths, self.season)
+        levels = (self.m.get("levels") or []) if len(self.m["quantiles"]) > 1 else []
+        bounds = [column(f"{MODEL_COLUMN}-{side}-{level}") for level in levels for side in ("lo", "hi")]
+        scores = {m: forecast_scores(actual, column(m), scale) for m in MODELS[1:]}
+        lstm = np.stack([column(MODEL_COLUMN), *bounds], axis=-1)
+        scores[MODEL_COLUMN] = forecast_scores(actual, lstm, scale, self.m["quantiles"])
+        for i, level in enumerate(levels):
+            scores[MODEL_COLUMN][f"coverage_{level}"] = coverage(actual, bounds[2 * i], bounds[2 * i + 1])
+        metrics = list(scores[MODEL_COLUMN])
+        each = np.repeat(np.arange(n), len(metrics))
+        missing = np.full(n, np.nan)
+        return pa.table({
+            ID: ids.take(pa.array(each)),
+            "window": pa.array(np.full(len(each), self.window)),
+            "cutoff": batch["last_ds"].take(pa.array(each)),
+            "metric": pa.array(np.tile(metrics, n)),
+            "model": forecasts["model"].take(pa.array(each * h)),
+            **{m: pa.array(np.stack([scores[m].get(k, missing) for k in metrics], axis=1).reshape(-1),
+                           from_pandas=True) for m in MODELS},
+        }, schema=SCORE_SCHEMA)
+
+
+def _collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+
+
+def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: int, hidden: int,
+            token: str) -> tuple[dict, pa.Table, pa.Table]:
+    """Cut, validate, train, predict and score one window: (report, score rows, skipped rows)."""
+    wcfg = copy.deepcopy(cfg)
+    wcfg.run.name = f"{cfg.run.name}-backtest-{token}-w{window}"  # a fresh Ray Train run: never resumes another
+    wcfg.train.warm_start = "none"  # an earlier run's weights have seen the hidden points
+    wcfg.data.future_uri = None  # known-future values of the window come from the hidden history
+    cut = series.map_batches(cut_series, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},
+                             batch_format="pyarrow", batch_size=None)
+    clean, rejects, counts = split_rejects(validate(wcfg, cut))
+    checkpoint, checkpoint_uri, training = train_clean(wcfg, clean, counts)
+    scores = SCORE_SCHEMA.empty_table()
+    if counts["forecast"] > 0:
+        truth = series.map_batches(actual_points, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},
+                                   batch_format="pyarrow", batch_size=None).materialize()
+        scored = predict(wcfg, clean, checkpoint, WindowScorer, truth=truth.to_arrow_refs(), window=window)
+        scores = _collect(scored, SCORE_SCHEMA)
+    # Naive forecasts a finite value for every clean series: its MAE is undefined (null) only where a
+    # hidden point is NaN or inf
+    naive_undefined = pc.invert(pc.fill_null(pc.is_finite(scores["Naive"]), False))
+    no_actual = scores.filter(pc.and_(pc.equal(scores["metric"], "mae"), naive_undefined))[ID].combine_chunks()
+    scores = scores.filter(pc.invert(pc.is_in(scores[ID], value_set=no_actual)))
+    short = lengths[lengths <= hidden]
+    skipped = pa.concat_tables([
+        _skip_rows(short.index, window, "no_history", [f"{n} point(s), {hidden} hidden" for n in short]),
+        _skip_rows(no_actual, window, "non_finite_actual", ["a hidden point is NaN or inf"] * len(no_actual)),
+        _collect(rejects, SKIP_SCHEMA.remove(1)).add_column(1, "window", pa.array(np.full(counts["rejected"], window))),
+    ]).cast(SKIP_SCHEMA)
+    first = scores.filter(pc.equal(scores["metric"], "mae"))  # one row per scored series
+    counts.update(series=len(lengths), no_history=len(short), non_finite_actual=len(no_actual),
+                  scored=first.num_rows, lstm_scored=int(pc.sum(pc.is_finite(first[MODEL_COLUMN])).as_py() or 0),
+                  by_model=dict(Counter(first["model"].to_pylist())))
+    cutoffs = [str(pc.min(first["cutoff"]).as_py()), str(pc.max(first["cutoff"]).as_py())] if len(first) else []
+    log.info("window %d: %d points hidden, %d series scored, %d skipped", window, hidden, counts["scored"],
+             skipped.num_rows)
+    return ({"window": window, "hidden": hidden, "cutoffs": cutoffs, "counts": counts, "training": training,
+             "checkpoint_uri": checkpoint_uri}, scores, skipped)
+
+
+def _skip_rows(ids, window: int, reason: str, details: list[str]) -> pa.Table:
+    return pa.table({ID: pa.array(list(ids), pa.string()), "window": pa.array(np.full(len(details), window)),
+                     "reason": pa.array([reason] * len(details), pa.string()),
+                     "detail": pa.array(details, pa.string())})
+
+
+def aggregate(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean of each model's metric over the series where every model that has the metric is defined
+    (so models are compared on the same series); `series` counts them."""
+    rows = []
+    for key, group in scores.groupby([*by, "metric"], sort=False):
+        models = [m for m in MODELS if group[m].notna().any()]
+        used = group.dropna(subset=models)
+        rows.append({**dict(zip([*by, "metric"], key, strict=True)), "series": len(used),
+                     **{m: used[m].mean() if m in models else np.nan for m in MODELS}})
+    return pd.DataFrame(rows, columns=[*by, "metric", "series", *MODELS])
+
+
+def _means(frame: pd.DataFrame) -> dict:
+    """{metric: {series, model: mean}} with None for undefined means (JSON has no NaN)."""
+    frame = frame.set_index("metric")[["series", *MODELS]].astype(object)
+    return frame.where(frame.notna(), None).to_dict("index")
+
+
+def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
+    """Run `windows` rolling-origin windows `step` points apart; returns the summary that was written."""
+    step = cfg.model.horizon if step is None else step
+    if windows < 1 or step < 1:
+        raise ConfigError(f"backtest --windows={windows} --step={step}: both must be positive integers")
+    check_output_location(cfg)
+    timer = Timer()
+    root = resolve(cfg.output.uri, cfg.data.storage_options)
+    checked = check_schema(cfg)  # file-level errors stop before Ray starts
+    init_ray(cfg)
+    series = read_series(cfg, checked)  # materialised: every window cuts the same rows
+    table = _collect(series.map_batches(lambda b: pa.table({ID: b[ID], "length": _lengths(b)}),
+                                        batch_format="pyarrow", batch_size=None),
+                     pa.schema([(ID, pa.string()), ("length", pa.int64())]))
+    lengths = pd.Series(table["length"].to_numpy(), index=table[ID].to_pylist())
+    timer.mark("read")
+    token = uuid.uuid4().hex[:8]
+    reports, scores, skipped = [], [], []
+    for k in range(windows):
+        report, window_scores, window_skipped = _window(
+            cfg, series, lengths, k, hidden_points(cfg.model.horizon, windows, step, k), token)
+        reports.append(report)
+        scores.append(window_scores)
+        skipped.append(window_skipped)
+        timer.mark(f"window_{k}")
+
+    per_series = pa.concat_tables(scores)
+    frame = per_series.to_pandas()
+    per_window, overall = aggregate(frame, ["window"]), aggregate(frame, [])
+    for report in reports:
+        report["metrics"] = _means(per_window[per_window.window == report["window"]])
+    out = partition(root, BACKTESTS, cfg.forecast_date)
+    summary = {"windows": windows, "step": step, "horizon": cfg.model.horizon, "season": cfg.season,
+               "per_window": reports, "overall": _means(overall), "output": out.uri, "config": cfg.to_dict(),
+               "versions": versions(), "timings_s": {k: round(v, 3) for k, v in timer.total().items()}}
+    write_files(root, BACKTESTS, cfg.forecast_date, {
+        "series": per_series, "windows": pa.Table.from_pandas(per_window, preserve_index=False),
+        "overall": pa.Table.from_pandas(overall, preserve_index=False), "skipped": pa.concat_tables(skipped),
+    }, {"summary": summary})
+    return summary
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """What the CLI prints: counts per window, then every metric per window and over all windows."""
+    lines = [f"backtest: {summary['windows']} window(s), horizon {summary['horizon']}, step {summary['step']}"]
+    for r in summary["per_window"]:
+        c = r["counts"]
+        reasons = "".join(f", {k}={v}" for k, v in c["reject_reasons"].items())
+        cutoffs = " .. ".join(dict.fromkeys(s[:10] for s in r["cutoffs"])) or "-"
+        lines.append(f"window {r['window']}: {r['hidden']} points hidden, cutoffs {cutoffs}; {c['scored']} of "
+                     f"{c['series']} series scored (LSTM on {c['lstm_scored']}); skipped: {c['no_history']} without "
+                     f"history, {c['non_finite_actual']} with NaN/inf hidden points, {c['rejected']} rejected{reasons}")
+    lines.append(f"{'metric':<12}{'window':>7}{'series':>8}" + "".join(f"{m:>15}" for m in MODELS))
+    tables = [(r["window"], r["metrics"]) for r in summary["per_window"]] + [("all", summary["overall"])]
+    for metric in summary["overall"]:
+        for window, means in tables:
+            row = means.get(metric, {})
+            values = "".join(f"{'-' if row.get(m) is None else format(row[m], '.4f'):>15}" for m in MODELS)
+            lines.append(f"{metric:<12}{window:>7}{row.get('series', 0):>8}{values}")
+    lines.append(f"output: {summary['output']}")
+    return lines
