@@ -51,7 +51,7 @@ class ModelConfig:
     fallback: str = "validation"  # validation: seasonal naive where it beat the LSTM on the series' last horizon | none
     short_series: str = "baseline"  # series under horizon+2 points: baseline (forecast by (seasonal) naive) | reject
     scaler: str = "window"  # window: stats of each input window | series: per series up to the cutoff
-    scaler_type: str = "robust"  # robust (median, IQR) | standard (mean, std) | minmax | none
+    scaler_type: str = "standard"  # standard (mean, std) | robust (median, IQR) | minmax | none
     calendar: str = "auto"  # auto: calendar features of each step's date for data.freq (month, weekday...) | none
     ensemble_size: int = 1  # networks trained from different seeds; their forecasts are averaged
     static_buckets: int = 1024  # hash buckets of categorical static values (one shared embedding table)
