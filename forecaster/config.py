@@ -100,6 +100,7 @@ class RaySection:
     address: str | None = None  # Ray address; None starts/joins a local Ray
     num_cpus: int | None = None  # CPUs of a local Ray; default max(cpu_count, workers*cpus_per_worker + 1)
     data_cpus: float | None = None  # CPU cap for Ray Data stages (resource_limits); default all but training
+    dashboard: bool = False  # start Ray's dashboard with a local Ray (~1 GiB in 10 processes); clusters keep theirs
 
 
 @dataclass

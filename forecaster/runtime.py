@@ -117,7 +117,9 @@ def init_ray(cfg: Config) -> None:
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:
-            ray.init(num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False)
+            # no dashboard by default: its ten processes hold about 1 GiB, a third of a small job's memory
+            ray.init(num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False,
+                     include_dashboard=cfg.ray.dashboard)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

@@ -189,3 +189,19 @@ def test_cluster_yaml_holds_no_secrets():
     lowered = text.lower()
     for key in ("aws_secret_access_key", "aws_access_key_id", "ssh_private_key", "password:", "token:"):
         assert key not in lowered, key
+
+
+@pytest.mark.parametrize("overrides,dashboard", [([], False), (["ray.dashboard=true"], True)])
+def test_local_ray_starts_without_dashboard_unless_asked(monkeypatch, overrides, dashboard):
+    import ray
+
+    from forecaster import runtime
+    from forecaster.config import load_config
+
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
+    runtime.init_ray(load_config(None, overrides))
+    assert calls[0]["include_dashboard"] is dashboard
