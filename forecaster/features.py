@@ -177,19 +177,18 @@ def robust_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
 def window_stats(values: np.ndarray, mask: np.ndarray, kind: str = "robust") -> tuple[np.ndarray, np.ndarray]:
     """loc, scale (rows, 1) of the observed values of each row for a scaler type (SCALER_TYPES).
 
-    Fallbacks when the scale is zero (flat or tiny windows): mean absolute deviation from the
-    median, then |loc|, then 1, so that scale is always positive and finite.
+    Fallbacks when the scale is zero (flat or tiny windows): mean absolute deviation from loc,
+    then |loc|, then 1, so that scale is always positive and finite. Only robust sorts (once).
     """
     rows, width = values.shape
     count = mask.sum(axis=1).astype(np.int64)
     if kind == "none":
         return np.zeros((rows, 1)), np.ones((rows, 1))
     masked = np.where(mask > 0, values, np.nan)
-    median = _quantiles(masked, count, (0.5,))[0]
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (no observed value) are handled below
         if kind == "robust":
-            loc, (q1, q3) = median, _quantiles(masked, count, (0.25, 0.75))
+            loc, q1, q3 = _quantiles(masked, count, (0.5, 0.25, 0.75))
             scale = q3 - q1
         elif kind == "standard":
             loc = np.nanmean(masked, axis=1)
@@ -199,7 +198,7 @@ def window_stats(values: np.ndarray, mask: np.ndarray, kind: str = "robust") -> 
             scale = np.nanmax(masked, axis=1) - loc
         else:
             raise ValueError(f"unknown scaler type {kind!r}")
-        mad = np.nanmean(np.abs(masked - median[:, None]), axis=1) if width else np.zeros(rows)
+        mad = np.nanmean(np.abs(masked - loc[:, None]), axis=1) if width else np.zeros(rows)
     tiny = 1e-8 * np.maximum(np.abs(loc), 1.0)
     scale = np.where(scale > tiny, scale, np.where(mad > tiny, mad, np.where(np.abs(loc) > 0, np.abs(loc), 1.0)))
     loc = np.where(count > 0, loc, 0.0)
