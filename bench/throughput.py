@@ -11,7 +11,16 @@ Inference: series/s of the Ray Data path (read Parquet + validate + predict + wr
 against the bare predictor: the same `SeriesPredictor` (windows, forward, un-scale, baselines,
 validation fallback) called in one process on blocks already in memory. The start-up of the Ray
 Data path (actor start, model load) is measured on a tiny input and printed separately; the rate is
-(N series) / (wall time - start-up).
+(N series) / (wall time - start-up). The wall time of each Ray stage is printed too. A first run on
+the whole input (printed as the cold run) starts Ray's worker processes; before each later run the
+bench waits for the previous run's actors to go and starts a worker process per CPU again (`settle`).
+
+The bare predictor does not read, group, validate or write. The bench runs those steps in one
+process on the same files and forecasts (the same functions the Ray path maps over its blocks) and
+prints their CPU-seconds E, and the rate N / (bare seconds + E / C) of a path that predicted at the
+bare rate and spread those steps perfectly over C cores: the ratio that such a path would reach.
+(The Ray path can beat it: its two one-thread actors run the predictor's numpy work on both cores,
+which the bare process runs on one.)
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import tempfile
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -34,12 +44,13 @@ sys.path.insert(0, str(ROOT))
 from forecaster.config import load_config  # noqa: E402
 from forecaster.features import SeriesBlock, training_windows  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
-from forecaster.pipeline import predict, validate  # noqa: E402
+from forecaster.pipeline import predict, validate, validate_options  # noqa: E402
 from forecaster.predict import SeriesPredictor  # noqa: E402
-from forecaster.read import read_series  # noqa: E402
+from forecaster.read import DS, ID, Y, _rows_to_series, read_series  # noqa: E402
 from forecaster.runtime import init_ray  # noqa: E402
 from forecaster.synthetic import seasonal_series  # noqa: E402
 from forecaster.train import fit, loop_config, save_checkpoint, train_step  # noqa: E402
+from forecaster.validate import validate_batch  # noqa: E402
 
 
 def write_series(directory: pathlib.Path, n_series: int, files: int, seed: int = 0) -> None:
@@ -90,23 +101,100 @@ def ray_training(cfg, clean) -> tuple[float, float]:
     return rate, startup
 
 
-def bare_inference(cfg, batches: list, checkpoint) -> float:
-    """Series/s of the same predictor class called in this process on in-memory blocks."""
+def bare_inference(cfg, batches: list, checkpoint) -> tuple[float, float, list[pa.Table]]:
+    """(seconds, CPU-seconds of all threads, forecasts) of the same predictor class called in this
+    process on in-memory blocks, with as many torch threads as cores."""
     predictor = SeriesPredictor(checkpoint, freq=cfg.data.freq, season=cfg.season, horizon=cfg.model.horizon,
                                 fallback=cfg.model.fallback, threads=os.cpu_count() or 1)
-    started = time.perf_counter()
-    series = 0
-    for batch in batches:
-        predictor(batch)
-        series += batch.num_rows
-    return series / (time.perf_counter() - started)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    forecasts = [predictor(batch) for batch in batches]
+    return time.perf_counter() - started, time.process_time() - cpu_started, forecasts
 
 
-def ray_inference(cfg, checkpoint, out: pathlib.Path) -> float:
-    started = time.perf_counter()
-    validated = validate(cfg, read_series(cfg))
+def bare_other_steps(cfg, files: list[pathlib.Path], forecasts: list[pa.Table], out: pathlib.Path) -> dict:
+    """Seconds of the steps the bare predictor skips, run in this process (one core): read Parquet and
+    group rows into series, validate, write the forecasts as Parquet. The same functions the Ray path
+    maps over its blocks, one file at a time."""
+    columns = [cfg.data.id_col, cfg.data.time_col, cfg.data.target_col]
+    rename = {cfg.data.id_col: ID, cfg.data.time_col: DS, cfg.data.target_col: Y}
+    seconds, started = {}, time.perf_counter()
+    series = [_rows_to_series(pq.read_table(f, columns=columns), rename) for f in files]
+    seconds["read+group"], started = time.perf_counter() - started, time.perf_counter()
+    for block in series:
+        validate_batch(block, **validate_options(cfg))
+    seconds["validate"], started = time.perf_counter() - started, time.perf_counter()
+    out.mkdir()
+    for i, table in enumerate(forecasts):
+        pq.write_table(table, out / f"{i}.parquet")
+    seconds["write"] = time.perf_counter() - started
+    return seconds
+
+
+def _import_step_modules() -> int:
+    import pyarrow.parquet  # noqa: F401
+    import ray.data  # noqa: F401
+
+    import forecaster.read  # noqa: F401
+    import forecaster.validate  # noqa: F401
+    time.sleep(1.0)  # long enough for the tasks to run side by side, one per worker process
+    return os.getpid()
+
+
+def settle() -> None:
+    """Wait until the previous run's predictor actors have given their CPUs back, then warm a worker
+    process per CPU.
+
+    The actors' processes displace Ray's idle worker processes; Ray starts new ones afterwards, and a
+    read that runs on them pays their start and imports (about 2 s here), which a job pays once, at
+    its start, where the bench counts start-up. Plain Ray tasks (not Ray Data, which runs one task at
+    a time during the first second of an execution) start them all at once; quick tasks would all
+    run on the one worker that is left.
+    """
+    import ray
+
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        time.sleep(0.1)
+    warm = ray.remote(num_cpus=1)(_import_step_modules)
+    ray.get([warm.remote() for _ in range(int(ray.cluster_resources().get("CPU", 1)))])
+
+
+def ray_inference(cfg, checkpoint, out: pathlib.Path) -> dict:
+    """Wall seconds of each stage of the Ray Data path; read and validate materialise their output,
+    so the stages run one after the other (each on all CPUs)."""
+    settle()
+    seconds, started = {}, time.perf_counter()
+    series = read_series(cfg)
+    seconds["read+group"], started = time.perf_counter() - started, time.perf_counter()
+    validated = validate(cfg, series)
+    seconds["validate"], started = time.perf_counter() - started, time.perf_counter()
     predict(cfg, validated, checkpoint).write_parquet(str(out))
-    return time.perf_counter() - started
+    seconds["predict+write"] = time.perf_counter() - started
+    return seconds
+
+
+def print_inference(n_series: int, ray_stages: dict, startup: dict, bare: tuple[float, float], other: dict) -> None:
+    """The rates, and the breakdown that bounds the ratio on this machine's cores."""
+    cores = os.cpu_count() or 1
+    (bare_seconds, bare_cpu), extra = bare, sum(other.values())
+    wall, startup_s = sum(ray_stages.values()), sum(startup.values())
+    ray_rate, bare_rate = n_series / max(wall - startup_s, 1e-9), n_series / bare_seconds
+    bound = n_series / (bare_seconds + extra / cores)
+
+    def seconds(stages: dict) -> str:
+        return "  ".join(f"{name} {s:.1f} s" for name, s in stages.items())
+
+    print(f"\ninference: {n_series} series, horizon 18, {cores} cores")
+    print(f"  Ray Data read+validate+predict+write {ray_rate:10.0f} series/s "
+          f"(wall {wall:.1f} s, start-up {startup_s:.1f} s excluded)")
+    print(f"    stages: {seconds(ray_stages)}")
+    print(f"    start-up (the same stages on 100 series): {seconds(startup)}")
+    print(f"  bare predictor, in-memory blocks     {bare_rate:10.0f} series/s "
+          f"({bare_seconds:.1f} s, {bare_cpu:.1f} CPU-s on {cores} torch threads)")
+    print(f"  ratio                                {ray_rate / bare_rate:10.2f}")
+    print(f"  steps the bare predictor skips, one process: {seconds(other)}  (sum {extra:.1f} CPU-s)")
+    print(f"  bound if prediction ran at the bare rate and those steps on all {cores} cores: "
+          f"N / ({bare_seconds:.1f} s + {extra:.1f} CPU-s / {cores}) = {bound:.0f} series/s, "
+          f"ratio {bound / bare_rate:.2f}")
 
 
 def main() -> None:
@@ -151,21 +239,25 @@ def main() -> None:
         import ray.train
 
         checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
-        write_series(work / "tiny", 100, files=1, seed=99)
+        # the start-up input has as many files as the smallest real one, so that it starts (and warms)
+        # as many Ray worker processes as the measured run uses
+        write_series(work / "tiny", 100, files=4, seed=99)
         write_series(work / "infer", args.infer_series, files=max(4, args.infer_series // 5000), seed=7)
         tiny = load_config(None, [f"data.uri={work / 'tiny'}", *common])
-        startup_s = ray_inference(tiny, checkpoint, work / "pred-tiny")
         big = load_config(None, [f"data.uri={work / 'infer'}", *common])
-        wall = ray_inference(big, checkpoint, work / "pred-big")
+        # A first run on the whole input starts Ray's worker processes and their imports (Ray Data
+        # runs one task at a time during the first second of each execution, so the tiny run alone
+        # leaves most of them cold); then the per-execution start-up (actor start, model load) on
+        # the tiny input, and the measured run.
+        cold = sum(ray_inference(big, checkpoint, work / "pred-cold").values())
+        startup = ray_inference(tiny, checkpoint, work / "pred-tiny")
+        ray_stages = ray_inference(big, checkpoint, work / "pred-big")
         blocks = list(validate(big, read_series(big)).iter_batches(batch_size=big.predict.batch_size,
                                                                    batch_format="pyarrow"))
-        bare = bare_inference(big, blocks, checkpoint)
-        ray_rate = args.infer_series / max(wall - startup_s, 1e-9)
-        print(f"\ninference: {args.infer_series} series, horizon 18")
-        print(f"  Ray Data read+validate+predict+write {ray_rate:10.0f} series/s "
-              f"(wall {wall:.1f} s, start-up {startup_s:.1f} s excluded)")
-        print(f"  bare predictor, in-memory blocks     {bare:10.0f} series/s")
-        print(f"  ratio                                {ray_rate / bare:10.2f}")
+        bare_seconds, bare_cpu, forecasts = bare_inference(big, blocks, checkpoint)
+        other = bare_other_steps(big, sorted((work / "infer").glob("*.parquet")), forecasts, work / "pred-bare")
+        print_inference(args.infer_series, ray_stages, startup, (bare_seconds, bare_cpu), other)
+        print(f"  (the first, cold run of the Ray path took {cold:.1f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -19,7 +19,7 @@ from forecaster.config import Config, ConfigError
 from forecaster.predict import SeriesPredictor
 from forecaster.read import ID, check_schema, read_series, read_side_table
 from forecaster.report import build_manifest
-from forecaster.runtime import init_ray, predict_actors
+from forecaster.runtime import init_ray, predict_pool
 from forecaster.storage import resolve
 from forecaster.train import fit
 from forecaster.validate import attach_side_tables, min_length, validate_batch
@@ -70,13 +70,18 @@ class Timer:
         return {**self.marks, "total": time.perf_counter() - self.start}
 
 
+def validate_options(cfg: Config) -> dict:
+    """Keyword arguments of `validate_batch` from the config."""
+    return {"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": cfg.forecast_date,
+            "short_series": cfg.model.short_series}
+
+
 def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
     """Series rows with reject_reason/reject_detail columns (null for clean series), materialised;
     with data.static_uri / data.future_uri, their values joined on (see validate.attach_side_tables)."""
     validated = series.map_batches(
         validate_batch,
-        fn_kwargs={"freq": cfg.data.freq, "horizon": cfg.model.horizon, "run_date": cfg.forecast_date,
-                   "short_series": cfg.model.short_series},
+        fn_kwargs=validate_options(cfg),
         batch_format="pyarrow",
         batch_size=None,
     )
@@ -118,7 +123,7 @@ def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoi
         fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "season": cfg.season,
                                "horizon": cfg.model.horizon, "fallback": cfg.model.fallback,
                                "use_gpu": cfg.train.use_gpu, **extra},
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=predict_actors(cfg)),
+        compute=predict_pool(cfg),
         num_gpus=1 if cfg.train.use_gpu else None,
         batch_size=cfg.predict.batch_size,
         batch_format="pyarrow",
