@@ -93,28 +93,74 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def _label(pid: int) -> str:
+    """What a process is: Ray's process title (ray::SeriesPredictor, ray::IDLE, ...) or its program."""
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        argv = fh.read().split(b"\0")
+    first = argv[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split()[0].split(".")[0]
+    words = [a.decode(errors="replace") for a in argv if a]
+    name = os.path.basename(first)
+    if name.startswith("python") and len(words) > 1:  # python path/to/script.py -> script.py
+        name = os.path.basename(words[2] if words[1] == "-m" and len(words) > 2 else words[1])
+    return name
+
+
+def _rss_parts(pid: int) -> tuple[int, int, int]:
+    """RSS split into anonymous, file-backed (libraries) and shared-memory (Ray's object store) bytes."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                key, value = line.split(":")
+                parts[key] = int(value.split()[0]) * 1024
+    return parts.get("RssAnon", 0), parts.get("RssFile", 0), parts.get("RssShmem", 0)
+
+
 class TreeSampler(threading.Thread):
-    """Peak summed RSS / PSS and peak process count of the tree under `root`, every `interval` s."""
+    """Peak summed RSS / PSS and peak process count of the tree under `root`, every `interval` s;
+    at the RSS peak, what each process was and its RSS parts (`breakdown`)."""
 
     def __init__(self, root: int, interval: float = 0.5):
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.peak_rss = self.peak_pss = self.peak_procs = 0
+        self.breakdown: list[tuple[str, int, int, int]] = []
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
             rss = pss = procs = 0
+            processes = []
             for pid in tree(self.root):
                 try:
-                    rss += _rss(pid)
+                    size = _rss(pid)
                     pss += _pss(pid)
+                    processes.append((_label(pid), *_rss_parts(pid)))
+                    rss += size
                     procs += 1
                 except (OSError, ValueError):  # exited between listing and reading
                     pass
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            if rss > self.peak_rss:
+                self.peak_rss, self.breakdown = rss, processes
+            self.peak_pss = max(self.peak_pss, pss)
             self.peak_procs = max(self.peak_procs, procs)
             self._done.wait(self.interval)
+
+    def summary(self) -> str:
+        """The RSS peak's processes grouped by label, largest first (GiB: anonymous / file / shared)."""
+        groups: dict[str, list[int]] = {}
+        for label, anon, file, shmem in self.breakdown:
+            group = groups.setdefault(label, [0, 0, 0, 0])
+            group[0] += 1
+            group[1] += anon
+            group[2] += file
+            group[3] += shmem
+        lines = ["| process | count | anon GiB | file GiB | shmem GiB |", "| --- | ---: | ---: | ---: | ---: |"]
+        for label, (count, anon, file, shmem) in sorted(groups.items(), key=lambda g: -sum(g[1][1:])):
+            lines.append(f"| {label} | {count} | {anon / 2**30:.2f} | {file / 2**30:.2f} | {shmem / 2**30:.2f} |")
+        return "\n".join(lines)
 
     def stop(self) -> None:
         self._done.set()
@@ -178,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             windows = manifest["config"]["train"].get("windows_per_series")
             print(f"{n} series: {wall:.1f} s, {n / wall:.0f} series/s, peak RSS {sampler.peak_rss / 2**30:.2f} GiB",
                   flush=True)
+            print(f"processes at the RSS peak ({n} series):\n{sampler.summary()}", flush=True)
         finally:
             if not args.keep:
                 shutil.rmtree(run_dir, ignore_errors=True)

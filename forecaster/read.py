@@ -192,15 +192,15 @@ def _has_split_series(partial: ray.data.MaterializedDataset) -> bool:
 
     One small task per materialised block takes its id column where the block lies (on a cluster
     only the ids travel to the driver, never the series), instead of streaming the blocks through
-    one more Ray Data execution; Arrow counts them instead of a Python set: 0.02 s instead of 0.5 s
-    for 100 000 series on 2 cores.
+    one more Ray Data execution; Arrow counts them instead of a Python set. 200 blocks of 5 000
+    series: 0.6 s on 2 cores (zero-CPU tasks took 2-5 s: Ray started a worker process for each).
     """
     columns = ray.get([_id_column.remote(block) for block in partial.to_arrow_refs()])
     ids = pa.chunked_array([chunk for column in columns for chunk in column.chunks], type=pa.string())
     return pc.count_distinct(ids, mode="all").as_py() != len(ids)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote  # one CPU each: zero-CPU tasks would start a worker process per block at once
 def _id_column(block: pa.Table) -> pa.ChunkedArray:
     return block[ID]
 
