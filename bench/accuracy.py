@@ -4,9 +4,11 @@
 
 Trains on each train.parquet through the normal job (`forecaster run` contract), then scores
 against test.parquet: MASE (seasonal lag from the frequency, scale from the training part) and
-sMAPE, averaged over series. Rows: `forecast` (what the job recommends: the LSTM, or seasonal naive
-where it won the series' validation window), `LSTM` (the network alone), seasonal naive, and, when
-statsforecast is installed (`pip install -e '.[bench]'`), AutoETS and AutoTheta.
+sMAPE, averaged over series. Rows: `forecast` (what the job recommends: by default the mean of the
+LSTM and Theta, or seasonal naive where it won the series' validation window), `LSTM` (the network
+alone), `LSTM+Theta` (the mean without the validation fallback), `Theta` (the job's own Theta
+baseline), seasonal naive, and, when statsforecast is installed (`pip install -e '.[bench]'`),
+AutoETS and AutoTheta.
 """
 
 from __future__ import annotations
@@ -84,7 +86,10 @@ def main() -> None:
         manifest = run(cfg)
         seconds = time.perf_counter() - started
         forecast = pd.read_parquet(out / "forecasts" / f"forecast_date={cfg.forecast_date}")
-        rows = {column: score(train, test, forecast, freq, column) for column in ("forecast", "LSTM")}
+        # the combination without the validation fallback (model.fallback=none), from the same run
+        forecast["LSTM+Theta"] = ((forecast["LSTM"] + forecast["Theta"]) / 2).fillna(forecast["forecast"])
+        columns = ("forecast", "LSTM", "LSTM+Theta", "Theta")
+        rows = {column: score(train, test, forecast, freq, column) for column in columns}
         rows["SeasonalNaive"] = score(train, test, seasonal_naive(train, test, freq), freq, "SeasonalNaive")
         rows.update(statistical(train, test, freq, horizon))
         table.append((name, rows, manifest["counts"], seconds, manifest["metrics"].get("epochs")))

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from forecaster.config import load_config  # noqa: E402
 from forecaster.features import SeriesBlock, training_windows  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
-from forecaster.pipeline import predict, validate, validate_options  # noqa: E402
+from forecaster.pipeline import predict, predictor_options, validate, validate_options  # noqa: E402
 from forecaster.predict import SeriesPredictor  # noqa: E402
 from forecaster.read import DS, ID, Y, _rows_to_series, read_series  # noqa: E402
 from forecaster.runtime import init_ray  # noqa: E402
@@ -104,8 +104,7 @@ def ray_training(cfg, clean) -> tuple[float, float]:
 def bare_inference(cfg, batches: list, checkpoint) -> tuple[float, float, list[pa.Table]]:
     """(seconds, CPU-seconds of all threads, forecasts) of the same predictor class called in this
     process on in-memory blocks, with as many torch threads as cores."""
-    predictor = SeriesPredictor(checkpoint, freq=cfg.data.freq, season=cfg.season, horizon=cfg.model.horizon,
-                                fallback=cfg.model.fallback, threads=os.cpu_count() or 1)
+    predictor = SeriesPredictor(checkpoint, **predictor_options(cfg), threads=os.cpu_count() or 1)
     started, cpu_started = time.perf_counter(), time.process_time()
     forecasts = [predictor(batch) for batch in batches]
     return time.perf_counter() - started, time.process_time() - cpu_started, forecasts

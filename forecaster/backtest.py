@@ -5,12 +5,12 @@ on the series rows, before validate). The job's validate and train steps run on 
 Ray Train run of its own per window (never a warm start: earlier weights have seen the hidden
 points), and `WindowScorer`, the job's predictor plus scoring, forecasts `horizon` steps from each
 cutoff and scores them against the next `horizon` hidden points: the LSTM, the chosen `forecast`
-and the Naive and SeasonalNaive baselines (metrics: evaluate.py).
+and the Naive, SeasonalNaive and Theta baselines (metrics: evaluate.py).
 
 Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the job's partitions:
 
     series.parquet    unique_id, window, cutoff, metric, model (what `forecast` used), LSTM, forecast,
-                      Naive, SeasonalNaive: one row per series, window and metric
+                      Naive, SeasonalNaive, Theta: one row per series, window and metric
     windows.parquet   window, metric, series, <models>: means over the series every model could be
                       scored on (LSTM needs horizon + 2 points before the cutoff; MASE a non-flat history)
     overall.parquet   metric, series, <models>: the same over all windows
@@ -47,7 +47,7 @@ from forecaster.write import partition, write_files
 log = logging.getLogger(__name__)
 
 BACKTESTS = "backtests"
-MODELS = (MODEL_COLUMN, "forecast", "Naive", "SeasonalNaive")
+MODELS = (MODEL_COLUMN, "forecast", "Naive", "SeasonalNaive", "Theta")
 ACTUAL = "actual"  # the hidden points a window is scored on
 SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), ("cutoff", pa.timestamp("us")),
                           ("metric", pa.string()), ("model", pa.string()), *((m, pa.float64()) for m in MODELS)])

@@ -48,6 +48,7 @@ class ModelConfig:
     dropout: float = 0.1  # between LSTM layers and before the head
     loss: str = "mae"  # mae | mse | quantile (pinball loss over the median and model.levels)
     levels: list = field(default_factory=lambda: [80, 95])  # prediction intervals (percent) for loss=quantile
+    combine: str = "theta"  # theta: forecast = mean of the LSTM and the Theta method | none: the LSTM alone
     fallback: str = "validation"  # validation: seasonal naive where it beat the LSTM on the series' last horizon | none
     short_series: str = "baseline"  # series under horizon+2 points: baseline (forecast by (seasonal) naive) | reject
     scaler: str = "window"  # window: stats of each input window | series: per series up to the cutoff
@@ -183,6 +184,7 @@ _CHOICES = {
     ("model", "scaler"): ("window", "series"),
     ("model", "scaler_type"): ("robust", "standard", "minmax", "none"),
     ("model", "calendar"): ("auto", "none"),
+    ("model", "combine"): ("theta", "none"),
     ("model", "fallback"): ("validation", "none"),
     ("train", "precision"): ("fp32", "bf16"),
     ("model", "short_series"): ("baseline", "reject"),

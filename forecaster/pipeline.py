@@ -32,8 +32,8 @@ def forecast_schema(cfg: Config) -> pa.Schema:
     levels = cfg.model.levels if cfg.model.loss == "quantile" else []
     bounds = [(f"LSTM-{side}-{level}", pa.float64()) for level in levels for side in ("lo", "hi")]
     return pa.schema([(ID, pa.string()), ("ds", pa.timestamp("us")), ("LSTM", pa.float64()), *bounds,
-                      ("Naive", pa.float64()), ("SeasonalNaive", pa.float64()), ("forecast", pa.float64()),
-                      ("model", pa.string()), ("cutoff", pa.timestamp("us"))])
+                      ("Naive", pa.float64()), ("SeasonalNaive", pa.float64()), ("Theta", pa.float64()),
+                      ("forecast", pa.float64()), ("model", pa.string()), ("cutoff", pa.timestamp("us"))])
 
 
 def _clean_rows(batch: pa.Table) -> pa.Table:
@@ -112,6 +112,12 @@ def trainable_series(cfg: Config, clean: ray.data.Dataset) -> ray.data.Dataset:
     return clean.filter(expr=f"length >= {shortest}").materialize()
 
 
+def predictor_options(cfg: Config) -> dict:
+    """Keyword arguments of `SeriesPredictor` from the config (all but the checkpoint)."""
+    return {"freq": cfg.data.freq, "season": cfg.season, "horizon": cfg.model.horizon,
+            "fallback": cfg.model.fallback, "combine": cfg.model.combine, "use_gpu": cfg.train.use_gpu}
+
+
 def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None,
             predictor: type = SeriesPredictor, **extra) -> ray.data.Dataset:
     """Forecast rows for every clean series (lazy: executes when written).
@@ -120,9 +126,7 @@ def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoi
     """
     return clean.map_batches(
         predictor,
-        fn_constructor_kwargs={"checkpoint": checkpoint, "freq": cfg.data.freq, "season": cfg.season,
-                               "horizon": cfg.model.horizon, "fallback": cfg.model.fallback,
-                               "use_gpu": cfg.train.use_gpu, **extra},
+        fn_constructor_kwargs={"checkpoint": checkpoint, **predictor_options(cfg), **extra},
         compute=predict_pool(cfg),
         num_gpus=1 if cfg.train.use_gpu else None,
         batch_size=cfg.predict.batch_size,

@@ -6,12 +6,13 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
     unique_id, ds, cutoff
     LSTM                          the network's point forecast (median for loss=quantile)
     LSTM-lo-80, LSTM-hi-80, ...   interval bounds for loss=quantile (sorted: they never cross)
-    Naive, SeasonalNaive          baselines, computed for every series
+    Naive, SeasonalNaive, Theta   baselines, computed for every series (Theta: forecaster/theta.py)
     forecast, model               the forecast to use and which model made it
 
-`model` is LSTM unless the series is too short for the network (fewer than horizon + 2 points:
-SeasonalNaive, or Naive under one season) or, with model.fallback=validation, seasonal naive beat
-the network on the series' own held-out last `horizon` points.
+`model` is the network's forecast: `LSTM+Theta` (the mean of the two, model.combine=theta, the
+default) or `LSTM` (model.combine=none); unless the series is too short for the network (fewer than
+horizon + 2 points: SeasonalNaive, or Naive under one season) or, with model.fallback=validation,
+seasonal naive beat that forecast on the series' own held-out last `horizon` points.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from forecaster.evaluate import seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, combine
 from forecaster.read import ID
+from forecaster.theta import theta
 from forecaster.train import load_best_weights
 from forecaster.validate import min_length
 
@@ -35,11 +37,13 @@ MODEL_COLUMN = "LSTM"
 
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
-                 fallback: str = "validation", threads: int = 1, use_gpu: bool = False):
+                 fallback: str = "validation", threads: int = 1, use_gpu: bool = False,
+                 combine: str = "none"):
         """`checkpoint=None` (no series was long enough to train on): baselines only."""
         torch.set_num_threads(threads)
         self.season = season
         self.fallback = fallback
+        self.combine = combine
         self.model = None
         self.m = {"horizon": horizon, "quantiles": [0.5], "levels": []}
         if checkpoint is not None:
@@ -81,11 +85,13 @@ class SeriesPredictor:
             outputs[network] = self._predict(windows)
         naive = seasonal_naive(block, block.lengths, h, 1)
         snaive = seasonal_naive(block, block.lengths, h, self.season)
+        statistical = theta(block, block.lengths, h, self.season)
         use_lstm = network.copy()
         if self.fallback == "validation" and network.any():
             use_lstm[network] = self._lstm_wins_validation(block.take(network))
-        chosen = np.where(use_lstm[:, None], outputs[..., 0], snaive)
-        model = np.where(use_lstm, "LSTM", np.where(block.lengths >= self.season, "SeasonalNaive", "Naive"))
+        chosen = np.where(use_lstm[:, None], self._network_forecast(outputs[..., 0], statistical), snaive)
+        name = "LSTM+Theta" if self.combine == "theta" else "LSTM"
+        model = np.where(use_lstm, name, np.where(block.lengths >= self.season, "SeasonalNaive", "Naive"))
 
         last = batch["last_ds"].to_numpy(zero_copy_only=False)
         dates = future_dates(last, h, self.freq)  # (series, horizon)
@@ -102,19 +108,26 @@ class SeriesPredictor:
         columns.update({
             "Naive": pa.array(naive.reshape(-1)),
             "SeasonalNaive": pa.array(snaive.reshape(-1)),
+            "Theta": pa.array(statistical.reshape(-1)),
             "forecast": pa.array(chosen.reshape(-1)),
             "model": pa.array(np.repeat(model, h)),
             "cutoff": pa.array(np.repeat(last.astype("datetime64[us]"), h)),
         })
         return pa.table(columns)
 
+    def _network_forecast(self, lstm: np.ndarray, statistical: np.ndarray) -> np.ndarray:
+        """The forecast made with the network: the LSTM's, or its mean with Theta's (model.combine)."""
+        return (lstm + statistical) / 2 if self.combine == "theta" else lstm
+
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
-        """Per series: is the LSTM's MAE on the held-out last `horizon` points <= seasonal naive's?"""
+        """Per series: is the network forecast's MAE on the held-out last `horizon` points (the LSTM's,
+        or its combination with Theta fitted on the points before them) <= seasonal naive's?"""
         h = self.m["horizon"]
         windows = validation_windows(block, self.m["input_size"], h, self.m["scaler"],
                                      self.m.get("scaler_type", "robust"))
-        forecast = self._predict(windows)[..., 0]
         cutoffs = block.lengths - h
+        statistical = theta(block, cutoffs, h, self.season) if self.combine == "theta" else None
+        forecast = self._network_forecast(self._predict(windows)[..., 0], statistical)
         actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(h)[None, :]]
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

@@ -96,13 +96,14 @@ def test_every_series_is_forecast_or_rejected(first_run):
 def test_forecast_rows_dates_and_values(first_run):
     _, out, frame, _ = first_run
     forecasts = _read(out, "forecasts", "2024-06-01")
-    assert {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive"} <= set(forecasts)
+    assert {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive", "Theta"} <= set(forecasts)
     assert len(forecasts) == 37 * HORIZON
     assert np.isfinite(forecasts.forecast).all()
     long = forecasts[forecasts.unique_id != "short"]
     assert np.isfinite(long.LSTM).all() and forecasts[forecasts.unique_id == "short"].LSTM.isna().all()
-    lstm = forecasts[forecasts.model == "LSTM"]
-    np.testing.assert_allclose(lstm.forecast, lstm.LSTM)
+    combined = forecasts[forecasts.model == "LSTM+Theta"]  # model.combine=theta, the default
+    assert len(combined) > 0 and set(forecasts.model) <= {"LSTM+Theta", "SeasonalNaive", "Naive"}
+    np.testing.assert_allclose(combined.forecast, (combined.LSTM + combined.Theta) / 2)
     last = frame.groupby("unique_id").ds.max()
     for uid, rows in forecasts.groupby("unique_id"):
         expected = pd.date_range(last[uid], periods=HORIZON + 1, freq="MS")[1:]

@@ -67,6 +67,35 @@ def test_fallback_picks_seasonal_naive_where_it_won_validation(tmp_path):
     assert np.isfinite(out.LSTM).all()  # the network's own forecast is still reported
 
 
+def test_combine_theta_averages_the_network_and_theta(tmp_path):
+    rng = np.random.default_rng(0)
+    batch = _batch({f"s{i}": 100 + rng.normal(size=30).cumsum() for i in range(5)} | {"tiny": [5.0, 6.0]})
+    alone = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="none")(batch)
+    combined = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="none",
+                               combine="theta")(batch).to_pandas()
+    np.testing.assert_allclose(combined.LSTM, alone["LSTM"].to_numpy())  # the network's own column stays
+    np.testing.assert_allclose(combined.Theta, alone["Theta"].to_numpy())
+    long = combined[combined.unique_id != "tiny"]
+    assert (long.model == "LSTM+Theta").all() and np.isfinite(long.Theta).all()
+    np.testing.assert_allclose(long.forecast, (long.LSTM + long.Theta) / 2)
+    assert not np.allclose(long.forecast, long.LSTM)
+    tiny = combined[combined.unique_id == "tiny"]  # too short for the network: a baseline, not the mean
+    assert (tiny.model == "Naive").all()
+    np.testing.assert_allclose(tiny.forecast, 6.0)
+
+
+def test_fallback_judges_the_combined_forecast(tmp_path):
+    """A noiseless trend: Theta (fitted before the held-out part) is near exact there and seasonal
+    naive is not, so with combine=theta the combination is kept where the untrained network alone
+    loses to seasonal naive."""
+    trend = 100 + 3.0 * np.arange(40)
+    kwargs = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "validation"}
+    alone = SeriesPredictor(_checkpoint(tmp_path), **kwargs)(_batch({"trend": trend})).to_pandas()
+    combined = SeriesPredictor(_checkpoint(tmp_path), **kwargs, combine="theta")(_batch({"trend": trend})).to_pandas()
+    assert (alone.model == "SeasonalNaive").all()
+    assert (combined.model == "LSTM+Theta").all()
+
+
 @pytest.mark.parametrize("freq,expected", [("D", "2020-12-02"), ("W-SUN", "2020-12-06"), ("QS", "2021-01-01")])
 def test_future_dates_follow_the_frequency(tmp_path, freq, expected):
     predictor = SeriesPredictor(_checkpoint(tmp_path), freq=freq, season=4, horizon=HORIZON, fallback="none")
