@@ -102,6 +102,7 @@ class RaySection:
     num_cpus: int | None = None  # CPUs of a local Ray; default max(cpu_count, workers*cpus_per_worker + 1)
     data_cpus: float | None = None  # CPU cap for Ray Data stages (resource_limits); default all but training
     dashboard: bool = False  # start Ray's dashboard with a local Ray (~1 GiB in 10 processes); clusters keep theirs
+    idle_workers: int = 0  # idle worker processes a local Ray keeps (num_workers_soft_limit); others exit after 1 s
 
 
 @dataclass
@@ -234,8 +235,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"train.cpus_per_worker={cfg.train.cpus_per_worker}: must be a finite number > 0")
     if cfg.tune.reduction_factor < 2:
         raise ConfigError(f"tune.reduction_factor={cfg.tune.reduction_factor}: must be >= 2")
-    if cfg.train.max_failures < 0:
-        raise ConfigError(f"train.max_failures={cfg.train.max_failures}: must be >= 0")
+    for key, value in {"train.max_failures": cfg.train.max_failures, "ray.idle_workers": cfg.ray.idle_workers}.items():
+        if value < 0:
+            raise ConfigError(f"{key}={value}: must be >= 0")
     try:
         with warnings.catch_warnings():
             # pandas 2 only warns on deprecated aliases (H, M, ...) that pandas 3 refuses: refuse both

@@ -159,6 +159,7 @@ def test_section_must_be_a_mapping():
     ("train.learning_rate=.inf", "train.learning_rate"),
     ("train.cpus_per_worker=.nan", "train.cpus_per_worker"),
     ("train.max_failures=-1", "train.max_failures"),
+    ("ray.idle_workers=-1", "ray.idle_workers"),
     ("train.use_gpu=maybe", "train.use_gpu"),
     ("predict.actors=0", "predict.actors"),
     ("run.date=2020-13-01", "run.date"),

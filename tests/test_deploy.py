@@ -8,7 +8,10 @@ security groups, IAM, AMIs) is only looked up by `ray up`, not here.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +208,68 @@ def test_local_ray_starts_without_dashboard_unless_asked(monkeypatch, overrides,
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
     runtime.init_ray(load_config(None, overrides))
     assert calls[0]["include_dashboard"] is dashboard
+
+
+def test_local_ray_keeps_idle_workers_as_configured(monkeypatch):
+    import ray
+
+    from forecaster import runtime
+    from forecaster.config import load_config
+
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
+    runtime.init_ray(load_config(None, []))
+    runtime.init_ray(load_config(None, ["ray.idle_workers=2"]))
+    assert [c["_system_config"]["num_workers_soft_limit"] for c in calls] == [0, 2]
+
+
+IDLE_WORKERS_SCRIPT = """
+import os, time
+import ray
+from forecaster.config import load_config
+from forecaster.runtime import init_ray
+
+def descendants(root):
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+def idle():
+    names = []
+    for pid in descendants(os.getpid()):
+        try:
+            names.append(open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[0])
+        except OSError:
+            pass
+    return sum(name.startswith(b"ray::IDLE") for name in names)
+
+init_ray(load_config(None, ["ray.num_cpus=2"]))
+ray.get([ray.remote(lambda: os.getpid()).remote() for _ in range(4)])
+time.sleep(4)
+print("IDLE", idle())
+ray.shutdown()
+"""
+
+
+def test_local_ray_workers_exit_once_idle():
+    """A local Ray started by the job keeps no idle worker process (Ray's default keeps one per CPU,
+    each holding the object-store pages it ever wrote)."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", IDLE_WORKERS_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "IDLE 0" in done.stdout, done.stdout + done.stderr[-2000:]

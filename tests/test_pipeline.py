@@ -96,7 +96,8 @@ def test_every_series_is_forecast_or_rejected(first_run):
 def test_forecast_rows_dates_and_values(first_run):
     _, out, frame, _ = first_run
     forecasts = _read(out, "forecasts", "2024-06-01")
-    assert {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive", "Theta"} <= set(forecasts)
+    expected = {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive", "Theta"}
+    assert expected <= set(forecasts)
     assert len(forecasts) == 37 * HORIZON
     assert np.isfinite(forecasts.forecast).all()
     long = forecasts[forecasts.unique_id != "short"]
