@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	# each demo trains afresh: the same run date would resume the last demo's Ray Train run
+	rm -rf out/demo/checkpoints
 	$(VENV)/bin/forecaster run --config configs/demo.yaml
 
 test: $(STAMP)

@@ -355,14 +355,37 @@ def warm_start_checkpoint(cfg: Config, config: dict | None = None) -> ray.train.
                 saved = json.load(fh)["model"]
     except (OSError, KeyError, ValueError) as exc:
         raise ConfigError(f"train.warm_start={uri}: not a readable forecaster checkpoint ({exc})") from None
-    wanted = (config or loop_config(cfg))["model"]
+    _check_architecture(saved, (config or loop_config(cfg))["model"], f"train.warm_start={uri}: checkpoint")
+    log.info("warm start from %s", uri)
+    return checkpoint
+
+
+def _check_architecture(saved: dict, wanted: dict, what: str) -> None:
+    """ConfigError naming the first model key whose saved value differs from this run's."""
     defaults = {"features": FeatureSpec().to_dict(), "ensemble_size": 1}  # checkpoints from before these keys
     for key in ARCHITECTURE_KEYS:
         if saved.get(key, defaults.get(key)) != wanted[key]:
-            raise ConfigError(
-                f"train.warm_start={uri}: checkpoint has model {key}={saved.get(key)}, this run has {wanted[key]}")
-    log.info("warm start from %s", uri)
-    return checkpoint
+            raise ConfigError(f"{what} has model {key}={saved.get(key)}, this run has {wanted[key]}")
+
+
+def check_resumable(storage: Location, name: str, config: dict) -> None:
+    """Ray Train resumes a run whose name exists under the storage path (a retried date). Refuse, before
+    any worker starts, to resume one whose checkpoint holds another architecture (the config changed
+    between the tries): the workers would fail on the weights' shapes."""
+    run = storage.join(name)
+    found = run.fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True))
+    checkpoints = sorted(i.path for i in found if i.type == pafs.FileType.Directory
+                         and i.base_name.startswith("checkpoint_"))
+    if not checkpoints:
+        return
+    try:
+        with run.fs.open_input_stream(checkpoints[-1] + "/config.json") as fh:
+            saved = json.loads(fh.read())["model"]
+    except (OSError, KeyError, ValueError):
+        return  # not one of ours: Ray Train's own resume decides
+    _check_architecture(saved, config["model"],
+                        f"run.name/run.date: the Ray Train run {name} being resumed under {storage.uri} "
+                        f"(delete it or pick another run.name to start afresh) holds a checkpoint that")
 
 
 def _latest_checkpoint_uri(cfg: Config) -> str | None:
@@ -398,6 +421,7 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
     storage = resolve(storage_uri, cfg.data.storage_options)
     config = loop_config(cfg, feature_spec(cfg, train_ds.schema().base_schema))
     config["warm_start"] = warm_start_checkpoint(cfg, config)
+    check_resumable(storage, run_name(cfg), config)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,

@@ -79,3 +79,24 @@ def test_warm_start_from_a_different_architecture_is_refused(ray_session, data_d
                  "run.date=2024-03-01")
     with pytest.raises(ConfigError, match="train.warm_start=.*hidden_size=16"):
         warm_start_checkpoint(other)
+
+
+def test_a_retried_date_with_another_architecture_stops_before_training(tmp_path):
+    """Ray Train resumes a run of the same name; a checkpoint of another shape must not reach the workers."""
+    import json
+
+    from forecaster.storage import resolve
+    from forecaster.train import check_resumable, loop_config
+
+    cfg = load_config(None, ["model.hidden_size=16"])
+    storage = resolve(str(tmp_path))
+    check_resumable(storage, "nightly-2024-01-01", loop_config(cfg))  # no such run: a fresh start
+    saved = tmp_path / "nightly-2024-01-01" / "checkpoint_2024-01-01_00-00-00.000000"
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text(json.dumps({"model": loop_config(cfg)["model"]}))
+    check_resumable(storage, "nightly-2024-01-01", loop_config(cfg))  # the same model: Ray resumes it
+    other = loop_config(load_config(None, ["model.hidden_size=32"]))
+    with pytest.raises(ConfigError) as info:
+        check_resumable(storage, "nightly-2024-01-01", other)
+    message = str(info.value)
+    assert "nightly-2024-01-01" in message and "hidden_size=16" in message and "run.name" in message
