@@ -106,6 +106,18 @@ def local_cpus(cfg: Config) -> int:
     return max(os.cpu_count() or 1, train_cpus + 1)
 
 
+# Ray Train's PlacementGroupCleaner polls the controller through the state API, which lives in the
+# dashboard: without one it logs a warning every few seconds for the whole of training.
+CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def quiet_placement_group_cleaner() -> None:
+    """`worker_process_setup_hook` of a local Ray without dashboard: the cleaner's warnings only.
+
+    Nothing is lost: a local Ray ends with the job, and its placement groups with it."""
+    logging.getLogger(CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
 def local_system_config(cfg: Config) -> dict:
     """Raylet settings of a local Ray: keep `ray.idle_workers` idle worker processes (Ray's default
     keeps one per CPU), so that a worker exits about a second after its last task.
@@ -133,6 +145,8 @@ def init_ray(cfg: Config) -> None:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:
             # no dashboard by default: its ten processes hold about 1 GiB, a third of a small job's memory
+            if not cfg.ray.dashboard:
+                runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_placement_group_cleaner"
             ray.init(num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False,
                      include_dashboard=cfg.ray.dashboard, _system_config=local_system_config(cfg))
     ctx = ray.data.DataContext.get_current()

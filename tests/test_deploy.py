@@ -208,6 +208,25 @@ def test_local_ray_starts_without_dashboard_unless_asked(monkeypatch, overrides,
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
     runtime.init_ray(load_config(None, overrides))
     assert calls[0]["include_dashboard"] is dashboard
+    # without the state API, Ray Train's placement-group cleaner would warn all through training
+    hook = calls[0]["runtime_env"].get("worker_process_setup_hook")
+    assert hook == (None if dashboard else "forecaster.runtime.quiet_placement_group_cleaner")
+
+
+def test_quiet_placement_group_cleaner_keeps_its_errors():
+    import importlib
+    import logging
+
+    from forecaster import runtime
+
+    importlib.import_module(runtime.CLEANER_LOGGER)  # the module (and its logger) exists in this Ray
+    logger = logging.getLogger(runtime.CLEANER_LOGGER)
+    level = logger.level
+    try:
+        runtime.quiet_placement_group_cleaner()
+        assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+    finally:
+        logger.setLevel(level)
 
 
 def test_local_ray_keeps_idle_workers_as_configured(monkeypatch):
