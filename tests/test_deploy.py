@@ -194,19 +194,31 @@ def test_cluster_yaml_holds_no_secrets():
         assert key not in lowered, key
 
 
-@pytest.mark.parametrize("overrides,dashboard", [([], False), (["ray.dashboard=true"], True)])
-def test_local_ray_starts_without_dashboard_unless_asked(monkeypatch, overrides, dashboard):
+@pytest.fixture
+def local_init(monkeypatch):
+    """init_ray(config from overrides) for a local Ray, with ray.init recorded instead of run:
+    returns the keyword arguments of each ray.init call."""
     import ray
 
     from forecaster import runtime
     from forecaster.config import load_config
 
-    calls = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
-    runtime.init_ray(load_config(None, overrides))
+
+    def init(overrides):
+        calls = []
+        monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+        runtime.init_ray(load_config(None, overrides))
+        return calls
+
+    return init
+
+
+@pytest.mark.parametrize("overrides,dashboard", [([], False), (["ray.dashboard=true"], True)])
+def test_local_ray_starts_without_dashboard_unless_asked(local_init, overrides, dashboard):
+    calls = local_init(overrides)
     assert calls[0]["include_dashboard"] is dashboard
     # without the state API, Ray Train's placement-group cleaner would warn all through training
     hook = calls[0]["runtime_env"].get("worker_process_setup_hook")
@@ -229,19 +241,8 @@ def test_quiet_placement_group_cleaner_keeps_its_errors():
         logger.setLevel(level)
 
 
-def test_local_ray_keeps_idle_workers_as_configured(monkeypatch):
-    import ray
-
-    from forecaster import runtime
-    from forecaster.config import load_config
-
-    calls = []
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
-    runtime.init_ray(load_config(None, []))
-    runtime.init_ray(load_config(None, ["ray.idle_workers=2"]))
+def test_local_ray_keeps_idle_workers_as_configured(local_init):
+    calls = local_init([]) + local_init(["ray.idle_workers=2"])
     assert [c["_system_config"]["num_workers_soft_limit"] for c in calls] == [0, 2]
 
 
