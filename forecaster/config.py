@@ -54,6 +54,7 @@ class ModelConfig:
     scaler: str = "window"  # window: stats of each input window | series: per series up to the cutoff
     scaler_type: str = "standard"  # standard (mean, std) | robust (median, IQR) | minmax | none
     calendar: str = "auto"  # auto: calendar features of each step's date for data.freq (month, weekday...) | none
+    skip: str = "linear"  # linear: a linear map from the input window to the horizon, added to the LSTM's output | none
     ensemble_size: int = 1  # networks trained from different seeds; their forecasts are averaged
     static_buckets: int = 1024  # hash buckets of categorical static values (one shared embedding table)
     static_embedding_dim: int = 4  # embedding width per categorical static column
@@ -186,6 +187,7 @@ _CHOICES = {
     ("model", "scaler_type"): ("robust", "standard", "minmax", "none"),
     ("model", "calendar"): ("auto", "none"),
     ("model", "combine"): ("theta", "none"),
+    ("model", "skip"): ("linear", "none"),
     ("model", "fallback"): ("validation", "none"),
     ("train", "precision"): ("fp32", "bf16"),
     ("model", "short_series"): ("baseline", "reject"),

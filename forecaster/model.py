@@ -21,7 +21,8 @@ class LSTMForecaster(nn.Module):
 
     def __init__(self, input_features: int, horizon: int, hidden_size: int = 64, num_layers: int = 2,
                  dropout: float = 0.1, outputs: int = 1, future_features: int = 0, static_numeric: int = 0,
-                 static_categorical: int = 0, static_buckets: int = 1024, static_dim: int = 4):
+                 static_categorical: int = 0, static_buckets: int = 1024, static_dim: int = 4,
+                 input_size: int = 0):
         super().__init__()
         self.horizon = horizon
         self.outputs = outputs
@@ -41,6 +42,9 @@ class LSTMForecaster(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden_size, horizon * outputs),
         )
+        # linear skip from the scaled input values to every output (LSTNet's autoregressive
+        # "highway"): level, trend and season carried over linearly; the LSTM learns the rest
+        self.skip = nn.Linear(input_size, horizon * outputs) if input_size else None
 
     def forward(self, x: torch.Tensor, future: torch.Tensor | None = None, static_num: torch.Tensor | None = None,
                 static_cat: torch.Tensor | None = None) -> torch.Tensor:
@@ -53,6 +57,8 @@ class LSTMForecaster(nn.Module):
         if static_cat is not None:
             parts.append(self.embedding(static_cat).flatten(1).to(parts[0].dtype))  # (batch, cat * dim)
         out = self.head(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])  # (batch, horizon * outputs)
+        if self.skip is not None:
+            out = out + self.skip(x[..., 0])  # x[..., 0]: the scaled values (0 where unobserved)
         return out.view(x.shape[0], self.horizon, self.outputs)
 
 
@@ -108,6 +114,7 @@ def _build_network(model_cfg: dict) -> LSTMForecaster:
         static_categorical=len(spec.static_categorical),
         static_buckets=spec.static_buckets,
         static_dim=spec.static_dim,
+        input_size=model_cfg["input_size"] if model_cfg.get("skip", "none") == "linear" else 0,
     )
 
 

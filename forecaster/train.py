@@ -62,6 +62,7 @@ def loop_config(cfg: Config, features: FeatureSpec | None = None) -> dict:
             "scaler_type": cfg.model.scaler_type,
             "season": cfg.season,
             "ensemble_size": cfg.model.ensemble_size,
+            "skip": cfg.model.skip,
             "features": features.to_dict(),
         },
         "train": {
@@ -334,7 +335,8 @@ def load_best_weights(checkpoint_dir: str) -> tuple[dict, dict]:
     return saved["best_model"] or saved["model"], config
 
 
-ARCHITECTURE_KEYS = ("horizon", "input_size", "hidden_size", "num_layers", "quantiles", "features", "ensemble_size")
+ARCHITECTURE_KEYS = ("horizon", "input_size", "hidden_size", "num_layers", "quantiles", "features", "ensemble_size",
+                     "skip")
 
 
 def warm_start_checkpoint(cfg: Config, config: dict | None = None) -> ray.train.Checkpoint | None:
@@ -362,10 +364,12 @@ def warm_start_checkpoint(cfg: Config, config: dict | None = None) -> ray.train.
 
 def _check_architecture(saved: dict, wanted: dict, what: str) -> None:
     """ConfigError naming the first model key whose saved value differs from this run's."""
-    defaults = {"features": FeatureSpec().to_dict(), "ensemble_size": 1}  # checkpoints from before these keys
+    # checkpoints from before these keys
+    defaults = {"features": FeatureSpec().to_dict(), "ensemble_size": 1, "skip": "none"}
     for key in ARCHITECTURE_KEYS:
-        if saved.get(key, defaults.get(key)) != wanted[key]:
-            raise ConfigError(f"{what} has model {key}={saved.get(key)}, this run has {wanted[key]}")
+        value = saved.get(key, defaults.get(key))
+        if value != wanted[key]:
+            raise ConfigError(f"{what} has model {key}={value}, this run has {wanted[key]}")
 
 
 def check_resumable(storage: Location, name: str, config: dict) -> None:

@@ -58,6 +58,39 @@ def test_build_model_from_config():
     assert model(torch.zeros(2, 12, 2)).shape == (2, 6, 1)
 
 
+def test_linear_skip_is_built_from_config():
+    m = {"horizon": 6, "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "input_size": 12}
+    assert build_model(m).skip is None  # checkpoints from before model.skip have none
+    assert build_model({**m, "skip": "none"}).skip is None
+    skip = build_model({**m, "skip": "linear", "quantiles": [0.5, 0.1, 0.9]}).skip
+    assert (skip.in_features, skip.out_features) == (12, 6 * 3)
+
+
+def test_linear_skip_adds_a_linear_map_of_the_scaled_values():
+    """With the LSTM's head silenced, the output is the skip alone: here seasonal naive (season 4)
+    read from the value channel x[..., 0] along the time axis; the mask channel plays no part."""
+    horizon, season, time = 6, 4, 12
+    model = _model(horizon=horizon, input_size=time)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+        model.skip.bias.zero_()
+        model.skip.weight.zero_()
+        for k in range(horizon):
+            model.skip.weight[k, time - season + k % season] = 1.0
+    x = torch.randn(3, time, 2)
+    expected = torch.stack([x[:, time - season + k % season, 0] for k in range(horizon)], dim=1)
+    torch.testing.assert_close(model(x)[..., 0], expected)
+
+
+def test_samples_do_not_leak_through_the_skip():
+    model = _model(input_size=10)
+    x = torch.randn(4, 10, 2)
+    changed = x.clone()
+    changed[0] += 10.0
+    torch.testing.assert_close(model(changed)[1:], model(x)[1:])
+
+
 def test_masked_loss_ignores_unobserved_steps():
     pred = torch.tensor([[1.0, 2.0, 100.0]])[..., None]  # (batch, horizon, outputs)
     target = torch.tensor([[0.0, 0.0, 0.0]])

@@ -100,3 +100,22 @@ def test_a_retried_date_with_another_architecture_stops_before_training(tmp_path
         check_resumable(storage, "nightly-2024-01-01", other)
     message = str(info.value)
     assert "nightly-2024-01-01" in message and "hidden_size=16" in message and "run.name" in message
+
+
+def test_a_checkpoint_from_before_model_skip_counts_as_no_skip(tmp_path):
+    """Checkpoints written before model.skip existed hold no `skip` key: their networks have no skip
+    layer, so resuming one with the default skip=linear is refused, with skip=none it is allowed."""
+    import json
+
+    from forecaster.storage import resolve
+    from forecaster.train import check_resumable, loop_config
+
+    old = loop_config(load_config(None, ["model.skip=none"]))["model"]
+    del old["skip"]
+    saved = tmp_path / "nightly-2024-01-01" / "checkpoint_2024-01-01_00-00-00.000000"
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text(json.dumps({"model": old}))
+    storage = resolve(str(tmp_path))
+    check_resumable(storage, "nightly-2024-01-01", loop_config(load_config(None, ["model.skip=none"])))
+    with pytest.raises(ConfigError, match="skip=none, this run has linear"):
+        check_resumable(storage, "nightly-2024-01-01", loop_config(load_config(None, [])))
