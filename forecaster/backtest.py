@@ -4,13 +4,14 @@ For window k = 0..K-1 every series loses its last `horizon + (K-1-k)*step` point
 on the series rows, before validate). The job's validate and train steps run on what is left, with a
 Ray Train run of its own per window (never a warm start: earlier weights have seen the hidden
 points), and `WindowScorer`, the job's predictor plus scoring, forecasts `horizon` steps from each
-cutoff and scores them against the next `horizon` hidden points: the LSTM, the chosen `forecast`
-and the Naive, SeasonalNaive and Theta baselines (metrics: evaluate.py).
+cutoff and scores them against the next `horizon` hidden points: the LSTM, the chosen `forecast`,
+`no_fallback` (what `forecast` would be with model.fallback=none: the fallback's gain or cost on
+this data) and the Naive, SeasonalNaive and Theta baselines (metrics: evaluate.py).
 
 Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the job's partitions:
 
     series.parquet    unique_id, window, cutoff, metric, model (what `forecast` used), LSTM, forecast,
-                      Naive, SeasonalNaive, Theta: one row per series, window and metric
+                      no_fallback, Naive, SeasonalNaive, Theta: one row per series, window and metric
     windows.parquet   window, metric, series, <models>: means over the series every model could be
                       scored on (LSTM needs horizon + 2 points before the cutoff; MASE a non-flat history)
     overall.parquet   metric, series, <models>: the same over all windows
@@ -47,7 +48,8 @@ from forecaster.write import partition, write_files
 log = logging.getLogger(__name__)
 
 BACKTESTS = "backtests"
-MODELS = (MODEL_COLUMN, "forecast", "Naive", "SeasonalNaive", "Theta")
+NO_FALLBACK = "no_fallback"  # `forecast` as model.fallback=none would make it: what the fallback gained or cost
+MODELS = (MODEL_COLUMN, "forecast", NO_FALLBACK, "Naive", "SeasonalNaive", "Theta")
 ACTUAL = "actual"  # the hidden points a window is scored on
 SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), ("cutoff", pa.timestamp("us")),
                           ("metric", pa.string()), ("model", pa.string()), *((m, pa.float64()) for m in MODELS)])
@@ -135,7 +137,8 @@ class WindowScorer(SeriesPredictor):
         scale = mase_scale(block, block.lengths, self.season)
         levels = (self.m.get("levels") or []) if len(self.m["quantiles"]) > 1 else []
         bounds = [column(f"{MODEL_COLUMN}-{side}-{level}") for level in levels for side in ("lo", "hi")]
-        scores = {m: forecast_scores(actual, column(m), scale) for m in MODELS[1:]}
+        scores = {m: forecast_scores(actual, column(m), scale) for m in MODELS if m not in (MODEL_COLUMN, NO_FALLBACK)}
+        scores[NO_FALLBACK] = forecast_scores(actual, self._without_fallback(column), scale)
         lstm = np.stack([column(MODEL_COLUMN), *bounds], axis=-1)
         scores[MODEL_COLUMN] = forecast_scores(actual, lstm, scale, self.m["quantiles"])
         for i, level in enumerate(levels):
@@ -152,6 +155,14 @@ class WindowScorer(SeriesPredictor):
             **{m: pa.array(np.stack([scores[m].get(k, missing) for k in metrics], axis=1).reshape(-1),
                            from_pandas=True) for m in MODELS},
         }, schema=SCORE_SCHEMA)
+
+
+    def _without_fallback(self, column) -> np.ndarray:
+        """(series, horizon) the network's forecast wherever the network forecast the series, the
+        chosen `forecast` (a short series' baseline) elsewhere."""
+        lstm, chosen = column(MODEL_COLUMN), column("forecast")
+        network = np.isfinite(lstm).all(axis=1)
+        return np.where(network[:, None], self._network_forecast(lstm, column("Theta")), chosen)
 
 
 def _collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:

@@ -84,11 +84,24 @@ def test_windows_hide_horizon_plus_steps():
 
 def test_aggregate_compares_models_on_the_same_series():
     frame = pd.DataFrame({"window": [0, 0, 0], "unique_id": ["a", "b", "c"], "metric": ["mae"] * 3,
-                          "LSTM": [1.0, np.nan, 3.0], "forecast": [1.0, 5.0, 3.0], "Naive": [2.0, 5.0, 4.0],
+                          "LSTM": [1.0, np.nan, 3.0], "forecast": [1.0, 5.0, 3.0], "no_fallback": [1.0, 5.0, 2.0],
+                          "Naive": [2.0, 5.0, 4.0],
                           "SeasonalNaive": [2.0, 5.0, np.nan], "Theta": [1.5, 4.0, 3.5]})
     row = bt.aggregate(frame, ["window"]).iloc[0]
     assert row.series == 1 and row.LSTM == 1.0 and row.Naive == 2.0  # b lacks LSTM, c lacks SeasonalNaive
     assert row.Theta == 1.5
+
+
+@pytest.mark.parametrize("combine,expected", [("theta", [[2.0, 3.0], [5.0, 5.0]]),
+                                              ("none", [[1.0, 2.0], [5.0, 5.0]])])
+def test_no_fallback_is_the_network_forecast_wherever_the_network_forecast(combine, expected):
+    """Series a: the fallback chose seasonal naive (9, 9); without it the network's forecast stands.
+    Series b: too short for the network, its baseline stays."""
+    scorer = bt.WindowScorer.__new__(bt.WindowScorer)  # no Ray: only the combination rule is used
+    scorer.combine = combine
+    columns = {"LSTM": np.array([[1.0, 2.0], [np.nan, np.nan]]), "Theta": np.array([[3.0, 4.0], [6.0, 6.0]]),
+               "forecast": np.array([[9.0, 9.0], [5.0, 5.0]])}
+    np.testing.assert_array_equal(scorer._without_fallback(columns.__getitem__), expected)
 
 
 def test_bad_window_count_stops_before_any_work(capsys):
@@ -161,5 +174,8 @@ def test_backtest_metrics_are_finite(backtest_run):
     assert len(windows) == 2 * len(overall)
     points = windows[windows.metric != "coverage_80"]
     assert np.isfinite(points[list(bt.MODELS)].to_numpy()).all() and (points.series == 12).all()
+    series = pd.read_parquet(out / "series.parquet")
+    network = series[series.model == "LSTM+Theta"]  # the fallback kept the network: the same forecast
+    assert len(network) and np.allclose(network.no_fallback, network.forecast, equal_nan=True)
     cover = overall.set_index("metric").loc["coverage_80"]
     assert 0 <= cover.LSTM <= 1 and np.isnan(cover.Naive)
