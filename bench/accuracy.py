@@ -5,10 +5,10 @@
 Trains on each train.parquet through the normal job (`forecaster run` contract), then scores
 against test.parquet: MASE (seasonal lag from the frequency, scale from the training part) and
 sMAPE, averaged over series. Rows: `forecast` (what the job recommends: by default the mean of the
-LSTM and Theta, or seasonal naive where it won the series' validation window), `LSTM` (the network
-alone), `LSTM+Theta` (the mean without the validation fallback), `Theta` (the job's own Theta
-baseline), seasonal naive, and, when statsforecast is installed (`pip install -e '.[bench]'`),
-AutoETS and AutoTheta.
+LSTM and Theta; with --set model.fallback=validation, seasonal naive where that won the series'
+validation window), `LSTM` (the network alone), `LSTM+Theta` (the mean, never the fallback: the
+same as `forecast` under the defaults), `Theta` (the job's own Theta baseline), seasonal naive,
+and, when statsforecast is installed (`pip install -e '.[bench]'`), AutoETS and AutoTheta.
 """
 
 from __future__ import annotations

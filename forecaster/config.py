@@ -49,7 +49,7 @@ class ModelConfig:
     loss: str = "mae"  # mae | mse | quantile (pinball loss over the median and model.levels)
     levels: list = field(default_factory=lambda: [80, 95])  # prediction intervals (percent) for loss=quantile
     combine: str = "theta"  # theta: forecast = mean of the LSTM and the Theta method | none: the LSTM alone
-    fallback: str = "validation"  # validation: seasonal naive where it beat the LSTM on the series' last horizon | none
+    fallback: str = "none"  # none | validation: seasonal naive where it beat the network on the series' last horizon
     short_series: str = "baseline"  # series under horizon+2 points: baseline (forecast by (seasonal) naive) | reject
     scaler: str = "window"  # window: stats of each input window | series: per series up to the cutoff
     scaler_type: str = "standard"  # standard (mean, std) | robust (median, IQR) | minmax | none

@@ -37,7 +37,7 @@ MODEL_COLUMN = "LSTM"
 
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
-                 fallback: str = "validation", threads: int = 1, use_gpu: bool = False,
+                 fallback: str = "none", threads: int = 1, use_gpu: bool = False,
                  combine: str = "none"):
         """`checkpoint=None` (no series was long enough to train on): baselines only."""
         torch.set_num_threads(threads)
