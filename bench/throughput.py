@@ -49,7 +49,7 @@ from forecaster.predict import SeriesPredictor  # noqa: E402
 from forecaster.read import DS, ID, Y, _rows_to_series, read_series  # noqa: E402
 from forecaster.runtime import init_ray  # noqa: E402
 from forecaster.synthetic import seasonal_series  # noqa: E402
-from forecaster.train import fit, loop_config, save_checkpoint, train_step  # noqa: E402
+from forecaster.train import fit, loop_config, save_checkpoint, train_step, weight_average  # noqa: E402
 from forecaster.validate import validate_batch  # noqa: E402
 
 
@@ -72,6 +72,7 @@ def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> f
     torch.manual_seed(0)
     model = build_model(m).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"])
+    ema = weight_average(model, t["ema_decay"])  # the job's loop updates the average after every step
     rng = np.random.default_rng(0)
     timings = []
     for _ in range(epochs):
@@ -83,6 +84,8 @@ def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> f
             for j in range(0, len(order), t["batch_size"]):
                 rows = order[j:j + t["batch_size"]]
                 train_step(model, optimizer, w, rows, m, device, cfg.train.precision)
+                if ema is not None:
+                    ema.update_parameters(model)
                 windows += len(rows)
         timings.append(windows / (time.perf_counter() - started))
     return float(np.median(timings[1:] if len(timings) > 1 else timings))

@@ -72,6 +72,7 @@ class TrainConfig:
     windows_per_series: int = 32  # random training windows cut from each series per epoch
     series_per_block: int = 512  # series read from the shard at a time (memory bound of the loop)
     learning_rate: float = 1e-3  # Adam
+    ema_decay: float = 0.99  # forecasts and early stopping use a moving average of the weights; 0: off
     seed: int = 0  # seeds torch, numpy and window sampling
     storage_path: str | None = None  # Ray Train storage (checkpoints); default <output.uri>/checkpoints
     max_failures: int = 1  # worker failures tolerated; training resumes from the last checkpoint
@@ -231,6 +232,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"model.levels={cfg.model.levels!r}: expected a list of percentages in (0, 100)")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.model.dropout}: must be in [0, 1)")
+    if not (math.isfinite(cfg.train.ema_decay) and 0 <= cfg.train.ema_decay < 1):
+        raise ConfigError(f"train.ema_decay={cfg.train.ema_decay}: must be in [0, 1) (0 turns the average off)")
     if not (math.isfinite(cfg.train.learning_rate) and cfg.train.learning_rate > 0):
         raise ConfigError(f"train.learning_rate={cfg.train.learning_rate}: must be a finite number > 0")
     if not (math.isfinite(cfg.train.cpus_per_worker) and cfg.train.cpus_per_worker > 0):

@@ -26,6 +26,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel
 
 from forecaster.config import Config, ConfigError
 from forecaster.covariates import FeatureSpec, feature_spec
@@ -72,6 +73,7 @@ def loop_config(cfg: Config, features: FeatureSpec | None = None) -> dict:
             "windows_per_series": cfg.train.windows_per_series,
             "series_per_block": cfg.train.series_per_block,
             "learning_rate": cfg.train.learning_rate,
+            "ema_decay": cfg.train.ema_decay,
             "seed": cfg.train.seed,
             "threads": max(1, int(cfg.train.cpus_per_worker)),
             "warm_epochs": cfg.train.warm_epochs,
@@ -135,7 +137,22 @@ def train_step(model, optimizer, w: Windows, rows: np.ndarray, m: dict, device, 
     return float(loss.detach())
 
 
-def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device) -> tuple[float, int]:
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights (None for decay 0), updated after every
+    optimiser step. The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so that
+    the first steps from the random initial weights are soon forgotten."""
+    if decay <= 0:
+        return None
+
+    def ema(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
+        n = float(n)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged * d + current * (1.0 - d)
+
+    return AveragedModel(model, avg_fn=ema)
+
+
+def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device, ema=None) -> tuple[float, int]:
     model.train()
     loss_sum, steps, windows = 0.0, 0, 0
     batches = _minibatches(shard, m, t, rng, local_batch)
@@ -145,6 +162,8 @@ def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device) -> tup
             break
         w, rows = item
         loss_sum += train_step(model, optimizer, w, rows, m, device, t.get("precision", "fp32"))
+        if ema is not None:
+            ema.update_parameters(model.module if hasattr(model, "module") else model)
         steps += 1
         windows += len(rows)
     return loss_sum / max(steps, 1), windows
@@ -193,7 +212,7 @@ def _restore(model, config: dict) -> tuple[dict, dict | None]:
     """Resume from this run's last checkpoint (after a failure or a retried date), else warm-start
     from `config["warm_start"]` (an earlier run's checkpoint), else start fresh."""
     state = {"epoch": -1, "best_val": float("inf"), "bad_epochs": 0, "best_model": None, "restarts": 0,
-             "best_scores": {}, "warm_started": False, "initial_val": None}
+             "best_scores": {}, "warm_started": False, "initial_val": None, "ema": None}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as path:
@@ -231,11 +250,16 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     local_batch = max(1, t["batch_size"] // world)
     plain = model.module if hasattr(model, "module") else model
+    # every rank holds the same weights after each step, so every rank's average is the same
+    ema = weight_average(plain, t.get("ema_decay", 0.0))
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
+    scored = ema.module if ema is not None else model  # what validation, early stopping and forecasts use
     max_epochs = t["warm_epochs"] if state["warm_started"] else t["max_epochs"]
     diagnostics = _shard_diagnostics(shard, t) if t.get("diagnostics") else {}
     initial_val = None
     if state["epoch"] < 0:  # where training begins: untrained, or the warm start's weights
-        initial_val, _ = _validate(model, shard, m, t, device)
+        initial_val, _ = _validate(scored, shard, m, t, device)
 
     for epoch in range(state["epoch"] + 1, max_epochs):
         if state["bad_epochs"] >= t["patience"]:
@@ -243,16 +267,17 @@ def train_loop_per_worker(config: dict) -> None:
         rng = np.random.default_rng([t["seed"], rank, epoch])
         _maybe_fail(epoch, rank)
         started = time.perf_counter()
-        train_loss, windows = _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device)
+        train_loss, windows = _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device, ema)
         train_seconds = time.perf_counter() - started
-        val_loss, scores = _validate(model, shard, m, t, device)
+        val_loss, scores = _validate(scored, shard, m, t, device)
         train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
         if val_loss < state["best_val"]:
-            state.update(best_val=val_loss, bad_epochs=0, best_model=copy.deepcopy(plain.state_dict()),
+            state.update(best_val=val_loss, bad_epochs=0, best_model=copy.deepcopy(scored_weights(plain, ema)),
                          best_scores={f"val_{k}": v for k, v in scores.items()})
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
+        state["ema"] = ema.state_dict() if ema is not None else None
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -278,6 +303,11 @@ def train_loop_per_worker(config: dict) -> None:
                 save_checkpoint(tmp, plain, config, optimizer, state)
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=saved_checkpoint)
+
+
+def scored_weights(model: torch.nn.Module, ema: AveragedModel | None) -> dict:
+    """The state_dict the forecasts use: the average's (keys as the plain model's) or the model's own."""
+    return ema.module.state_dict() if ema is not None else model.state_dict()
 
 
 def _gather(value) -> list:

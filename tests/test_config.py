@@ -156,6 +156,8 @@ def test_section_must_be_a_mapping():
     ("model.dropout=.nan", "model.dropout"),
     ("train.learning_rate=0", "train.learning_rate"),
     ("train.learning_rate=.nan", "train.learning_rate"),
+    ("train.ema_decay=1", "train.ema_decay"),
+    ("train.ema_decay=-0.1", "train.ema_decay"),
     ("train.learning_rate=.inf", "train.learning_rate"),
     ("train.cpus_per_worker=.nan", "train.cpus_per_worker"),
     ("train.max_failures=-1", "train.max_failures"),

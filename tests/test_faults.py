@@ -530,6 +530,13 @@ def test_training_survives_a_killed_worker(ray_session, tmp_path, monkeypatch):
     assert marker.exists()  # the worker really died
     assert manifest["metrics"]["restarts"] >= 1
     assert manifest["metrics"]["epochs"] == 4  # resumed at epoch 2 from the epoch-1 checkpoint, not from 0
+    # the moving average of the weights resumed too: it counts the steps of all 4 epochs (about 5 per
+    # epoch: 2 ranks x 160 windows in batches of 32), not only the 2 after the restart
+    import torch
+
+    saved = torch.load(os.path.join(manifest["checkpoint_uri"].removeprefix("file://"), "model.pt"),
+                       map_location="cpu", weights_only=True)
+    assert int(saved["ema"]["n_averaged"]) >= 15
     on_disk = json.loads((out / "manifests" / f"forecast_date={DATE}.json").read_text())
     assert on_disk["metrics"]["restarts"] == manifest["metrics"]["restarts"]
     forecasts = pq.read_table(out / "forecasts" / NAME).to_pandas()

@@ -119,3 +119,38 @@ def test_a_checkpoint_from_before_model_skip_counts_as_no_skip(tmp_path):
     check_resumable(storage, "nightly-2024-01-01", loop_config(load_config(None, ["model.skip=none"])))
     with pytest.raises(ConfigError, match="skip=none, this run has linear"):
         check_resumable(storage, "nightly-2024-01-01", loop_config(load_config(None, [])))
+
+
+def test_weight_average_warms_up_then_keeps_the_decay():
+    import torch
+
+    from forecaster.train import weight_average
+
+    assert weight_average(torch.nn.Linear(1, 1), 0.0) is None
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = weight_average(model, 0.5)
+    expected = None
+    for n, value in enumerate([4.0, 8.0, 0.0, 2.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update_parameters(model)
+        decay = min(0.5, (1 + n) / (10 + n))  # n: updates before this one; the first copies
+        expected = value if expected is None else expected * decay + value * (1 - decay)
+        assert ema.module.weight.item() == pytest.approx(expected)
+    assert expected != pytest.approx(2.0)  # the average is not the last weights
+
+
+def test_forecasts_use_the_moving_average_of_the_weights(ray_session, data_dir, tmp_path):
+    """One epoch is always the best: its checkpoint's best weights are the average's, not the model's."""
+    import os
+
+    import torch
+
+    manifest = run(_cfg(data_dir, tmp_path, "train.num_workers=2", "train.max_epochs=1", "train.ema_decay=0.9"))
+    path = manifest["checkpoint_uri"].removeprefix("file://")
+    saved = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+    averaged = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == saved["model"].keys() == saved["best_model"].keys()
+    assert int(saved["ema"]["n_averaged"]) > 1
+    assert all(torch.equal(saved["best_model"][k], averaged[k]) for k in averaged)
+    assert not all(torch.equal(saved["model"][k], averaged[k]) for k in averaged)
