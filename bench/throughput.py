@@ -42,6 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.config import load_config  # noqa: E402
+from forecaster.covariates import FeatureSpec  # noqa: E402
 from forecaster.features import SeriesBlock, training_windows  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
 from forecaster.pipeline import predict, predictor_options, validate, validate_options  # noqa: E402
@@ -64,8 +65,9 @@ def write_series(directory: pathlib.Path, n_series: int, files: int, seed: int =
         pq.write_table(table, directory / f"part-{i:04d}.parquet")
 
 
-def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> float:
-    """Windows/s of a plain loop: same windows, model, batch size, threads, device and precision."""
+def bare_training(cfg, clean, threads: int, epochs: int) -> float:
+    """Windows/s of a plain loop: same windows (covariates included), model, batch size, threads,
+    device and precision; the blocks are built from the clean rows before the clock starts."""
     torch.set_num_threads(threads)
     device = torch.device("cuda" if cfg.train.use_gpu else "cpu")
     m, t = loop_config(cfg)["model"], loop_config(cfg)["train"]
@@ -74,12 +76,15 @@ def bare_training(cfg, series: list[np.ndarray], threads: int, epochs: int) -> f
     optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"])
     ema = weight_average(model, t["ema_decay"])  # the job's loop updates the average after every step
     rng = np.random.default_rng(0)
+    spec = FeatureSpec.from_dict(m["features"])
+    blocks = [SeriesBlock.from_batch(batch, spec)
+              for batch in clean.iter_batches(batch_size=t["series_per_block"], batch_format="pyarrow")]
     timings = []
     for _ in range(epochs):
         started, windows = time.perf_counter(), 0
-        for i in range(0, len(series), t["series_per_block"]):
-            w = training_windows(SeriesBlock(series[i:i + t["series_per_block"]]), m["input_size"], m["horizon"],
-                                 t["windows_per_series"], rng, m["scaler"])
+        for block in blocks:
+            w = training_windows(block, m["input_size"], m["horizon"], t["windows_per_series"], rng, m["scaler"],
+                                 m["scaler_type"])
             order = rng.permutation(len(w))
             for j in range(0, len(order), t["batch_size"]):
                 rows = order[j:j + t["batch_size"]]
@@ -222,10 +227,9 @@ def main() -> None:
         cfg = load_config(None, [f"data.uri={work / 'train'}", *common])
         init_ray(cfg)
         clean = validate(cfg, read_series(cfg)).drop_columns(["reject_reason", "reject_detail"]).materialize()
-        series = [np.asarray(r["y"]) for r in clean.take_all()]
         if args.only != "infer":
             ray_rate, startup = ray_training(cfg, clean)
-            bare_rate = bare_training(cfg, series, threads * args.workers, args.epochs)
+            bare_rate = bare_training(cfg, clean, threads * args.workers, args.epochs)
             print(f"\ntraining: {args.train_series} series, batch {cfg.train.batch_size}, "
                   f"{args.workers} worker(s) x {threads} thread(s)")
             print(f"  Ray Train loop  {ray_rate:10.0f} windows/s   (start-up {startup:.1f} s, not included)")
