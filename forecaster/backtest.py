@@ -156,7 +156,6 @@ class WindowScorer(SeriesPredictor):
                            from_pandas=True) for m in MODELS},
         }, schema=SCORE_SCHEMA)
 
-
     def _without_fallback(self, column) -> np.ndarray:
         """(series, horizon) the network's forecast wherever the network forecast the series, the
         chosen `forecast` (a short series' baseline) elsewhere."""

@@ -144,12 +144,12 @@ def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None
     if decay <= 0:
         return None
 
-    def ema(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
-        n = float(n)
+    def ema(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor | int) -> None:
+        n = float(n)  # one host sync per step, for all parameters
         d = min(decay, (1.0 + n) / (10.0 + n))
-        return averaged * d + current * (1.0 - d)
+        torch._foreach_lerp_(averaged, current, 1.0 - d)  # averaged = d * averaged + (1 - d) * current
 
-    return AveragedModel(model, avg_fn=ema)
+    return AveragedModel(model, multi_avg_fn=ema)
 
 
 def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device, ema=None) -> tuple[float, int]:
