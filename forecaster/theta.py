@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecaster.features import SeriesBlock
+from forecaster.features import SeriesBlock, _gather
 
 MAX_HISTORY = 1000
 ALPHAS = np.linspace(0.05, 1.0, 20)
@@ -57,13 +57,13 @@ def theta(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np
 def _right_aligned(block: SeriesBlock, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(series, width) matrix of each series' last min(ends, MAX_HISTORY) points, NaN-padded on the
     left, and those counts."""
-    n = np.minimum(ends, MAX_HISTORY).astype(np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    n = np.minimum(ends, MAX_HISTORY)
     width = int(n.max()) if len(n) else 0
-    columns = np.arange(width)[None, :]
-    first = width - n[:, None]  # column of each series' first point
-    source = block.starts[:, None] + ends[:, None] - width + columns
-    valid = columns >= first
-    return np.where(valid, block.values[np.where(valid, source, 0)], np.nan), n
+    # positions ends - width .. ends - 1: those before 0 are masked, and a series longer than
+    # MAX_HISTORY has width = MAX_HISTORY, so only its last MAX_HISTORY points are in the window
+    values, observed = _gather(block, np.arange(len(ends)), ends - width, width, ends)
+    return np.where(observed > 0, values, np.nan), n
 
 
 def _is_seasonal(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:

@@ -4,7 +4,7 @@ vectorised block gives each series the forecast it would get alone."""
 import numpy as np
 
 from forecaster.features import SeriesBlock
-from forecaster.theta import _is_seasonal, _right_aligned, theta
+from forecaster.theta import MAX_HISTORY, _is_seasonal, _right_aligned, theta
 
 
 def test_a_straight_line_gets_half_its_slope_from_the_last_point():
@@ -65,3 +65,17 @@ def test_only_the_history_before_the_end_matters():
     changed[50:] += 1000.0
     forecasts = theta(SeriesBlock([values, changed]), np.array([50, 50]), 5, 12)
     np.testing.assert_allclose(forecasts[0], forecasts[1])
+
+
+def test_a_long_series_is_forecast_from_its_last_max_history_points():
+    rng = np.random.default_rng(3)
+    long = 100 + rng.normal(size=MAX_HISTORY + 50).cumsum()
+    short = 100 + rng.normal(size=30).cumsum()
+    block = SeriesBlock([long, short])
+    y, n = _right_aligned(block, block.lengths)
+    assert y.shape == (2, MAX_HISTORY) and list(n) == [MAX_HISTORY, 30]
+    np.testing.assert_array_equal(y[0], long[-MAX_HISTORY:])
+    assert np.isnan(y[1, :-30]).all() and (y[1, -30:] == short).all()
+    forecast = theta(block, block.lengths, 6, 12)
+    alone = theta(SeriesBlock([long[-MAX_HISTORY:]]), np.array([MAX_HISTORY]), 6, 12)
+    np.testing.assert_allclose(forecast[0], alone[0], rtol=1e-12)
