@@ -163,7 +163,7 @@ def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device, ema=No
         w, rows = item
         loss_sum += train_step(model, optimizer, w, rows, m, device, t.get("precision", "fp32"))
         if ema is not None:
-            ema.update_parameters(model.module if hasattr(model, "module") else model)
+            ema.update_parameters(model)  # a DDP wrapper yields its module's parameters, in order
         steps += 1
         windows += len(rows)
     return loss_sum / max(steps, 1), windows
@@ -254,7 +254,7 @@ def train_loop_per_worker(config: dict) -> None:
     ema = weight_average(plain, t.get("ema_decay", 0.0))
     if ema is not None and state["ema"] is not None:
         ema.load_state_dict(state["ema"])
-    scored = ema.module if ema is not None else model  # what validation, early stopping and forecasts use
+    scored = ema.module if ema is not None else plain  # what validation, early stopping and forecasts use
     max_epochs = t["warm_epochs"] if state["warm_started"] else t["max_epochs"]
     diagnostics = _shard_diagnostics(shard, t) if t.get("diagnostics") else {}
     initial_val = None
@@ -272,7 +272,7 @@ def train_loop_per_worker(config: dict) -> None:
         val_loss, scores = _validate(scored, shard, m, t, device)
         train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
         if val_loss < state["best_val"]:
-            state.update(best_val=val_loss, bad_epochs=0, best_model=copy.deepcopy(scored_weights(plain, ema)),
+            state.update(best_val=val_loss, bad_epochs=0, best_model=copy.deepcopy(scored.state_dict()),
                          best_scores={f"val_{k}": v for k, v in scores.items()})
         else:
             state["bad_epochs"] += 1
@@ -303,11 +303,6 @@ def train_loop_per_worker(config: dict) -> None:
                 save_checkpoint(tmp, plain, config, optimizer, state)
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=saved_checkpoint)
-
-
-def scored_weights(model: torch.nn.Module, ema: AveragedModel | None) -> dict:
-    """The state_dict the forecasts use: the average's (keys as the plain model's) or the model's own."""
-    return ema.module.state_dict() if ema is not None else model.state_dict()
 
 
 def _gather(value) -> list:
