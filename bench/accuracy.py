@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from forecaster.config import load_config, season_length  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
+from forecaster.predict import without_fallback  # noqa: E402
 
 DATASETS = {"monthly": ("MS", 18), "quarterly": ("QS", 8), "yearly": ("YS", 6)}
 
@@ -87,7 +88,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         forecast = pd.read_parquet(out / "forecasts" / f"forecast_date={cfg.forecast_date}")
         # the combination without the validation fallback (model.fallback=none), from the same run
-        forecast["LSTM+Theta"] = ((forecast["LSTM"] + forecast["Theta"]) / 2).fillna(forecast["forecast"])
+        forecast["LSTM+Theta"] = without_fallback(forecast["LSTM"].to_numpy(), forecast["Theta"].to_numpy(),
+                                                  forecast["forecast"].to_numpy(), "theta")
         columns = ("forecast", "LSTM", "LSTM+Theta", "Theta")
         rows = {column: score(train, test, forecast, freq, column) for column in columns}
         rows["SeasonalNaive"] = score(train, test, seasonal_naive(train, test, freq), freq, "SeasonalNaive")

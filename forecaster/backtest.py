@@ -38,7 +38,7 @@ from forecaster.covariates import FUTURE, HORIZON
 from forecaster.evaluate import coverage, forecast_scores, mase_scale
 from forecaster.features import SeriesBlock
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate
-from forecaster.predict import MODEL_COLUMN, SeriesPredictor
+from forecaster.predict import MODEL_COLUMN, SeriesPredictor, without_fallback
 from forecaster.read import ID, Y, check_schema, read_series
 from forecaster.report import versions
 from forecaster.runtime import init_ray
@@ -138,7 +138,8 @@ class WindowScorer(SeriesPredictor):
         levels = (self.m.get("levels") or []) if len(self.m["quantiles"]) > 1 else []
         bounds = [column(f"{MODEL_COLUMN}-{side}-{level}") for level in levels for side in ("lo", "hi")]
         scores = {m: forecast_scores(actual, column(m), scale) for m in MODELS if m not in (MODEL_COLUMN, NO_FALLBACK)}
-        scores[NO_FALLBACK] = forecast_scores(actual, self._without_fallback(column), scale)
+        unguarded = without_fallback(column(MODEL_COLUMN), column("Theta"), column("forecast"), self.combine)
+        scores[NO_FALLBACK] = forecast_scores(actual, unguarded, scale)
         lstm = np.stack([column(MODEL_COLUMN), *bounds], axis=-1)
         scores[MODEL_COLUMN] = forecast_scores(actual, lstm, scale, self.m["quantiles"])
         for i, level in enumerate(levels):
@@ -155,13 +156,6 @@ class WindowScorer(SeriesPredictor):
             **{m: pa.array(np.stack([scores[m].get(k, missing) for k in metrics], axis=1).reshape(-1),
                            from_pandas=True) for m in MODELS},
         }, schema=SCORE_SCHEMA)
-
-    def _without_fallback(self, column) -> np.ndarray:
-        """(series, horizon) the network's forecast wherever the network forecast the series, the
-        chosen `forecast` (a short series' baseline) elsewhere."""
-        lstm, chosen = column(MODEL_COLUMN), column("forecast")
-        network = np.isfinite(lstm).all(axis=1)
-        return np.where(network[:, None], self._network_forecast(lstm, column("Theta")), chosen)
 
 
 def _collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:

@@ -35,6 +35,17 @@ from forecaster.validate import min_length
 MODEL_COLUMN = "LSTM"
 
 
+def network_forecast(lstm: np.ndarray, statistical: np.ndarray, combine: str) -> np.ndarray:
+    """The forecast made with the network: the LSTM's, or its mean with Theta's (model.combine=theta)."""
+    return (lstm + statistical) / 2 if combine == "theta" else lstm
+
+
+def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, combine: str) -> np.ndarray:
+    """`forecast` as model.fallback=none makes it, from the output columns: the network's forecast
+    wherever the network forecast (LSTM not NaN), the chosen baseline of a short series elsewhere."""
+    return np.where(np.isfinite(lstm), network_forecast(lstm, statistical, combine), chosen)
+
+
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
                  fallback: str = "none", threads: int = 1, use_gpu: bool = False,
@@ -89,7 +100,7 @@ class SeriesPredictor:
         use_lstm = network.copy()
         if self.fallback == "validation" and network.any():
             use_lstm[network] = self._lstm_wins_validation(block.take(network))
-        chosen = np.where(use_lstm[:, None], self._network_forecast(outputs[..., 0], statistical), snaive)
+        chosen = np.where(use_lstm[:, None], network_forecast(outputs[..., 0], statistical, self.combine), snaive)
         name = "LSTM+Theta" if self.combine == "theta" else "LSTM"
         model = np.where(use_lstm, name, np.where(block.lengths >= self.season, "SeasonalNaive", "Naive"))
 
@@ -115,10 +126,6 @@ class SeriesPredictor:
         })
         return pa.table(columns)
 
-    def _network_forecast(self, lstm: np.ndarray, statistical: np.ndarray) -> np.ndarray:
-        """The forecast made with the network: the LSTM's, or its mean with Theta's (model.combine)."""
-        return (lstm + statistical) / 2 if self.combine == "theta" else lstm
-
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
         """Per series: is the network forecast's MAE on the held-out last `horizon` points (the LSTM's,
         or its combination with Theta fitted on the points before them) <= seasonal naive's?"""
@@ -127,7 +134,7 @@ class SeriesPredictor:
                                      self.m.get("scaler_type", "robust"))
         cutoffs = block.lengths - h
         statistical = theta(block, cutoffs, h, self.season) if self.combine == "theta" else None
-        forecast = self._network_forecast(self._predict(windows)[..., 0], statistical)
+        forecast = network_forecast(self._predict(windows)[..., 0], statistical, self.combine)
         actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(h)[None, :]]
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

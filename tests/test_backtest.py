@@ -92,18 +92,6 @@ def test_aggregate_compares_models_on_the_same_series():
     assert row.Theta == 1.5
 
 
-@pytest.mark.parametrize("combine,expected", [("theta", [[2.0, 3.0], [5.0, 5.0]]),
-                                              ("none", [[1.0, 2.0], [5.0, 5.0]])])
-def test_no_fallback_is_the_network_forecast_wherever_the_network_forecast(combine, expected):
-    """Series a: the fallback chose seasonal naive (9, 9); without it the network's forecast stands.
-    Series b: too short for the network, its baseline stays."""
-    scorer = bt.WindowScorer.__new__(bt.WindowScorer)  # no Ray: only the combination rule is used
-    scorer.combine = combine
-    columns = {"LSTM": np.array([[1.0, 2.0], [np.nan, np.nan]]), "Theta": np.array([[3.0, 4.0], [6.0, 6.0]]),
-               "forecast": np.array([[9.0, 9.0], [5.0, 5.0]])}
-    np.testing.assert_array_equal(scorer._without_fallback(columns.__getitem__), expected)
-
-
 def test_bad_window_count_stops_before_any_work(capsys):
     assert main(["backtest", "--windows", "0"]) == 2
     assert "--windows=0" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import ray.train
 import torch
 
 from forecaster.model import build_model, quantiles_for
-from forecaster.predict import SeriesPredictor
+from forecaster.predict import SeriesPredictor, without_fallback
 from forecaster.train import save_checkpoint
 
 HORIZON = 4
@@ -94,6 +94,17 @@ def test_fallback_judges_the_combined_forecast(tmp_path):
     combined = SeriesPredictor(_checkpoint(tmp_path), **kwargs, combine="theta")(_batch({"trend": trend})).to_pandas()
     assert (alone.model == "SeasonalNaive").all()
     assert (combined.model == "LSTM+Theta").all()
+
+
+@pytest.mark.parametrize("combine,expected", [("theta", [[2.0, 3.0], [5.0, 5.0]]),
+                                              ("none", [[1.0, 2.0], [5.0, 5.0]])])
+def test_without_fallback_is_the_network_forecast_wherever_the_network_forecast(combine, expected):
+    """What the backtest's no_fallback and the accuracy bench score. Series a: the fallback chose
+    seasonal naive (9, 9); without it the network's forecast stands. Series b: too short for the
+    network (LSTM NaN), its baseline stays."""
+    lstm, statistical = np.array([[1.0, 2.0], [np.nan, np.nan]]), np.array([[3.0, 4.0], [6.0, 6.0]])
+    chosen = np.array([[9.0, 9.0], [5.0, 5.0]])
+    np.testing.assert_array_equal(without_fallback(lstm, statistical, chosen, combine), expected)
 
 
 @pytest.mark.parametrize("freq,expected", [("D", "2020-12-02"), ("W-SUN", "2020-12-06"), ("QS", "2021-01-01")])
