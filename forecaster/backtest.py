@@ -40,7 +40,7 @@ from forecaster.features import SeriesBlock
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate
 from forecaster.predict import MODEL_COLUMN, SeriesPredictor, without_fallback
 from forecaster.read import ID, Y, check_schema, read_series
-from forecaster.report import versions
+from forecaster.manifest import versions
 from forecaster.runtime import init_ray
 from forecaster.storage import resolve
 from forecaster.write import partition, write_files

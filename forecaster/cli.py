@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(cfg: Config) -> int:
     from forecaster.pipeline import run
-    from forecaster.report import summary_lines
+    from forecaster.manifest import summary_lines
 
     manifest = run(cfg)
     print("\n".join(summary_lines(manifest)))

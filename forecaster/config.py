@@ -118,6 +118,19 @@ class TuneSection:
 
 
 @dataclass
+class ScoreSection:
+    enabled: bool = True  # score earlier forecast partitions under output.uri against today's actuals (scores/)
+    max_origins: int = 30  # newest earlier forecast dates scored (those with a step observed now)
+
+
+@dataclass
+class ReportSection:
+    enabled: bool = True  # write reports/forecast_date=<run.date>.html at the end of a run
+    sample_series: int = 6  # series plotted from a reproducible sample (by a hash of unique_id)
+    worst_series: int = 6  # series plotted where the network did worst against seasonal naive on validation
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -127,6 +140,8 @@ class Config:
     run: RunSection = field(default_factory=RunSection)
     ray: RaySection = field(default_factory=RaySection)
     tune: TuneSection = field(default_factory=TuneSection)
+    score: ScoreSection = field(default_factory=ScoreSection)
+    report: ReportSection = field(default_factory=ReportSection)
 
     # ---- derived values (not keys) ----
     @property
@@ -218,6 +233,7 @@ def _validate(cfg: Config) -> None:
         "tune.trials": cfg.tune.trials,
         "tune.max_concurrent_trials": cfg.tune.max_concurrent_trials,
         "tune.grace_period": cfg.tune.grace_period,
+        "score.max_origins": cfg.score.max_origins,
     }
     if cfg.predict.actors is not None:
         positive["predict.actors"] = cfg.predict.actors
@@ -240,7 +256,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"train.cpus_per_worker={cfg.train.cpus_per_worker}: must be a finite number > 0")
     if cfg.tune.reduction_factor < 2:
         raise ConfigError(f"tune.reduction_factor={cfg.tune.reduction_factor}: must be >= 2")
-    for key, value in {"train.max_failures": cfg.train.max_failures, "ray.idle_workers": cfg.ray.idle_workers}.items():
+    for key, value in {"train.max_failures": cfg.train.max_failures, "ray.idle_workers": cfg.ray.idle_workers,
+                       "report.sample_series": cfg.report.sample_series,
+                       "report.worst_series": cfg.report.worst_series}.items():
         if value < 0:
             raise ConfigError(f"{key}={value}: must be >= 0")
     try:

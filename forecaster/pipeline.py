@@ -18,7 +18,7 @@ import ray.train
 from forecaster.config import Config, ConfigError
 from forecaster.predict import SeriesPredictor
 from forecaster.read import ID, check_schema, read_series, read_side_table
-from forecaster.report import build_manifest
+from forecaster.manifest import build_manifest
 from forecaster.runtime import init_ray, predict_pool
 from forecaster.storage import resolve
 from forecaster.train import fit
