@@ -36,18 +36,20 @@ def mase_scale(block: SeriesBlock, ends: np.ndarray, season: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def validation_scores(block: SeriesBlock, forecast: np.ndarray, horizon: int, season: int) -> dict[str, np.ndarray]:
-    """Per-series scores of `forecast` (series, horizon) and of seasonal naive on the last `horizon` points."""
+def validation_scores(block: SeriesBlock, forecasts: dict[str, np.ndarray], horizon: int,
+                      season: int) -> dict[str, np.ndarray]:
+    """Per-series MASE and sMAPE on the last `horizon` points of each series: of `forecasts` (name ->
+    (series, horizon)) and of the naive and seasonal-naive baselines; keys `mase_<name>`, `smape_<name>`."""
     cutoffs = block.lengths - horizon
     actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(horizon)[None, :]]
-    naive = seasonal_naive(block, cutoffs, horizon, season)
     scale = mase_scale(block, cutoffs, season)
-    return {
-        "mase_lstm": mase(actual, forecast, scale),
-        "mase_seasonal_naive": mase(actual, naive, scale),
-        "smape_lstm": smape(actual, forecast),
-        "smape_seasonal_naive": smape(actual, naive),
-    }
+    every = {**forecasts, "seasonal_naive": seasonal_naive(block, cutoffs, horizon, season),
+             "naive": seasonal_naive(block, cutoffs, horizon, 1)}
+    scores = {}
+    for name, forecast in every.items():
+        scores[f"mase_{name}"] = mase(actual, forecast, scale)
+        scores[f"smape_{name}"] = smape(actual, forecast)
+    return scores
 
 
 def mase(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -55,12 +57,16 @@ def mase(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> np.ndar
         return np.where(scale > 0, np.abs(actual - forecast).mean(axis=1) / scale, np.nan)
 
 
-def smape(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
-    """Symmetric MAPE in percent, 0..200 (M4 definition); 0/0 steps count as 0."""
+def smape_terms(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """2 |actual - forecast| / (|actual| + |forecast|) per point, 0 where both are 0."""
     denominator = np.abs(actual) + np.abs(forecast)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(denominator > 0, 2 * np.abs(actual - forecast) / denominator, 0.0)
-    return 100 * ratio.mean(axis=1)
+        return np.where(denominator > 0, 2 * np.abs(actual - forecast) / denominator, 0.0)
+
+
+def smape(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """Symmetric MAPE in percent, 0..200 (M4 definition); 0/0 steps count as 0."""
+    return 100 * smape_terms(actual, forecast).mean(axis=1)
 
 
 def mae(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:

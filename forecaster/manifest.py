@@ -6,6 +6,13 @@ import platform
 import sys
 from importlib import metadata
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forecaster.read import ID, Y
+
 PACKAGES = ("forecaster", "torch", "ray", "pyarrow", "pandas", "numpy", "fsspec")
 
 
@@ -42,14 +49,87 @@ def summary_lines(manifest: dict) -> list[str]:
     if counts.get("reject_reasons"):
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts["reject_reasons"].items()))
         lines.append(f"reject reasons: {reasons}")
-    if metrics.get("val_mase_lstm") is not None:
+    validation = metrics.get("validation") or {}
+    if validation.get("forecast", {}).get("mase") is not None:
+        shown = [c for c in ("forecast", "LSTM", "Theta", "SeasonalNaive") if c in validation]
+        lines.append("validation MASE (last horizon of each series): " + ", ".join(
+            f"{c} {validation[c]['mase']:.3f}" for c in shown if validation[c].get("mase") is not None)
+            + f"; sMAPE forecast {validation['forecast']['smape']:.2f}")
+    elif metrics.get("val_mase_lstm") is not None:  # an older manifest: the LSTM and seasonal naive only
         lines.append(
             "validation (last horizon of each series): "
             f"MASE LSTM {metrics['val_mase_lstm']:.3f} vs seasonal naive {metrics['val_mase_seasonal_naive']:.3f}; "
             f"sMAPE LSTM {metrics['val_smape_lstm']:.2f} vs seasonal naive {metrics['val_smape_seasonal_naive']:.2f}"
         )
+    for origin in (manifest.get("scores") or {}).get("origins", [])[:1]:  # the newest origin scored
+        lines.append("earlier " + score_line(origin))
     lines.append(f"forecasts: {outputs['forecasts']}")
     lines.append(f"rejects:   {outputs['rejects']}")
+    if outputs.get("scores"):
+        lines.append(f"scores:    {outputs['scores']}")
     lines.append(f"manifest:  {outputs['manifest']}")
     lines.append(f"wall time: {manifest['timings_s']['total']:.1f} s")
     return lines
+
+
+def score_line(origin: dict, first: tuple[str, ...] = ("forecast", "SeasonalNaive")) -> str:
+    """'forecasts of 2026-01-01 over 6 observed steps: MASE forecast 0.91, SeasonalNaive 1.12 (600 series)'."""
+    models = origin["models"]
+    named = [m for m in first if m in models] + [m for m in models if m not in first]
+    parts = [f"{m} {models[m]['mase']:.3f}" for m in named if models[m].get("mase") is not None]
+    scored = origin["series"].get("scored", 0)
+    others = ", ".join(f"{n} {s}" for s, n in origin["series"].items() if s != "scored" and n)
+    return (f"forecasts of {origin['origin_date']} over {origin['steps']} observed step(s): MASE "
+            f"{', '.join(parts) or 'undefined'} ({scored} series scored{'; ' + others if others else ''})")
+
+
+def sample_key(ids: np.ndarray) -> np.ndarray:
+    """A stable hash of each unique_id (the same on every run and machine): the report's sample is the
+    series with the smallest keys."""
+    return pd.util.hash_array(np.asarray(ids, dtype=object))
+
+
+def _report_candidates(batch: pa.Table, sample: int, worst: list[str], tail: int) -> pa.Table:
+    """The `sample` series of the block with the smallest sample keys, and those named in `worst`:
+    unique_id, key, first_ds of the tail, and the last `tail` values."""
+    ids = pc.cast(batch[ID], pa.string()).to_numpy(zero_copy_only=False)
+    keys = sample_key(ids)
+    chosen = set(np.argsort(keys, kind="stable")[:sample].tolist()) | set(np.flatnonzero(np.isin(ids, worst)).tolist())
+    rows = np.array(sorted(chosen), dtype=np.int64)
+    lengths = batch["length"].to_numpy(zero_copy_only=False)[rows]
+    values = [batch[Y][int(i)].values.to_numpy(zero_copy_only=False)[-tail:] for i in rows]
+    return pa.table({ID: pa.array(ids[rows], pa.string()), "key": pa.array(keys[rows], pa.uint64()),
+                     "first_ds": batch["first_ds"].take(pa.array(rows)),
+                     "skipped": pa.array(np.maximum(lengths - tail, 0), pa.int64()),
+                     Y: pa.array(values, pa.list_(pa.float64()))})
+
+
+def report_series(clean, freq: str, horizon: int, sample: int, worst: list[dict]) -> list[dict]:
+    """The series the report plots, with the tail of their history: the `sample` clean series with the
+    smallest sample keys (reproducible) and the worst ones on validation (`metrics.worst_series`).
+    One pass over `clean` (a Ray Dataset of series rows); only the chosen rows reach the driver."""
+    worst_ids = [w["unique_id"] for w in worst]
+    if not sample and not worst_ids:
+        return []
+    tail = 4 * horizon
+    found = clean.map_batches(_report_candidates, fn_kwargs={"sample": sample, "worst": worst_ids, "tail": tail},
+                              batch_format="pyarrow", batch_size=None).to_pandas()
+    if found.empty:
+        return []
+    found = found.drop_duplicates(ID).set_index(ID)
+    sampled = found.sort_values("key", kind="stable").index[:sample].tolist()
+    scores = {w["unique_id"]: w for w in worst}
+    chosen = [(uid, "sample") for uid in sampled] + [(uid, "worst") for uid in worst_ids if uid in found.index]
+    out = []
+    offset = pd.tseries.frequencies.to_offset(freq)
+    for uid, role in chosen:
+        row = found.loc[uid]
+        y = np.asarray(row[Y], dtype=np.float64)
+        start = pd.Timestamp(row["first_ds"]) + int(row["skipped"]) * offset
+        ds = pd.date_range(start, periods=len(y), freq=offset)
+        score = scores.get(uid)
+        out.append({"unique_id": uid, "role": role, "ds": [d.isoformat() for d in ds],
+                    "y": [None if not np.isfinite(v) else float(v) for v in y],
+                    "validation": None if score is None else {"forecast": score["mase_forecast"],
+                                                              "SeasonalNaive": score["mase_seasonal_naive"]}})
+    return out

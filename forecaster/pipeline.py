@@ -16,12 +16,13 @@ import ray
 import ray.train
 
 from forecaster.config import Config, ConfigError
+from forecaster.manifest import build_manifest, report_series
 from forecaster.predict import SeriesPredictor
 from forecaster.read import ID, check_schema, read_series, read_side_table
-from forecaster.manifest import build_manifest
 from forecaster.runtime import init_ray, predict_pool
+from forecaster.score import score_earlier
 from forecaster.storage import resolve
-from forecaster.train import fit
+from forecaster.train import VALIDATED_COLUMNS, fit
 from forecaster.validate import attach_side_tables, min_length, validate_batch
 from forecaster.write import FORECASTS, REJECT_SCHEMA, REJECTS, write_manifest, write_partition
 
@@ -172,6 +173,8 @@ def run(cfg: Config) -> dict:
 
     validated = validate(cfg, read_series(cfg, checked))
     timer.mark("read_validate")
+    scores = score_earlier(cfg, root, validated)  # earlier forecasts against today's actuals
+    timer.mark("score")
     clean, rejects, counts = split_rejects(validated)
     del validated  # frees its blocks in the object store: clean and rejects hold what follows
     timer.mark("split_rejects")
@@ -186,10 +189,21 @@ def run(cfg: Config) -> dict:
     counts["by_model"] = _count_models(forecasts_loc, cfg.model.horizon)
     rejects_loc = write_partition(root, REJECTS, forecast_date, rejects, REJECT_SCHEMA)
     timer.mark("predict_write")
+    plotted = []
+    if cfg.report.enabled and counts["forecast"] > 0:
+        plotted = report_series(clean, cfg.data.freq, cfg.model.horizon, cfg.report.sample_series,
+                                metrics.get("worst_series", []))
+        timer.mark("report_series")
 
     outputs = {"forecasts": forecasts_loc.uri, "rejects": rejects_loc.uri,
                "manifest": root.join("manifests", f"forecast_date={forecast_date}.json").uri}
+    if scores is not None:
+        outputs["scores"] = scores["uri"]
     manifest = build_manifest(cfg.to_dict(), counts, metrics, timer.total(), checkpoint_uri, outputs)
+    if scores is not None:
+        manifest["scores"] = {"origins": scores["origins"]}
+    if plotted:
+        manifest["report_series"] = plotted
     write_manifest(root, forecast_date, manifest)
     return manifest
 
@@ -215,11 +229,17 @@ def _checkpoint_uri(cfg: Config, checkpoint) -> str | None:
 
 def _training_metrics(result) -> dict:
     history = result.metrics or {}
+    validation = {column: {metric: history.get(f"val_{metric}_{name}") for metric in ("mase", "smape")}
+                  for name, column in VALIDATED_COLUMNS.items() if f"val_mase_{name}" in history}
     return {
         "epochs": int(history.get("epoch", -1)) + 1,
+        "best_epoch": history.get("best_epoch"),
         "best_val_loss": history.get("best_val_loss"),
         "last_val_loss": history.get("val_loss"),
         "restarts": history.get("restarts", 0),
         "warm_started": history.get("warm_started", False),
+        "history": history.get("history", []),
+        "validation": validation,  # per output column: mean MASE and sMAPE on each series' last horizon
+        "worst_series": history.get("worst_series", []),
         **{k: v for k, v in history.items() if k.startswith("val_") or k == "initial_val_loss"},
     }

@@ -28,16 +28,11 @@ from forecaster.evaluate import seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, combine
 from forecaster.read import ID
-from forecaster.theta import theta
+from forecaster.theta import network_forecast, theta
 from forecaster.train import load_best_weights
 from forecaster.validate import min_length
 
 MODEL_COLUMN = "LSTM"
-
-
-def network_forecast(lstm: np.ndarray, statistical: np.ndarray, combine: str) -> np.ndarray:
-    """The forecast made with the network: the LSTM's, or its mean with Theta's (model.combine=theta)."""
-    return (lstm + statistical) / 2 if combine == "theta" else lstm
 
 
 def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, combine: str) -> np.ndarray:

@@ -135,3 +135,8 @@ def _slope(y: np.ndarray, n: np.ndarray) -> np.ndarray:
     dy = np.where(valid, y - y_mean[:, None], 0.0)
     var = (dt * dt).sum(axis=1)
     return np.where(var > 0, (dt * dy).sum(axis=1) / np.where(var > 0, var, 1.0), 0.0)
+
+
+def network_forecast(lstm: np.ndarray, statistical: np.ndarray | None, combine: str) -> np.ndarray:
+    """The forecast made with the network: the LSTM's, or its mean with Theta's (model.combine=theta)."""
+    return (lstm + statistical) / 2 if combine == "theta" else lstm

@@ -36,6 +36,7 @@ from forecaster.model import build_model, combine, masked_loss, per_step_loss, q
 from forecaster.read import ID
 from forecaster.runtime import fault_hook_env
 from forecaster.storage import Location, exists, read_json, resolve
+from forecaster.theta import network_forecast, theta
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def loop_config(cfg: Config, features: FeatureSpec | None = None) -> dict:
             "warm_epochs": cfg.train.warm_epochs,
             "diagnostics": cfg.train.diagnostics,
             "precision": cfg.train.precision,
+            "combine": cfg.model.combine,  # validation scores the forecast as the predictor makes it
+            "worst_series": cfg.report.worst_series,
         },
     }
 
@@ -169,31 +172,52 @@ def _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device, ema=No
     return loss_sum / max(steps, 1), windows
 
 
-SCORES = ("mase_lstm", "mase_seasonal_naive", "smape_lstm", "smape_seasonal_naive")
+# validation scores (means over series): mase_<name>, smape_<name> of the network forecast (the LSTM
+# or its combination, model.combine), the LSTM, Theta and the (seasonal) naive baselines
+VALIDATED_COLUMNS = {"forecast": "forecast", "lstm": "LSTM", "theta": "Theta", "seasonal_naive": "SeasonalNaive",
+                     "naive": "Naive"}  # score name -> the output column it scores
+SCORES = tuple(f"{metric}_{name}" for name in VALIDATED_COLUMNS for metric in ("mase", "smape"))
 
 
 @torch.no_grad()
-def _validate(model, shard, m, t, device) -> tuple[float, dict]:
-    """Loss and mean scores (MASE, sMAPE of the LSTM and seasonal naive) over the last `horizon`
-    points of every series of all shards. MASE is averaged over series where it is defined."""
+def _validate(model, shard, m, t, device) -> tuple[float, dict, list]:
+    """Loss, mean scores (SCORES) over the last `horizon` points of every series of all shards, and the
+    `t["worst_series"]` series where the network forecast's MASE exceeds seasonal naive's the most
+    (dicts of unique_id and both MASEs, worst first). MASE is averaged over series where it is defined."""
     model.eval()
     sums = np.zeros(2 + 2 * len(SCORES))  # loss total, loss count, then (sum, count) per score
-    for block in _blocks(shard, t["series_per_block"], FeatureSpec.from_dict(m.get("features"))):
+    spec = FeatureSpec.from_dict(m.get("features"))
+    keep = t.get("worst_series", 0)
+    worst: list[tuple[float, str, float, float]] = []
+    for batch in shard.iter_batches(batch_size=t["series_per_block"], batch_format="pyarrow"):
+        block = SeriesBlock.from_batch(batch, spec)
         w = validation_windows(block, m["input_size"], m["horizon"], m["scaler"], m.get("scaler_type", "robust"))
         x, y, mask = _to_tensors(w, np.arange(len(w)), device)
         prediction = combine(model(**x))  # an ensemble is scored by its mean forecast
         scaled = prediction[..., 0]  # the point forecast (median for quantile loss)
         sums[0] += float((per_step_loss(prediction, y, m["loss"], m["quantiles"]) * mask).sum())
         sums[1] += float(mask.sum())
-        forecast = w.unscale(scaled.float().cpu().numpy().astype(np.float64))
-        scores = validation_scores(block, forecast, m["horizon"], m["season"])
+        lstm = w.unscale(scaled.float().cpu().numpy().astype(np.float64))
+        statistical = theta(block, block.lengths - m["horizon"], m["horizon"], m["season"])
+        forecasts = {"forecast": network_forecast(lstm, statistical, t.get("combine", "none")), "lstm": lstm,
+                     "theta": statistical}
+        scores = validation_scores(block, forecasts, m["horizon"], m["season"])
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
             sums[2 + 2 * i] += scores[name][defined].sum()
             sums[3 + 2 * i] += defined.sum()
+        if keep:
+            gap = scores["mase_forecast"] - scores["mase_seasonal_naive"]
+            ids = batch[ID].to_pylist()
+            worst = sorted(worst + [(float(gap[i]), ids[i], float(scores["mase_forecast"][i]),
+                                     float(scores["mase_seasonal_naive"][i]))
+                                    for i in np.flatnonzero(np.isfinite(gap))], reverse=True)[:keep]
     sums = _all_sum(sums.tolist(), device)
     means = {name: sums[2 + 2 * i] / sums[3 + 2 * i] if sums[3 + 2 * i] else None for i, name in enumerate(SCORES)}
-    return sums[0] / max(sums[1], 1.0), means
+    if keep:
+        worst = sorted((row for rank in _gather(worst) for row in rank), reverse=True)[:keep]
+    worst = [{"unique_id": uid, "mase_forecast": fc, "mase_seasonal_naive": sn} for _, uid, fc, sn in worst]
+    return sums[0] / max(sums[1], 1.0), means, worst
 
 
 def _maybe_fail(epoch: int, rank: int) -> None:
@@ -212,7 +236,8 @@ def _restore(model, config: dict) -> tuple[dict, dict | None]:
     """Resume from this run's last checkpoint (after a failure or a retried date), else warm-start
     from `config["warm_start"]` (an earlier run's checkpoint), else start fresh."""
     state = {"epoch": -1, "best_val": float("inf"), "bad_epochs": 0, "best_model": None, "restarts": 0,
-             "best_scores": {}, "warm_started": False, "initial_val": None, "ema": None}
+             "best_scores": {}, "warm_started": False, "initial_val": None, "ema": None, "history": [],
+             "best_epoch": None, "worst": []}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as path:
@@ -259,7 +284,7 @@ def train_loop_per_worker(config: dict) -> None:
     diagnostics = _shard_diagnostics(shard, t) if t.get("diagnostics") else {}
     initial_val = None
     if state["epoch"] < 0:  # where training begins: untrained, or the warm start's weights
-        initial_val, _ = _validate(scored, shard, m, t, device)
+        initial_val, _, _ = _validate(scored, shard, m, t, device)
 
     for epoch in range(state["epoch"] + 1, max_epochs):
         if state["bad_epochs"] >= t["patience"]:
@@ -269,14 +294,15 @@ def train_loop_per_worker(config: dict) -> None:
         started = time.perf_counter()
         train_loss, windows = _train_epoch(model, optimizer, shard, m, t, rng, local_batch, device, ema)
         train_seconds = time.perf_counter() - started
-        val_loss, scores = _validate(scored, shard, m, t, device)
+        val_loss, scores, worst = _validate(scored, shard, m, t, device)
         train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
         if val_loss < state["best_val"]:
             state.update(best_val=val_loss, bad_epochs=0, best_model=copy.deepcopy(scored.state_dict()),
-                         best_scores={f"val_{k}": v for k, v in scores.items()})
+                         best_scores={f"val_{k}": v for k, v in scores.items()}, best_epoch=epoch, worst=worst)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
+        state["history"] = [*state["history"], {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}]
         state["ema"] = ema.state_dict() if ema is not None else None
         metrics = {
             "epoch": epoch,
@@ -288,6 +314,9 @@ def train_loop_per_worker(config: dict) -> None:
             "warm_started": state["warm_started"],
             "train_seconds": train_seconds,
             "epoch_seconds": time.perf_counter() - started,
+            "history": state["history"],  # every epoch so far, the resumed ones included
+            "best_epoch": state["best_epoch"],
+            "worst_series": state["worst"],  # of the best epoch
             **state["best_scores"],
         }
         if initial_val is not None:

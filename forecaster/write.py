@@ -44,7 +44,7 @@ from forecaster.storage import (
 
 log = logging.getLogger(__name__)
 
-FORECASTS, REJECTS, MANIFESTS = "forecasts", "rejects", "manifests"
+FORECASTS, REJECTS, SCORES, MANIFESTS = "forecasts", "rejects", "scores", "manifests"
 COMMITS = "_commits"  # per table: the commit records of object-store partitions (hidden from readers)
 REJECT_SCHEMA = pa.schema([("unique_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
@@ -129,7 +129,7 @@ def write_manifest(root: Location, forecast_date: str, manifest: dict) -> Locati
     to the partition (updates `manifest` in place).
     """
     files = {}
-    for table in (FORECASTS, REJECTS):
+    for table in (FORECASTS, REJECTS, SCORES):
         committed = committed_files(root, table, forecast_date)
         if committed is not None:
             files[table] = committed

@@ -42,6 +42,6 @@ def test_smape_bounds():
 def test_validation_scores_perfect_forecast_has_zero_error():
     y = np.tile(np.arange(4.0), 6) + np.arange(24) * 0.1
     block = SeriesBlock([y])
-    scores = validation_scores(block, y[None, -4:], horizon=4, season=4)
+    scores = validation_scores(block, {"lstm": y[None, -4:]}, horizon=4, season=4)
     assert scores["mase_lstm"][0] == 0
     assert scores["mase_seasonal_naive"][0] > 0

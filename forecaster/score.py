@@ -1,0 +1,372 @@
+"""Score: earlier forecasts under output.uri against the actuals that have arrived since.
+
+Every run reads each series' history up to run.date, so it can tell how the forecasts of earlier
+runs turned out. The newest `score.max_origins` earlier dates of `forecasts/` that may have a step
+observed now (the partition's earliest `ds`, from the Parquet footers, is not after the newest point
+of today's input) are scored, one origin at a time, inside Ray Data: each read task takes one
+forecast file (only the columns scored) and joins it with today's series rows, whose blocks it
+fetches from the object store (a broadcast join; the driver never holds the forecasts).
+
+Rows of `scores/forecast_date=<run.date>/`, one per (series, origin, model column):
+
+    unique_id, origin_date   the series and the forecast_date of the forecast scored
+    model                    the output column scored: forecast, LSTM, Naive, SeasonalNaive, Theta, ...
+    status                   scored, or why the series has no score at that origin (then model is null):
+                             absent (not in today's input), rejected (today's timestamps cannot be
+                             placed: null_id, duplicate_ds, irregular_timestamps), pending (no step
+                             due yet), no_actuals (every step due has a NaN actual)
+    points                   steps with a finite actual (and a forecast of that model)
+    nan_points               steps due whose actual is NaN or null (not scored)
+    mae, mase, smape         over those points; mase is scaled by the series' in-sample seasonal-naive
+                             MAE up to the origin's cutoff (forecaster.evaluate.mase_scale), NaN where
+                             that is 0; smape is the M4 definition (forecaster.evaluate.smape)
+    coverage-<level>         share of those points inside the model's <model>-lo/hi-<level> interval
+                             (NaN for a model without one)
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+from forecaster.config import Config
+from forecaster.evaluate import mase_scale, smape_terms
+from forecaster.features import SeriesBlock
+from forecaster.manifest import score_line
+from forecaster.read import ID, Y
+from forecaster.storage import Location, retry
+from forecaster.write import FORECASTS, SCORES, committed_paths, write_partition
+
+log = logging.getLogger(__name__)
+
+SCORED, ABSENT, REJECTED, PENDING, NO_ACTUALS = "scored", "absent", "rejected", "pending", "no_actuals"
+STATUSES = (SCORED, ABSENT, REJECTED, PENDING, NO_ACTUALS)
+# reject reasons after which today's points cannot be placed on the calendar
+UNPLACEABLE = ("null_id", "duplicate_ds", "irregular_timestamps")
+# forecast columns that are not a model's values
+NOT_MODELS = (ID, "ds", "cutoff", "model")
+_BOUND = re.compile(r"^(?P<model>.+)-(?P<side>lo|hi)-(?P<level>\d+(\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """An earlier forecast partition to score: its date, committed files, model columns and levels."""
+
+    date: str
+    paths: list[str]
+    columns: list[str]  # the columns scoring reads
+    models: list[str]
+    levels: list[str]
+
+
+def score_schema(levels: list[str]) -> pa.Schema:
+    return pa.schema([(ID, pa.string()), ("origin_date", pa.string()), ("model", pa.string()),
+                      ("status", pa.string()), ("points", pa.int64()), ("nan_points", pa.int64()),
+                      ("mae", pa.float64()), ("mase", pa.float64()), ("smape", pa.float64()),
+                      *[(f"coverage-{level}", pa.float64()) for level in levels]])
+
+
+def _columns(schema: pa.Schema) -> tuple[list[str], dict[str, list[str]]]:
+    """(model columns, {model: its interval levels}) of a forecasts schema."""
+    bounds: dict[str, set] = defaultdict(set)
+    models = []
+    for field in schema:
+        match = _BOUND.match(field.name)
+        if match:
+            bounds[match["model"]].add(match["level"])
+        elif field.name not in NOT_MODELS and pa.types.is_floating(field.type):
+            models.append(field.name)
+    intervals = {m: sorted(levels, key=float) for m, levels in bounds.items()
+                 if m in models and all(f"{m}-{s}-{lv}" in schema.names for lv in levels for s in ("lo", "hi"))}
+    return models, intervals
+
+
+def _earliest_ds(fs: pafs.FileSystem, path: str) -> np.datetime64 | None:
+    """The earliest `ds` of a forecast file from its row-group statistics (None: no rows)."""
+    metadata = retry(lambda: pq.ParquetFile(fs.open_input_file(path)).metadata, path, "read the footer")
+    column = metadata.schema.to_arrow_schema().get_field_index("ds")
+    found = None
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        if group.num_rows == 0:
+            continue
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max:  # no statistics: read the column
+            table = retry(lambda: pq.read_table(path, columns=["ds"], filesystem=fs), path, "read ds")
+            value = pc.min(table["ds"]).as_py()
+        else:
+            value = stats.min
+        value = np.datetime64(value, "us")
+        found = value if found is None else min(found, value)
+    return found
+
+
+def earlier_dates(root: Location, run_date: str) -> list[str]:
+    """Dates of forecast partitions under `root` before `run_date`, newest first."""
+    table = root.join(FORECASTS)
+    selector = pafs.FileSelector(table.path, allow_not_found=True)
+    dates = []
+    for info in retry(lambda: table.fs.get_file_info(selector), table.uri, "list"):
+        name = posixpath.basename(info.path.rstrip("/"))
+        if info.type == pafs.FileType.Directory and name.startswith("forecast_date="):
+            date = name[len("forecast_date="):]
+            if date < run_date:
+                dates.append(date)
+    return sorted(set(dates), reverse=True)
+
+
+def find_origins(root: Location, run_date: str, newest_actual: np.datetime64, max_origins: int) -> list[Origin]:
+    """The newest `max_origins` earlier forecast partitions with a step that may be observed now."""
+    origins = []
+    for date in earlier_dates(root, run_date):
+        if len(origins) == max_origins:
+            break
+        paths = committed_paths(root, FORECASTS, date)
+        earliest = [d for d in (_earliest_ds(root.fs, p) for p in paths) if d is not None]
+        if not earliest or min(earliest) > newest_actual:
+            continue  # empty, or nothing due yet
+        schema = retry(lambda p=paths[0]: pq.read_schema(root.fs.open_input_file(p)), paths[0], "read the schema")
+        models, intervals = _columns(schema)
+        bounds = [f"{m}-{s}-{lv}" for m, levels in intervals.items() for lv in levels for s in ("lo", "hi")]
+        levels = sorted({lv for v in intervals.values() for lv in v}, key=float)
+        origins.append(Origin(date, paths, [ID, "ds", "cutoff", *models, *bounds], models, levels))
+    return origins
+
+
+class _Series:
+    """Today's series rows (the validated blocks, fetched from the object store) looked up by id."""
+
+    def __init__(self, blocks: list):
+        tables = [t for t in (ray.get(b) if isinstance(b, ray.ObjectRef) else b for b in blocks) if t.num_rows]
+        self.table = pa.concat_tables(tables) if tables else None
+        self.ids = None if self.table is None else self.table[ID].combine_chunks()
+
+    def rows(self, ids: pa.Array) -> np.ndarray:
+        """Row of each id in today's series, -1 where it is absent."""
+        if self.table is None:
+            return np.full(len(ids), -1)
+        found = pc.index_in(ids, value_set=self.ids)
+        return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _ordinals(grid: pd.DatetimeIndex, when: np.ndarray) -> np.ndarray:
+    """Position of each date on `grid` (-1 where it is not a grid date)."""
+    ticks = grid.as_unit("us").asi8
+    when = when.astype("datetime64[us]").view(np.int64)
+    position = np.searchsorted(ticks, when)
+    inside = position < len(ticks)
+    exact = np.zeros(len(when), dtype=bool)
+    exact[inside] = ticks[position[inside]] == when[inside]
+    return np.where(exact, position, -1)
+
+
+def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str], levels: list[str],
+                freq: str, season: int) -> pa.Table:
+    """Forecast rows of one origin (a Ray Data block) -> score rows (see the module docstring).
+
+    `series`: today's validated series blocks, as object refs (or tables)."""
+    schema = score_schema(levels)
+    if batch.num_rows == 0:
+        return schema.empty_table()
+    encoded = pc.dictionary_encode(pc.cast(batch[ID], pa.string())).combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)  # series of each forecast row
+    ids = encoded.dictionary
+    n = len(ids)
+    today = _Series(series)
+    where = today.rows(ids)
+    status = np.full(n, SCORED, dtype=object)
+    status[where < 0] = ABSENT
+    present = np.flatnonzero(where >= 0)
+    now = today.table.take(pa.array(where[present])) if len(present) else None
+    if now is not None:
+        reasons = now["reject_reason"].to_numpy(zero_copy_only=False)
+        status[present[np.isin(reasons, UNPLACEABLE)]] = REJECTED
+    usable = status == SCORED
+    slot = np.full(n, -1)  # row of each usable series in `block`
+    slot[usable] = np.arange(usable.sum())
+    keep = usable[present]
+    block = SeriesBlock.from_arrow(now[Y].filter(pa.array(keep))) if keep.any() else SeriesBlock([])
+
+    # each forecast row's step on today's calendar of its series: position = steps after first_ds
+    ds = batch["ds"].to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    row_slot = slot[codes]
+    rows = np.flatnonzero(row_slot >= 0)
+    due = np.zeros(len(ds), dtype=bool)
+    actual = np.full(len(ds), np.nan)
+    ends = np.zeros(len(block), dtype=np.int64)  # points up to and including each series' cutoff
+    if len(rows):
+        first = now["first_ds"].to_numpy(zero_copy_only=False)[keep].astype("datetime64[us]")
+        cutoff = batch["cutoff"].to_numpy(zero_copy_only=False)[rows].astype("datetime64[us]")
+        dates = np.concatenate([first, ds[rows], cutoff])
+        grid = pd.date_range(dates.min(), dates.max(), freq=pd.tseries.frequencies.to_offset(freq))
+        start = _ordinals(grid, first)[row_slot[rows]]
+        step = _ordinals(grid, ds[rows])
+        position = np.where(step >= 0, step - start, -1)
+        ends[row_slot[rows]] = np.maximum(_ordinals(grid, cutoff) - start + 1, 0)
+        inside = (position >= 0) & (position < block.lengths[row_slot[rows]])
+        due[rows[inside]] = True
+        actual[rows[inside]] = block.values[block.starts[row_slot[rows[inside]]] + position[inside]]
+    observed = due & np.isfinite(actual)
+
+    due_count = np.bincount(codes[due], minlength=n)
+    nan_points = np.bincount(codes[due & ~observed], minlength=n)
+    status[usable & (due_count == 0)] = PENDING
+    status[usable & (due_count > 0) & (nan_points == due_count)] = NO_ACTUALS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.full(n, np.nan)
+        scale[usable] = mase_scale(block, np.minimum(ends, block.lengths), season)
+
+    out: dict[str, list] = defaultdict(list)
+    scored = np.flatnonzero(status == SCORED)
+    for model in models:
+        forecast = batch[model].to_numpy(zero_copy_only=False).astype(np.float64)
+        valid = observed & np.isfinite(forecast)
+        points = np.bincount(codes[valid], minlength=n)
+        chosen = scored[points[scored] > 0]
+        if not len(chosen):
+            continue
+        error = np.abs(actual[valid] - forecast[valid])
+        mae = np.bincount(codes[valid], weights=error, minlength=n)[chosen] / points[chosen]
+        sape = np.bincount(codes[valid], weights=smape_terms(actual[valid], forecast[valid]), minlength=n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mase = np.where(scale[chosen] > 0, mae / scale[chosen], np.nan)
+        out["series"].append(chosen)
+        out["model"].append(np.full(len(chosen), model, dtype=object))
+        out["points"].append(points[chosen])
+        out["mae"].append(mae)
+        out["mase"].append(mase)
+        out["smape"].append(100 * sape[chosen] / points[chosen])
+        for level in levels:
+            name = f"coverage-{level}"
+            lo_name, hi_name = f"{model}-lo-{level}", f"{model}-hi-{level}"
+            if lo_name in batch.column_names and hi_name in batch.column_names:
+                lo = batch[lo_name].to_numpy(zero_copy_only=False).astype(np.float64)
+                hi = batch[hi_name].to_numpy(zero_copy_only=False).astype(np.float64)
+                inside = ((actual >= lo) & (actual <= hi))[valid].astype(np.float64)
+                out[name].append(np.bincount(codes[valid], weights=inside, minlength=n)[chosen] / points[chosen])
+            else:
+                out[name].append(np.full(len(chosen), np.nan))
+    unscored = np.flatnonzero(status != SCORED)
+    missing = np.full(len(unscored), np.nan)
+    out["series"].append(unscored)
+    out["model"].append(np.full(len(unscored), None, dtype=object))
+    out["points"].append(np.zeros(len(unscored), dtype=np.int64))
+    for name in ("mae", "mase", "smape", *[f"coverage-{level}" for level in levels]):
+        out[name].append(missing)
+    which = np.concatenate(out.pop("series")).astype(np.int64)
+    columns = {name: np.concatenate(parts) for name, parts in out.items()}
+    return pa.table({
+        ID: ids.take(pa.array(which)),
+        "origin_date": pa.array(np.full(len(which), origin)),
+        "model": pa.array(columns["model"], pa.string()),
+        "status": pa.array(status[which], pa.string()),
+        "points": pa.array(columns["points"], pa.int64()),
+        "nan_points": pa.array(nan_points[which], pa.int64()),
+        **{name: pa.array(columns[name], pa.float64(), from_pandas=True)
+           for name in ("mae", "mase", "smape", *[f"coverage-{level}" for level in levels])},
+    }, schema=schema)
+
+
+def score_origins(root: Location, origins: list[Origin], series: list, freq: str,
+                  season: int) -> tuple[ray.data.Dataset | None, pa.Schema]:
+    """Score rows of every origin (lazy; executes when written) and their schema.
+
+    `series`: object refs of today's validated series blocks (`Dataset.to_arrow_refs()`).
+    """
+    levels = sorted({level for o in origins for level in o.levels}, key=float)
+    schema = score_schema(levels)
+    parts = []
+    for origin in origins:
+        rows = ray.data.read_parquet(origin.paths, filesystem=root.fs, columns=origin.columns, partitioning=None,
+                                     override_num_blocks=len(origin.paths))
+        parts.append(rows.map_batches(
+            score_block, batch_format="pyarrow", batch_size=None,
+            fn_kwargs={"series": series, "origin": origin.date, "models": origin.models, "levels": levels,
+                       "freq": freq, "season": season}))
+    if not parts:
+        return None, schema
+    return (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]), schema
+
+
+def summarise(paths: list[str], fs: pafs.FileSystem) -> list[dict]:
+    """Per origin (newest first): series by status, NaN points, the most steps scored, and per model the
+    mean MASE, sMAPE and MAE over series (where defined), points, series and coverage (over points).
+
+    Reads the committed score files in batches, only the columns it sums: bounded memory."""
+    sums: dict = {}
+    dataset = pads.dataset(paths, filesystem=fs, format="parquet")
+    coverage = [n for n in dataset.schema.names if n.startswith("coverage-")]
+    columns = ["origin_date", "model", "status", "points", "nan_points", "mae", "mase", "smape", *coverage]
+    for batch in dataset.to_batches(columns=columns):
+        frame = batch.to_pandas()
+        for origin, rows in frame.groupby("origin_date"):
+            entry = sums.setdefault(origin, {"series": dict.fromkeys(STATUSES, 0), "nan_points": 0, "steps": 0,
+                                             "models": {}})
+            first = rows[rows["status"] != SCORED]
+            for status, count in first["status"].value_counts().items():
+                entry["series"][status] += int(count)
+            scored = rows[rows["status"] == SCORED]
+            entry["nan_points"] += int(first["nan_points"].sum())
+            if len(scored):
+                entry["steps"] = max(entry["steps"], int(scored["points"].max()))
+            for model, part in scored.groupby("model"):
+                acc = entry["models"].setdefault(model, defaultdict(float))
+                acc["series"] += len(part)
+                acc["points"] += float(part["points"].sum())
+                for metric in ("mae", "mase", "smape"):
+                    finite = part[metric][np.isfinite(part[metric])]
+                    acc[f"{metric}_sum"] += float(finite.sum())
+                    acc[f"{metric}_n"] += len(finite)
+                for name in coverage:
+                    defined = part[np.isfinite(part[name])]
+                    acc[f"{name}_sum"] += float((defined[name] * defined["points"]).sum())
+                    acc[f"{name}_n"] += float(defined["points"].sum())
+                if model == "forecast":  # one row per scored series: its NaN points counted once
+                    entry["nan_points"] += int(part["nan_points"].sum())
+                    entry["series"][SCORED] += len(part)
+    summary = []
+    for origin in sorted(sums, reverse=True):
+        entry = sums[origin]
+        models = {}
+        for model, acc in sorted(entry["models"].items()):
+            means = {"series": int(acc["series"]), "points": int(acc["points"])}
+            for metric in ("mae", "mase", "smape", *coverage):
+                n = acc[f"{metric}_n"]
+                if metric in coverage and n == 0:
+                    continue
+                means[metric] = acc[f"{metric}_sum"] / n if n else None
+            models[model] = means
+        summary.append({"origin_date": origin, "steps": entry["steps"], "series": entry["series"],
+                        "nan_points": entry["nan_points"], "models": models})
+    return summary
+
+
+def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> dict | None:
+    """Score the earlier forecasts under output.uri against today's validated series and commit
+    `scores/forecast_date=<run.date>/` (empty where nothing is due yet); returns the manifest entry
+    (the table's URI and `summarise`'s origins), None with score.enabled=false."""
+    if not cfg.score.enabled:
+        return None
+    newest = validated.max("last_ds")
+    origins = [] if newest is None else find_origins(root, cfg.forecast_date, np.datetime64(newest, "us"),
+                                                      cfg.score.max_origins)
+    rows, schema = score_origins(root, origins, validated.to_arrow_refs(), cfg.data.freq, cfg.season)
+    if rows is None:
+        rows = ray.data.from_arrow(schema.empty_table())
+    loc = write_partition(root, SCORES, cfg.forecast_date, rows, schema)
+    summary = summarise(committed_paths(root, SCORES, cfg.forecast_date), root.fs)
+    for origin in summary:
+        log.info("%s", score_line(origin))
+    return {"uri": loc.uri, "origins": summary}

@@ -1,0 +1,173 @@
+"""Scoring earlier forecasts against the actuals that arrived since (forecaster/score.py).
+
+The expected values are computed here with pandas from the long rows, independently of the
+vectorised code: a join on (unique_id, ds), then the metric definitions written out.
+"""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from forecaster.score import _columns, score_block, summarise
+
+SEASON = 4
+FREQ = "QS"
+
+
+def _series_rows(frame: pd.DataFrame, reasons: dict | None = None) -> pa.Table:
+    """Validated series rows (as forecaster.validate makes them) from long (unique_id, ds, y) rows."""
+    reasons = reasons or {}
+    rows = []
+    for uid, part in frame.sort_values("ds").groupby("unique_id", sort=True):
+        rows.append({"unique_id": uid, "y": part["y"].tolist(), "first_ds": part["ds"].min(),
+                     "last_ds": part["ds"].max(), "length": len(part), "reject_reason": reasons.get(uid)})
+    table = pd.DataFrame(rows)
+    return pa.table({
+        "unique_id": pa.array(table["unique_id"], pa.string()),
+        "y": pa.array(table["y"], pa.list_(pa.float64())),
+        "first_ds": pa.array(table["first_ds"].to_numpy().astype("datetime64[us]")),
+        "last_ds": pa.array(table["last_ds"].to_numpy().astype("datetime64[us]")),
+        "length": pa.array(table["length"], pa.int64()),
+        "reject_reason": pa.array(table["reject_reason"], pa.string()),
+    })
+
+
+def _history(uid: str, start: str, values) -> pd.DataFrame:
+    return pd.DataFrame({"unique_id": uid, "ds": pd.date_range(start, periods=len(values), freq=FREQ),
+                         "y": np.asarray(values, dtype=float)})
+
+
+def _forecast(uid: str, cutoff: str, horizon: int, rng) -> pd.DataFrame:
+    ds = pd.date_range(cutoff, periods=horizon + 1, freq=FREQ)[1:]
+    lstm = rng.normal(100, 10, horizon)
+    return pd.DataFrame({
+        "unique_id": uid, "ds": ds, "LSTM": lstm, "LSTM-lo-80": lstm - 8, "LSTM-hi-80": lstm + 8,
+        "SeasonalNaive": rng.normal(100, 10, horizon), "forecast": rng.normal(100, 10, horizon),
+        "model": "LSTM", "cutoff": pd.Timestamp(cutoff),
+    })
+
+
+def _expected(forecasts: pd.DataFrame, today: pd.DataFrame, models, season: int) -> pd.DataFrame:
+    """One row per (series, model) by the definitions: join on ds, drop NaN actuals, mean errors."""
+    rows = []
+    joined = forecasts.merge(today, on=["unique_id", "ds"], how="inner")
+    for uid, part in joined.groupby("unique_id"):
+        history = today[(today.unique_id == uid) & (today.ds <= part["cutoff"].iloc[0])].sort_values("ds")["y"]
+        lag = season if len(history) > season else 1
+        scale = np.abs(history.to_numpy()[lag:] - history.to_numpy()[:-lag]).mean()
+        part = part[np.isfinite(part["y"])]
+        for model in models:
+            error = (part["y"] - part[model]).abs()
+            row = {"unique_id": uid, "model": model, "points": len(part), "mae": error.mean(),
+                   "mase": error.mean() / scale,
+                   "smape": (200 * error / (part["y"].abs() + part[model].abs())).mean()}
+            if f"{model}-lo-80" in part:
+                row["coverage-80"] = ((part["y"] >= part[f"{model}-lo-80"])
+                                      & (part["y"] <= part[f"{model}-hi-80"])).mean()
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def case():
+    rng = np.random.default_rng(4)
+    h = 6
+    # a: 16 points at the origin, 4 more today (one of them NaN); b: 3 more today; c: no new point;
+    # gone: not in today's input; bad: rejected today for irregular timestamps; allnan: only NaN since
+    a = rng.normal(100, 10, 20)
+    a[17] = np.nan
+    today = pd.concat([
+        _history("a", "2010-01-01", a),
+        _history("b", "2012-01-01", rng.normal(50, 5, 11)),
+        _history("c", "2011-01-01", rng.normal(80, 5, 10)),
+        _history("bad", "2011-01-01", rng.normal(80, 5, 12)),
+        _history("allnan", "2011-01-01", np.r_[rng.normal(80, 5, 10), np.nan, np.nan]),
+    ])
+    forecasts = pd.concat([
+        _forecast("a", "2013-10-01", h, rng),  # the 16th quarter of a
+        _forecast("b", "2013-10-01", h, rng),  # 8 points at the origin
+        _forecast("c", "2013-04-01", h, rng),  # its last point today
+        _forecast("gone", "2013-10-01", h, rng),
+        _forecast("bad", "2013-04-01", h, rng),
+        _forecast("allnan", "2013-04-01", h, rng),
+    ], ignore_index=True)
+    series = _series_rows(today, {"bad": "irregular_timestamps", "allnan": "non_finite_y"})
+    return forecasts, today, series
+
+
+def _score(forecasts: pd.DataFrame, series: pa.Table, chunks: int = 1) -> pd.DataFrame:
+    table = pa.Table.from_pandas(forecasts, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("ds"), "ds",
+                             pa.array(forecasts["ds"].to_numpy().astype("datetime64[us]")))
+    table = table.set_column(table.schema.get_field_index("cutoff"), "cutoff",
+                             pa.array(forecasts["cutoff"].to_numpy().astype("datetime64[us]")))
+    models, intervals = _columns(table.schema)
+    step = int(np.ceil(series.num_rows / chunks))
+    blocks = [series.slice(i, step) for i in range(0, series.num_rows, step)]
+    out = score_block(table, series=blocks, origin="2014-01-01", models=models,
+                      levels=sorted({lv for v in intervals.values() for lv in v}), freq=FREQ, season=SEASON)
+    return out.to_pandas()
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_scores_equal_a_hand_computation(case, chunks):
+    forecasts, today, series = case
+    got = _score(forecasts, series, chunks)
+    scored = got[got.status == "scored"].sort_values(["unique_id", "model"]).reset_index(drop=True)
+    usable = forecasts[forecasts.unique_id.isin(["a", "b"])]
+    expected = _expected(usable, today, ["LSTM", "SeasonalNaive", "forecast"], SEASON)
+    expected = expected.sort_values(["unique_id", "model"]).reset_index(drop=True)
+    assert scored[["unique_id", "model"]].equals(expected[["unique_id", "model"]])
+    np.testing.assert_array_equal(scored["points"], expected["points"])
+    for metric in ("mae", "mase", "smape"):
+        np.testing.assert_allclose(scored[metric], expected[metric], rtol=1e-9, atol=0)
+    lstm = scored.model == "LSTM"
+    np.testing.assert_allclose(scored.loc[lstm, "coverage-80"], expected.loc[lstm, "coverage-80"], rtol=1e-9)
+    assert scored.loc[~lstm, "coverage-80"].isna().all()  # no interval for those models
+    a = scored[scored.unique_id == "a"]
+    assert (a["points"] == 3).all() and (a["nan_points"] == 1).all()  # 4 steps due, one NaN
+    assert (scored[scored.unique_id == "b"]["points"] == 3).all()
+
+
+def test_every_forecast_series_has_a_row_with_its_status(case):
+    forecasts, _, series = case
+    got = _score(forecasts, series)
+    status = got.groupby("unique_id")["status"].agg(set).to_dict()
+    assert status == {"a": {"scored"}, "b": {"scored"}, "c": {"pending"}, "gone": {"absent"},
+                      "bad": {"rejected"}, "allnan": {"no_actuals"}}
+    unscored = got[got.status != "scored"]
+    assert unscored["model"].isna().all() and (unscored["points"] == 0).all()
+    assert unscored[unscored.unique_id == "allnan"]["nan_points"].item() == 2
+
+
+def test_a_model_without_a_forecast_for_a_series_gets_no_row(case):
+    forecasts, _, series = case
+    forecasts = forecasts.copy()
+    forecasts.loc[forecasts.unique_id == "b", ["LSTM", "LSTM-lo-80", "LSTM-hi-80"]] = np.nan  # too short for it
+    got = _score(forecasts, series)
+    b = got[(got.unique_id == "b") & (got.status == "scored")]
+    assert set(b["model"]) == {"SeasonalNaive", "forecast"}
+
+
+def test_summary_means_per_origin_and_model(case, tmp_path):
+    import pyarrow.parquet as pq
+
+    forecasts, _, series = case
+    got = _score(forecasts, series)
+    later = got.copy()
+    later["origin_date"] = "2014-02-01"
+    for i, part in enumerate((got, later)):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp_path / f"{i}.parquet")
+    summary = summarise([str(tmp_path / "0.parquet"), str(tmp_path / "1.parquet")],
+                        pa.fs.LocalFileSystem())
+    assert [o["origin_date"] for o in summary] == ["2014-02-01", "2014-01-01"]
+    origin = summary[1]
+    assert origin["series"] == {"scored": 2, "absent": 1, "rejected": 1, "pending": 1, "no_actuals": 1}
+    assert origin["nan_points"] == 1 + 2
+    assert origin["steps"] == 3
+    lstm = got[(got.status == "scored") & (got.model == "LSTM")]
+    assert origin["models"]["LSTM"]["mase"] == pytest.approx(lstm["mase"].mean(), rel=1e-12)
+    covered = (lstm["coverage-80"] * lstm["points"]).sum() / lstm["points"].sum()
+    assert origin["models"]["LSTM"]["coverage-80"] == pytest.approx(covered, rel=1e-12)
+    assert "coverage-80" not in origin["models"]["forecast"]

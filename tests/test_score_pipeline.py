@@ -1,0 +1,126 @@
+"""Earlier forecasts scored by later runs, end to end through a real local Ray.
+
+Three run dates over one synthetic set: each date's input extends the previous one by K points per
+series. The scores the second run writes for the first run's forecasts must equal a pandas
+computation from the first run's forecast partition.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from forecaster.config import load_config
+from forecaster.pipeline import run
+from forecaster.score import score_earlier
+from forecaster.storage import resolve
+from forecaster.synthetic import seasonal_series
+from tests.test_score import _expected
+
+pytestmark = pytest.mark.ray
+
+HORIZON, K, BASE = 4, 2, 30
+DATES = ("2026-01-01", "2026-01-02", "2026-01-03")
+
+
+def _config(data, out, date):
+    return load_config(None, [
+        f"data.uri={data}", "data.freq=MS", f"model.horizon={HORIZON}", f"output.uri={out}", f"run.date={date}",
+        "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1", "train.max_epochs=1",
+        "train.windows_per_series=4", "report.enabled=false",
+    ])
+
+
+def _inputs(root, full: pd.DataFrame):
+    """Input folders per date: BASE points per series, then K more each date. `gone` exists only on the
+    first date; `nanny` gets a NaN among its new points (rejected as non_finite_y, still scored)."""
+    paths = []
+    for i, date in enumerate(DATES):
+        rows = full[full.groupby("unique_id").cumcount() < BASE + i * K].copy()
+        if i > 0:
+            rows = rows[rows.unique_id != "gone"]
+            nan_at = rows[rows.unique_id == "nanny"].index[BASE]  # its first new point
+            rows.loc[nan_at, "y"] = np.nan
+        path = root / f"input-{date}"
+        path.mkdir()
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path / "part.parquet")
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def runs(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("scoring")
+    full = seasonal_series(12, BASE + 2 * K, freq="MS", seed=5).to_pandas()
+    full["unique_id"] = full["unique_id"].replace({"s00": "gone", "s01": "nanny"})
+    inputs, out = _inputs(root, full), root / "out"
+    manifests = [run(_config(inputs[i], out, date)) for i, date in enumerate(DATES)]
+    return {"out": out, "inputs": inputs, "full": full, "manifests": manifests}
+
+
+def _scores(out, date):
+    return pq.read_table(out / "scores" / f"forecast_date={date}").to_pandas()
+
+
+def test_the_second_run_scores_the_first_runs_forecasts_like_pandas(runs):
+    out = runs["out"]
+    forecasts = pq.read_table(out / "forecasts" / f"forecast_date={DATES[0]}").to_pandas()
+    today = pq.read_table(runs["inputs"][1]).to_pandas()
+    scores = _scores(out, DATES[1])
+    got = scores[scores.status == "scored"].sort_values(["unique_id", "model"]).reset_index(drop=True)
+    models = ["LSTM", "Naive", "SeasonalNaive", "Theta", "forecast"]
+    scored = forecasts[forecasts.unique_id.isin(today.unique_id)]
+    expected = _expected(scored, today, models, season=12).sort_values(["unique_id", "model"]).reset_index(drop=True)
+    assert set(got["origin_date"]) == {DATES[0]}
+    assert got[["unique_id", "model"]].equals(expected[["unique_id", "model"]])
+    np.testing.assert_array_equal(got["points"], expected["points"])
+    for metric in ("mae", "mase", "smape"):
+        np.testing.assert_allclose(got[metric], expected[metric], rtol=1e-9, atol=1e-12)
+    assert (got["points"] <= K).all() and (got["points"] == K).sum() > 0
+    nanny = got[got.unique_id == "nanny"]
+    assert (nanny["points"] == K - 1).all() and (nanny["nan_points"] == 1).all()
+    gone = scores[scores.unique_id == "gone"]
+    assert gone["status"].tolist() == ["absent"] and gone["model"].isna().all()
+
+
+def test_the_manifest_counts_every_series_of_the_origin(runs):
+    origins = runs["manifests"][1]["scores"]["origins"]
+    assert [o["origin_date"] for o in origins] == [DATES[0]]
+    origin = origins[0]
+    assert origin["series"]["scored"] + origin["series"]["absent"] == 12
+    assert origin["series"]["absent"] == 1 and origin["nan_points"] == 1 and origin["steps"] == K
+    scores = _scores(runs["out"], DATES[1])
+    forecast = scores[(scores.status == "scored") & (scores.model == "forecast")]
+    assert origin["models"]["forecast"]["mase"] == pytest.approx(forecast["mase"].mean(), rel=1e-12)
+    written = json.loads((runs["out"] / "manifests" / f"forecast_date={DATES[1]}.json").read_text())
+    assert written["scores"] == json.loads(json.dumps(runs["manifests"][1]["scores"]))
+    assert written["outputs"]["scores"].endswith(f"scores/forecast_date={DATES[1]}")
+
+
+def test_the_first_run_has_nothing_to_score_and_the_third_scores_both_earlier_dates(runs):
+    assert _scores(runs["out"], DATES[0]).empty
+    assert runs["manifests"][0]["scores"]["origins"] == []
+    third = _scores(runs["out"], DATES[2])
+    assert set(third["origin_date"]) == set(DATES[:2])
+    first = third[(third.origin_date == DATES[0]) & (third.status == "scored")]
+    assert first["points"].max() == 2 * K  # the first run's forecasts now have 2K steps observed
+    assert [o["origin_date"] for o in runs["manifests"][2]["scores"]["origins"]] == [DATES[1], DATES[0]]
+
+
+def test_a_rerun_replaces_the_dates_scores(runs):
+    before = _scores(runs["out"], DATES[1])
+    run(_config(runs["inputs"][1], runs["out"], DATES[1]))
+    after = _scores(runs["out"], DATES[1])
+    assert len(after) == len(before)
+    assert not after.duplicated(["unique_id", "origin_date", "model"]).any()
+    files = list((runs["out"] / "scores" / f"forecast_date={DATES[1]}").glob("*.parquet"))
+    assert pq.read_table(files).num_rows == len(before)
+
+
+def test_score_enabled_false_scores_nothing(tmp_path):
+    cfg = _config(tmp_path, tmp_path / "out", "2026-01-04")
+    cfg.score.enabled = False
+    assert score_earlier(cfg, resolve(cfg.output.uri), validated=None) is None  # reads nothing
