@@ -353,15 +353,25 @@ def summarise(paths: list[str], fs: pafs.FileSystem) -> list[dict]:
     return summary
 
 
+def _block_newest(batch: pa.Table) -> pa.Table:
+    return pa.table({"newest": pa.array([pc.max(batch["last_ds"]).as_py()], pa.timestamp("us"))})
+
+
+def newest_point(validated: ray.data.Dataset) -> np.datetime64 | None:
+    """The latest last_ds of today's series (one value per block reaches the driver)."""
+    newest = validated.map_batches(_block_newest, batch_format="pyarrow", batch_size=None).take_all()
+    found = [row["newest"] for row in newest if row["newest"] is not None]
+    return np.datetime64(max(found), "us") if found else None
+
+
 def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> dict | None:
     """Score the earlier forecasts under output.uri against today's validated series and commit
     `scores/forecast_date=<run.date>/` (empty where nothing is due yet); returns the manifest entry
     (the table's URI and `summarise`'s origins), None with score.enabled=false."""
     if not cfg.score.enabled:
         return None
-    newest = validated.max("last_ds")
-    origins = [] if newest is None else find_origins(root, cfg.forecast_date, np.datetime64(newest, "us"),
-                                                      cfg.score.max_origins)
+    newest = newest_point(validated)
+    origins = [] if newest is None else find_origins(root, cfg.forecast_date, newest, cfg.score.max_origins)
     rows, schema = score_origins(root, origins, validated.to_arrow_refs(), cfg.data.freq, cfg.season)
     if rows is None:
         rows = ray.data.from_arrow(schema.empty_table())
