@@ -198,9 +198,30 @@ def list_parquet_files(loc: Location) -> list[str]:
 
 
 def write_json(loc: Location, payload: dict) -> None:
-    """Write `payload` as `loc` in one step: a temporary file next to it, then a move (a single PUT on
-    object stores), so a reader finds the old or the new document, never a part of one."""
-    body = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+    """Write `payload` as `loc` in one step (see `write_bytes`): a reader finds the old or the new
+    document, never a part of one."""
+    write_bytes(loc, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+
+# The keyword of each object store's single PUT (fsspec `pipe_file`) that sets the Content-Type a
+# browser opening the object's URL is served with.
+_CONTENT_TYPE_KEYWORD = {"s3": "ContentType", "s3a": "ContentType", "gs": "content_type", "gcs": "content_type"}
+
+
+def write_bytes(loc: Location, body: bytes, content_type: str | None = None) -> None:
+    """Write `body` as `loc` in one step, so a reader finds the old or the new file, never a part of one.
+
+    A temporary file next to it, then a move (a single PUT and a copy on object stores). With
+    `content_type`, object stores that take one (S3, GCS) get the file in a single PUT with that
+    Content-Type instead (a PUT replaces an object whole), so a browser opens it from the store.
+    """
+    inner = getattr(getattr(loc.fs, "handler", None), "fs", None)
+    protocol = getattr(inner, "protocol", None)
+    protocol = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
+    if content_type and protocol in _CONTENT_TYPE_KEYWORD:
+        keyword = {_CONTENT_TYPE_KEYWORD[protocol]: content_type}
+        retry(lambda: inner.pipe_file(loc.path, body, **keyword), loc.uri, "write")
+        return
 
     def attempt() -> None:
         loc.fs.create_dir(posixpath.dirname(loc.path), recursive=True)
