@@ -1,5 +1,6 @@
 """`forecaster run [--config FILE] [--set key=value ...]`, `forecaster backtest --windows K [--step S] ...`,
-`forecaster tune` (search hyperparameters, write the best config) and `forecaster config` (print the keys)."""
+`forecaster tune` (search hyperparameters, write the best config), `forecaster report` (rebuild
+the HTML report of run.date from storage) and `forecaster config` (print the keys)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands = (("run", "run the nightly job once"), ("config", "print the resolved config"),
                 ("tune", "search hyperparameters with Ray Tune (ASHA) and write the best config"),
-                ("backtest", "rolling-origin evaluation: train and forecast at K cutoffs (K trainings)"))
+                ("backtest", "rolling-origin evaluation: train and forecast at K cutoffs (K trainings)"),
+                ("report", "rebuild the HTML report of run.date from what the run stored (no Ray)"))
     for name, text in commands:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="YAML config file")
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(cfg, args.out)
         if args.command == "backtest":
             return _backtest(cfg, args.windows, args.step)
+        if args.command == "report":
+            return _report(cfg)
         return _run(cfg)
     except (ConfigError, DataError, StorageError) as exc:
         print(f"forecaster: error: {exc}", file=sys.stderr)
@@ -66,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(cfg: Config) -> int:
-    from forecaster.pipeline import run
     from forecaster.manifest import summary_lines
+    from forecaster.pipeline import run
 
     manifest = run(cfg)
     print("\n".join(summary_lines(manifest)))
@@ -97,6 +101,17 @@ def _backtest(cfg: Config, windows: int, step: int | None) -> int:
     from forecaster.backtest import backtest, summary_lines
 
     print("\n".join(summary_lines(backtest(cfg, windows, step))))
+    return 0
+
+
+def _report(cfg: Config) -> int:
+    import time
+
+    from forecaster.report import write_report
+
+    started = time.perf_counter()
+    loc = write_report(cfg)
+    print(f"report: {loc.uri} (built in {time.perf_counter() - started:.1f} s)")
     return 0
 
 

@@ -1,0 +1,248 @@
+"""The HTML report (report.py): built from stored fixture runs, no Ray.
+
+The fixtures are made by hand with pyarrow (forecaster.synthetic.stored_run). One
+test opens the page in a real headless Chromium (Debian's `chromium`; `make test` installs it) and
+skips, saying so, where there is none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from html.parser import HTMLParser
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from forecaster.cli import main
+from forecaster.config import load_config
+from forecaster.report import MAX_ORIGINS, MAX_PLOTS, MAX_ROWS, report_location, sample_ids, write_report
+from forecaster.storage import resolve
+from forecaster.synthetic import stored_run
+
+DATE = "2026-01-01"
+SECTIONS = ("The run in numbers", "Training", "Validation", "Forecasts: a sample of series",
+            "Forecasts: where the network did worst against seasonal naive", "Scores of earlier forecasts",
+            "Rejects", "Details")
+
+
+def _report(out, **settings) -> str:
+    cfg = load_config(None, [f"output.uri={out}", f"run.date={DATE}", *(f"{k}={v}" for k, v in settings.items())])
+    loc = write_report(cfg)
+    with open(loc.path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _captions(html: str, section: str) -> list[str]:
+    """The plotted ids of a section, in page order."""
+    part = html.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
+    return re.findall(r'<span class="id">([^<]*)</span>', part)
+
+
+class _Tags(HTMLParser):
+    """Every tag with its attributes, and the text of <style> elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.styles, self._in_style = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+
+
+def assert_self_contained(html: str) -> None:
+    """Nothing fetched: no <link>, <script>, <iframe>, <object>, <embed>; every src/href is an anchor in the
+    page (#...) or inline data; no url() or @import in any style."""
+    parsed = _Tags()
+    parsed.feed(html)
+    names = {tag for tag, _ in parsed.tags}
+    assert not names & {"link", "script", "iframe", "object", "embed", "base"}
+    for tag, attrs in parsed.tags:
+        for name in ("src", "href", "xlink:href", "srcset", "poster", "action", "data"):
+            if attrs.get(name) is not None:
+                assert attrs[name].startswith(("#", "data:")), (tag, name, attrs[name])
+        assert "url(" not in (attrs.get("style") or "")
+    styles = "".join(parsed.styles)
+    assert "url(" not in styles and "@import" not in styles
+
+
+def test_report_shows_every_section(tmp_path):
+    stored_run(str(tmp_path), n_series=40, n_rejects=7, n_origins=4)
+    html = _report(tmp_path)
+    for heading in SECTIONS:
+        assert f">{heading}</h2>" in html
+    assert "not recorded by this run" not in html
+    assert len(_captions(html, "sample")) == 6 and len(_captions(html, "worst")) == 6
+    assert html.count("<svg") == 1 + 12 + 1  # training curve, 12 series, scores over time
+    assert "best epoch 8" in html
+    assert ">1.100</td>" in html  # validation MASE of the forecast, the lowest: marked best
+    assert "80% interval (LSTM)" in html and "95% interval (LSTM)" in html
+    assert "The first 7 of 7 rejected series" in html
+    assert html.count("<tr><td>2025-") == 4  # one row per scored origin
+    assert_self_contained(html)
+    assert os.listdir(tmp_path / "reports") == [f"forecast_date={DATE}.html"]  # no temporary file left
+
+
+def test_sample_is_reproducible():
+    ids = [f"id-{i}" for i in range(1000)]
+    first = sample_ids(ids, 6)
+    assert sample_ids(list(reversed(ids)), 6) == first  # order and file layout do not matter
+    assert sample_ids(ids + ids[:10], 6) == first
+    assert len(set(first)) == 6 and first != ids[:6]
+    assert sample_ids(ids, 3) == first[:3]
+
+
+def test_older_manifest_gives_a_report(tmp_path):
+    """No metrics.history/.validation, no scores, no report_series: each section says what is missing."""
+    stored_run(str(tmp_path), n_series=30, n_rejects=2, newer_keys=False)
+    html = _report(tmp_path)
+    for heading in SECTIONS:
+        assert f">{heading}</h2>" in html
+    assert "Training curve: not recorded by this run" in html
+    assert "Scores of earlier forecasts: not recorded by this run" in html
+    assert "History and the worst series: not recorded by this run" in html
+    assert "older keys metrics.val_mase_*" in html
+    assert ">1.240</td>" in html  # the LSTM's validation MASE from val_mase_lstm
+    sample = _captions(html, "sample")
+    assert sample == sample_ids([f"s{i:02d}" for i in range(30)], 6)  # sampled from the forecasts partition
+    assert _captions(_report(tmp_path), "sample") == sample  # the same ids on a rebuild
+    assert html.count("history not recorded") == 6
+
+
+def test_report_survives_a_bare_manifest(tmp_path):
+    """A manifest with none of the keys the report reads, and no partitions: a page that says so."""
+    os.makedirs(tmp_path / "manifests")
+    (tmp_path / "manifests" / f"forecast_date={DATE}.json").write_text("{}")
+    html = _report(tmp_path)
+    assert "Training: not recorded by this run" in html
+    assert "no forecasts partition to read" in html and "no rejects partition to read" in html
+    assert "Validation metrics: not recorded by this run" in html
+
+
+def test_size_is_bounded(tmp_path):
+    """Many series, rejects, origins and plotted series asked for: the page stays small."""
+    stored_run(str(tmp_path), n_series=60_000, n_rejects=20_000, n_origins=300, horizon=24, history=400,
+               plotted=100)
+    html = _report(tmp_path, **{"report.sample_series": 1000, "report.worst_series": 1000})
+    assert len(html.encode()) < 4_000_000
+    assert len(_captions(html, "sample")) == MAX_PLOTS and len(_captions(html, "worst")) == MAX_PLOTS
+    rejects = html.split('<section id="rejects">', 1)[1].split("</section>", 1)[0]
+    assert rejects.count("<tr><td") == MAX_ROWS
+    assert f"The first {MAX_ROWS} of 20,000 rejected series" in rejects
+    origins = html.split('<section id="scores">', 1)[1].split("</section>", 1)[0]
+    assert origins.count("<tr><td") == MAX_ROWS
+    assert f"The newest {MAX_ROWS} of {MAX_ORIGINS} origins" in origins
+
+
+def test_user_strings_are_escaped(tmp_path):
+    stored_run(str(tmp_path), n_series=10, n_rejects=1)
+    manifest_path = tmp_path / "manifests" / f"forecast_date={DATE}.json"
+    manifest = json.loads(manifest_path.read_text())
+    evil = '<script>alert("x")</script> $\\frac{a}{b}$'
+    manifest["report_series"][0]["unique_id"] = evil
+    manifest["counts"]["reject_reasons"] = {"<img src=http://x/y.png>": 1}
+    manifest_path.write_text(json.dumps(manifest))
+    table = pq.read_table(tmp_path / "forecasts" / f"forecast_date={DATE}" / "part-0.parquet")
+    ids = table["unique_id"].to_pylist()
+    ids = [evil if i == ids[0] else i for i in ids]  # the first sampled row's id, also in the forecasts
+    pq.write_table(table.set_column(0, "unique_id", pa.array(ids)),
+                   tmp_path / "forecasts" / f"forecast_date={DATE}" / "part-0.parquet")
+    html = _report(tmp_path)
+    assert "<script>" not in html and "<img src" not in html
+    assert "&lt;script&gt;alert" in html and "&lt;img src=http://x/y.png&gt;" in html
+    assert_self_contained(html)
+
+
+def test_cli_report_needs_no_ray_torch_or_model(tmp_path):
+    """`forecaster report` in a fresh interpreter: rebuilt from storage, Ray never started, torch and Ray
+    Train never imported (so it takes seconds)."""
+    stored_run(str(tmp_path), n_series=200, n_rejects=3)
+    code = ("import sys, ray; from forecaster.cli import main; "
+            f"rc = main(['report', '--set', 'output.uri={tmp_path}', '--set', 'run.date={DATE}']); "
+            "print('RESULT', rc, ray.is_initialized(), 'torch' in sys.modules, 'ray.train' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "RESULT 0 False False False" in done.stdout
+    assert f"report: {tmp_path}/reports/forecast_date={DATE}.html (built in" in done.stdout
+    assert (tmp_path / "reports" / f"forecast_date={DATE}.html").stat().st_size > 10_000
+
+
+def test_cli_report_without_a_run_names_the_manifest(tmp_path, capsys):
+    assert main(["report", "--set", f"output.uri={tmp_path}", "--set", f"run.date={DATE}"]) == 2
+    err = capsys.readouterr().err
+    assert f"no manifest for run.date={DATE}" in err and f"manifests/forecast_date={DATE}.json" in err
+
+
+def test_report_on_s3_reads_and_writes_through_storage(tmp_path, s3_server):
+    """The fixture run uploaded to a local S3: the report is read from there and written back in one PUT,
+    served as text/html (so a browser opens it from the bucket)."""
+    stored_run(str(tmp_path), n_series=20, n_rejects=2)
+    bucket, client = s3_server.bucket(), s3_server.client()
+    for folder, _, files in os.walk(tmp_path):
+        for name in files:
+            path = os.path.join(folder, name)
+            client.upload_file(path, bucket, f"out/{os.path.relpath(path, tmp_path)}")
+    loc = write_report(load_config(None, [f"output.uri=s3://{bucket}/out", f"run.date={DATE}"]))
+    assert loc.uri == f"s3://{bucket}/out/reports/forecast_date={DATE}.html"
+    head = client.head_object(Bucket=bucket, Key=f"out/reports/forecast_date={DATE}.html")
+    assert head["ContentType"].startswith("text/html")
+    assert [k for k in s3_server.keys(bucket, "out/reports/")] == [f"out/reports/forecast_date={DATE}.html"]
+    body = client.get_object(Bucket=bucket, Key=f"out/reports/forecast_date={DATE}.html")["Body"].read().decode()
+    assert len(_captions(body, "sample")) == 6
+
+
+# ---- in a real browser ----------------------------------------------------------------------------
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium on PATH: the report was not opened in a browser (make test installs Debian's "
+                "chromium; by hand: apt-get install -y chromium)")
+
+
+def _browser(chromium: str, *args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", f"--user-data-dir={profile}", *args],
+            capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_a_browser(tmp_path):
+    chromium = _chromium()
+    stored_run(str(tmp_path), n_series=40, n_rejects=5)
+    _report(tmp_path)
+    page = report_location(resolve(str(tmp_path)), DATE).path
+    png = tmp_path / "report.png"
+    shot = _browser(chromium, f"--screenshot={png}", "--window-size=1280,2400", f"file://{page}")
+    assert png.exists(), shot.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.size == (1280, 2400)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    colours.sort(reverse=True)
+    assert len(colours) > 50  # text, plots, bars: not a blank or single-colour page
+    assert colours[0][0] < 0.9 * 1280 * 2400  # no colour fills the page
+    dom = _browser(chromium, "--dump-dom", f"file://{page}")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for heading in SECTIONS:
+        assert f">{heading}</h2>" in dom.stdout
+    assert dom.stdout.count("<svg") == 14
+    assert_self_contained(dom.stdout)
