@@ -70,6 +70,10 @@ def build_report(root: Location, forecast_date: str, sample_series: int = 6, wor
     except StorageError as exc:
         raise StorageError(f"no manifest for run.date={forecast_date} under {root.uri} ({exc}): "
                            "a report is built from what `forecaster run` stored") from exc
+    except ValueError as exc:
+        raise StorageError(f"{loc.uri}: not a JSON document ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise StorageError(f"{loc.uri}: expected a JSON object (the run's manifest), found {type(manifest).__name__}")
     config = manifest.get("config") or {}
     context = {
         "title": f"Forecast {forecast_date}",

@@ -182,9 +182,16 @@ def test_cli_report_needs_no_ray_torch_or_model(tmp_path):
 
 
 def test_cli_report_without_a_run_names_the_manifest(tmp_path, capsys):
-    assert main(["report", "--set", f"output.uri={tmp_path}", "--set", f"run.date={DATE}"]) == 2
+    args = ["report", "--set", f"output.uri={tmp_path}", "--set", f"run.date={DATE}"]
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert f"no manifest for run.date={DATE}" in err and f"manifests/forecast_date={DATE}.json" in err
+    os.makedirs(tmp_path / "manifests")
+    for body, expected in (("{not json", "not a JSON document"), ("[1, 2]", "expected a JSON object")):
+        (tmp_path / "manifests" / f"forecast_date={DATE}.json").write_text(body)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert expected in err and f"manifests/forecast_date={DATE}.json" in err
 
 
 def test_report_on_s3_reads_and_writes_through_storage(tmp_path, s3_server):
