@@ -18,6 +18,9 @@ Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the j
     skipped.parquet   unique_id, window, reason, detail: no point before the cutoff (no_history), or
                       a reject reason of validate on the cut series
     summary.json      per window: points hidden, cutoffs, counts, training; overall means; config
+
+and, with report.enabled, the page `<output.uri>/reports/backtests/forecast_date=<run.date>.html`
+built from them (report_backtest.py).
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ from forecaster.config import Config, ConfigError
 from forecaster.covariates import FUTURE, HORIZON
 from forecaster.evaluate import coverage, forecast_scores, mase_scale
 from forecaster.features import SeriesBlock
+from forecaster.manifest import versions
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate
 from forecaster.predict import MODEL_COLUMN, SeriesPredictor, without_fallback
 from forecaster.read import ID, Y, check_schema, read_series
-from forecaster.manifest import versions
+from forecaster.report_backtest import backtest_report_location, write_backtest_report
 from forecaster.runtime import init_ray
 from forecaster.storage import resolve
 from forecaster.write import partition, write_files
@@ -258,13 +262,17 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     for report in reports:
         report["metrics"] = _means(per_window[per_window.window == report["window"]])
     out = partition(root, BACKTESTS, cfg.forecast_date)
+    page = backtest_report_location(root, cfg.forecast_date) if cfg.report.enabled else None
     summary = {"windows": windows, "step": step, "horizon": cfg.model.horizon, "season": cfg.season,
                "per_window": reports, "overall": _means(overall), "output": out.uri, "config": cfg.to_dict(),
-               "versions": versions(), "timings_s": {k: round(v, 3) for k, v in timer.total().items()}}
+               "versions": versions(), "timings_s": {k: round(v, 3) for k, v in timer.total().items()},
+               "report": None if page is None else page.uri}
     write_files(root, BACKTESTS, cfg.forecast_date, {
         "series": per_series, "windows": pa.Table.from_pandas(per_window, preserve_index=False),
         "overall": pa.Table.from_pandas(overall, preserve_index=False), "skipped": pa.concat_tables(skipped),
     }, {"summary": summary})
+    if page is not None:
+        write_backtest_report(cfg)  # read back from what was just committed, as `forecaster report --backtest` does
     return summary
 
 
@@ -286,4 +294,6 @@ def summary_lines(summary: dict) -> list[str]:
             values = "".join(f"{'-' if row.get(m) is None else format(row[m], '.4f'):>15}" for m in MODELS)
             lines.append(f"{metric:<12}{window:>7}{row.get('series', 0):>8}{values}")
     lines.append(f"output: {summary['output']}")
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']}")
     return lines

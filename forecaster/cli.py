@@ -1,5 +1,5 @@
 """`forecaster run [--config FILE] [--set key=value ...]`, `forecaster backtest --windows K [--step S] ...`,
-`forecaster tune` (search hyperparameters, write the best config), `forecaster report` (rebuild
+`forecaster tune` (search hyperparameters, write the best config), `forecaster report [--backtest]` (rebuild
 the HTML report of run.date from storage) and `forecaster config` (print the keys)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import sys
 
 from forecaster.config import Config, ConfigError, load_config
+from forecaster.console import setup_logging, show_progress
 from forecaster.read import DataError
 from forecaster.storage import StorageError
 
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML config file")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config key, e.g. --set model.horizon=18 (repeatable)")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="show Ray's own log lines too (ray.log_level=INFO; an explicit --set wins)")
         if name == "config":
             p.add_argument("--reference", action="store_true",
                            help="print every key with its default and meaning as a Markdown table")
@@ -40,15 +43,19 @@ def _parser() -> argparse.ArgumentParser:
         if name == "backtest":
             p.add_argument("--windows", type=int, required=True, metavar="K", help="number of cutoffs")
             p.add_argument("--step", type=int, metavar="S", help="points between cutoffs (default model.horizon)")
+        if name == "report":
+            p.add_argument("--backtest", action="store_true",
+                           help="the report of `forecaster backtest` for run.date instead of the run's")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trials = [f"tune.trials={args.trials}"] if getattr(args, "trials", None) is not None else []
-        cfg = load_config(args.config, args.overrides + trials)
+        verbose = ["ray.log_level=INFO"] if args.verbose else []
+        cfg = load_config(args.config, verbose + args.overrides + trials)
+        setup_logging(cfg.ray.log_level)
         if args.command == "config":
             if args.reference:
                 print("| key | default | meaning |\n| --- | --- | --- |")
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "backtest":
             return _backtest(cfg, args.windows, args.step)
         if args.command == "report":
-            return _report(cfg)
+            return _report(cfg, args.backtest)
         return _run(cfg)
     except (ConfigError, DataError, StorageError) as exc:
         print(f"forecaster: error: {exc}", file=sys.stderr)
@@ -73,7 +80,8 @@ def _run(cfg: Config) -> int:
     from forecaster.manifest import summary_lines
     from forecaster.pipeline import run
 
-    manifest = run(cfg)
+    with show_progress(sys.stdout):
+        manifest = run(cfg)
     print("\n".join(summary_lines(manifest)))
     return 0
 
@@ -104,13 +112,14 @@ def _backtest(cfg: Config, windows: int, step: int | None) -> int:
     return 0
 
 
-def _report(cfg: Config) -> int:
+def _report(cfg: Config, backtest: bool) -> int:
     import time
 
     from forecaster.report import write_report
+    from forecaster.report_backtest import write_backtest_report
 
     started = time.perf_counter()
-    loc = write_report(cfg)
+    loc = write_backtest_report(cfg) if backtest else write_report(cfg)
     print(f"report: {loc.uri} (built in {time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -3,7 +3,7 @@
 `write_report(cfg)` reads what the run of `run.date` stored under `output.uri` (the manifest, the
 committed forecasts and rejects partitions) and writes `reports/forecast_date=<run.date>.html`
 through the storage layer, in one step. It needs no Ray and no model, so `forecaster report`
-rebuilds a report in seconds.
+rebuilds a report in seconds. The backtest's report: report_backtest.py.
 
 Self-contained: the CSS is in the page, the plots are inline SVG (plots.py), nothing is fetched.
 Bounded whatever the number of series: at most MAX_PLOTS series plotted per kind, MAX_ROWS rows in

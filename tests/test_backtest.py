@@ -167,3 +167,11 @@ def test_backtest_metrics_are_finite(backtest_run):
     assert len(network) and np.allclose(network.no_fallback, network.forecast, equal_nan=True)
     cover = overall.set_index("metric").loc["coverage_80"]
     assert 0 <= cover.LSTM <= 1 and np.isnan(cover.Naive)
+
+
+def test_backtest_writes_its_report(backtest_run):
+    out = backtest_run[2]
+    page = out.parent.parent / "reports" / "backtests" / "forecast_date=2024-06-01.html"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["report"] == str(page) and page.stat().st_size > 10_000
+    assert ">Metrics over all windows</h2>" in page.read_text() and f"report: {page}" in bt.summary_lines(summary)

@@ -1,6 +1,6 @@
-"""The HTML report (report.py): built from stored fixture runs, no Ray.
+"""The HTML report (report.py, report_backtest.py): built from stored fixture runs, no Ray.
 
-The fixtures are made by hand with pyarrow (forecaster.synthetic.stored_run). One
+The fixtures are made by hand with pyarrow (forecaster.synthetic.stored_run, `_stored_backtest`). One
 test opens the page in a real headless Chromium (Debian's `chromium`; `make test` installs it) and
 skips, saying so, where there is none.
 """
@@ -23,6 +23,7 @@ import pytest
 from forecaster.cli import main
 from forecaster.config import load_config
 from forecaster.report import MAX_ORIGINS, MAX_PLOTS, MAX_ROWS, report_location, sample_ids, write_report
+from forecaster.report_backtest import backtest_report_location, build_backtest_report
 from forecaster.storage import resolve
 from forecaster.synthetic import stored_run
 
@@ -210,6 +211,55 @@ def test_report_on_s3_reads_and_writes_through_storage(tmp_path, s3_server):
     assert [k for k in s3_server.keys(bucket, "out/reports/")] == [f"out/reports/forecast_date={DATE}.html"]
     body = client.get_object(Bucket=bucket, Key=f"out/reports/forecast_date={DATE}.html")["Body"].read().decode()
     assert len(_captions(body, "sample")) == 6
+
+
+# ---- the backtest's report ------------------------------------------------------------------------
+
+MODELS = ("LSTM", "forecast", "no_fallback", "Naive", "SeasonalNaive", "Theta")
+
+
+def _stored_backtest(out, windows: int = 2, n_series: int = 30) -> None:
+    """What `forecaster backtest` commits in backtests/forecast_date=DATE/, made up."""
+    final = os.path.join(out, "backtests", f"forecast_date={DATE}")
+    os.makedirs(final)
+    metrics = ("mase", "smape", "mae", "coverage_80")
+    rows = [{"unique_id": f"s{i}", "window": w, "cutoff": None, "metric": m, "model": "LSTM+Theta",
+             **{model: 1.0 + 0.01 * i + 0.1 * j for j, model in enumerate(MODELS)}}
+            for w in range(windows) for i in range(n_series) for m in metrics]
+    pq.write_table(pa.Table.from_pylist(rows), os.path.join(final, "series.parquet"))
+    pq.write_table(pa.table({"unique_id": ["short-1"], "window": [0], "reason": ["no_history"],
+                             "detail": ["3 point(s), 12 hidden"]}), os.path.join(final, "skipped.parquet"))
+    means = {m: {"series": n_series, **{model: 1.0 + 0.1 * j for j, model in enumerate(MODELS)}} for m in metrics}
+    per_window = [{"window": w, "hidden": 6 * (windows - w), "cutoffs": ["2024-06-01T00:00:00"] * 2,
+                   "counts": {"input": n_series, "forecast": n_series, "rejected": 0, "reject_reasons": {},
+                              "series": n_series + 1, "no_history": int(w == 0), "non_finite_actual": 0,
+                              "scored": n_series, "lstm_scored": n_series, "by_model": {"LSTM+Theta": n_series}},
+                   "training": {"epochs": 3, "best_val_loss": 0.5, "best_epoch": 2,
+                                "history": [{"epoch": e, "train_loss": 1 - 0.1 * e, "val_loss": 1.1 - 0.1 * e}
+                                            for e in range(3)]},
+                   "checkpoint_uri": None, "metrics": means} for w in range(windows)]
+    summary = {"windows": windows, "step": 6, "horizon": 6, "season": 12, "per_window": per_window,
+               "overall": means, "output": final, "versions": {"forecaster": "0.1.0"},
+               "config": {"data": {"uri": "x.parquet", "freq": "MS"}, "model": {"horizon": 6}},
+               "timings_s": {"read": 1.0, "window_0": 30.0, "window_1": 31.0, "total": 62.0}}
+    with open(os.path.join(final, "summary.json"), "w") as fh:
+        json.dump(summary, fh)
+
+
+def test_backtest_report(tmp_path, capsys):
+    _stored_backtest(str(tmp_path))
+    html = build_backtest_report(resolve(str(tmp_path)), DATE)
+    for heading in ("The backtest in numbers", "Metrics over all windows", "Windows", "Training per window",
+                    "Skipped series"):
+        assert f">{heading}</h2>" in html
+    assert html.count("<svg") == 2 + 2  # MASE per window, distribution, 2 training curves
+    assert "short-1" in html and "no_history" in html
+    assert ">1.1000</td>" in html  # MASE of `forecast` over all windows: the lowest is LSTM (1.0)
+    assert_self_contained(html)
+    assert main(["report", "--backtest", "--set", f"output.uri={tmp_path}", "--set", f"run.date={DATE}"]) == 0
+    loc = backtest_report_location(resolve(str(tmp_path)), DATE)
+    assert loc.path == f"{tmp_path}/reports/backtests/forecast_date={DATE}.html" and os.path.exists(loc.path)
+    assert loc.path in capsys.readouterr().out
 
 
 # ---- in a real browser ----------------------------------------------------------------------------
