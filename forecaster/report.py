@@ -41,6 +41,7 @@ MAX_HISTORY = 1000  # history points plotted per series (the newest)
 MAX_TEXT = 160  # characters of an id or a detail shown in a cell
 MAX_CONFIG = 20_000  # characters of the resolved config shown
 MODEL_ORDER = ("forecast", "LSTM", "no_fallback", "Theta", "SeasonalNaive", "Naive")
+STAGES = ("ray_init", "read_validate", "split_rejects", "score", "train", "predict_write", "report_series")
 INTERVAL = re.compile(r"^(?P<model>.+)-lo-(?P<level>\d+(?:\.\d+)?)$")
 
 
@@ -123,7 +124,9 @@ def numbers(manifest: dict) -> dict:
         {"label": "wall time", "value": seconds(timings.get("total")),
          "note": "" if timings.get("train") is None else f"training {seconds(timings['train'])}"},
     ]
-    stages = [(k, v) for k, v in timings.items() if k != "total"][:MAX_ROWS]
+    # the manifest's keys come back sorted by name: show the stages in the order the run went through them
+    stages = sorted(((k, v) for k, v in timings.items() if k != "total"),
+                    key=lambda kv: STAGES.index(kv[0]) if kv[0] in STAGES else len(STAGES))[:MAX_ROWS]
     return {"cards": cards,
             "by_model": bar_rows(counts.get("by_model"), counts.get("forecast")),
             "reasons": bar_rows(counts.get("reject_reasons"), counts.get("rejected")),

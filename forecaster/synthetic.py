@@ -122,4 +122,4 @@ def stored_run(uri: str, forecast_date: str = "2026-01-01", n_series: int = 50, 
             for role, i in chosen]
     os.makedirs(f"{uri}/manifests", exist_ok=True)
     with open(f"{uri}/manifests/forecast_date={forecast_date}.json", "w") as fh:
-        json.dump(manifest, fh, indent=2)
+        json.dump(manifest, fh, indent=2, sort_keys=True)  # as storage.write_json writes it

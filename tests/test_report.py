@@ -90,6 +90,8 @@ def test_report_shows_every_section(tmp_path):
     assert len(_captions(html, "sample")) == 6 and len(_captions(html, "worst")) == 6
     assert html.count("<svg") == 1 + 12 + 1  # training curve, 12 series, scores over time
     assert "best epoch 8" in html
+    stages = re.findall(r"<tr><td>(ray_init|read_validate|split_rejects|train|predict_write)</td>", html)
+    assert stages == ["ray_init", "read_validate", "split_rejects", "train", "predict_write"]  # run order
     assert ">1.100</td>" in html  # validation MASE of the forecast, the lowest: marked best
     assert "80% interval (LSTM)" in html and "95% interval (LSTM)" in html
     assert "The first 7 of 7 rejected series" in html
