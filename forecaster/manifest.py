@@ -68,6 +68,8 @@ def summary_lines(manifest: dict) -> list[str]:
     if outputs.get("scores"):
         lines.append(f"scores:    {outputs['scores']}")
     lines.append(f"manifest:  {outputs['manifest']}")
+    if outputs.get("report"):
+        lines.append(f"report:    {outputs['report']}")
     lines.append(f"wall time: {manifest['timings_s']['total']:.1f} s")
     return lines
 

@@ -16,10 +16,12 @@ import ray
 import ray.train
 
 from forecaster.config import Config, ConfigError
+from forecaster.console import SeriesProgress
 from forecaster.manifest import build_manifest, report_series
 from forecaster.predict import SeriesPredictor
 from forecaster.read import ID, check_schema, read_series, read_side_table
-from forecaster.runtime import init_ray, predict_pool
+from forecaster.report import report_location, write_report
+from forecaster.runtime import init_ray, predict_pool, predict_remote_args
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.train import VALIDATED_COLUMNS, fit
@@ -130,6 +132,7 @@ def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoi
         fn_constructor_kwargs={"checkpoint": checkpoint, **predictor_options(cfg), **extra},
         compute=predict_pool(cfg),
         num_gpus=1 if cfg.train.use_gpu else None,
+        **predict_remote_args(cfg),
         batch_size=cfg.predict.batch_size,
         batch_format="pyarrow",
     )
@@ -180,12 +183,14 @@ def run(cfg: Config) -> dict:
     timer.mark("split_rejects")
     checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)
     timer.mark("train")
+    progress = SeriesProgress(counts["forecast"])  # the console's progress line (off outside the CLI)
     if counts["forecast"] > 0:
-        forecasts = predict(cfg, clean, checkpoint)
+        forecasts = predict(cfg, clean, checkpoint, progress=progress.counter)
     else:
         log.warning("no clean series: writing rejects only")
         forecasts = ray.data.from_arrow(forecast_schema(cfg).empty_table())
-    forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, forecast_schema(cfg))
+    with progress:
+        forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, forecast_schema(cfg))
     counts["by_model"] = _count_models(forecasts_loc, cfg.model.horizon)
     rejects_loc = write_partition(root, REJECTS, forecast_date, rejects, REJECT_SCHEMA)
     timer.mark("predict_write")
@@ -199,13 +204,27 @@ def run(cfg: Config) -> dict:
                "manifest": root.join("manifests", f"forecast_date={forecast_date}.json").uri}
     if scores is not None:
         outputs["scores"] = scores["uri"]
+    if cfg.report.enabled:
+        outputs["report"] = report_location(root, forecast_date).uri
     manifest = build_manifest(cfg.to_dict(), counts, metrics, timer.total(), checkpoint_uri, outputs)
     if scores is not None:
         manifest["scores"] = {"origins": scores["origins"]}
     if plotted:
         manifest["report_series"] = plotted
     write_manifest(root, forecast_date, manifest)
+    if cfg.report.enabled:
+        _write_report(cfg)
     return manifest
+
+
+def _write_report(cfg: Config) -> None:
+    """The HTML report, from what the run committed; a report that fails does not fail the run (its
+    forecasts and manifest are committed): `forecaster report` rebuilds it."""
+    try:
+        loc = write_report(cfg)
+        log.info("report: %s", loc.uri)
+    except Exception:
+        log.exception("the HTML report could not be written; rebuild it with `forecaster report`")
 
 
 def _count_models(partition, horizon: int) -> dict:
@@ -241,5 +260,6 @@ def _training_metrics(result) -> dict:
         "history": history.get("history", []),
         "validation": validation,  # per output column: mean MASE and sMAPE on each series' last horizon
         "worst_series": history.get("worst_series", []),
+        "placement": history.get("placement", []),
         **{k: v for k, v in history.items() if k.startswith("val_") or k == "initial_val_loss"},
     }

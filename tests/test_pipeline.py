@@ -65,7 +65,7 @@ def first_run(ray_session, tmp_path_factory):
 
 def test_partition_layout(first_run):
     _, out, _, manifest = first_run
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "forecasts", "manifests", "rejects"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "forecasts", "manifests", "rejects", "reports", "scores"]
     assert [p.name for p in (out / "forecasts").iterdir() if not p.name.startswith("_")] == ["forecast_date=2024-06-01"]
     assert list((out / "forecasts" / "forecast_date=2024-06-01").glob("*.parquet"))
     assert (out / "manifests" / "forecast_date=2024-06-01.json").exists()
