@@ -105,6 +105,7 @@ class RaySection:
     data_cpus: float | None = None  # CPU cap for Ray Data stages (resource_limits); default all but training
     dashboard: bool = False  # start Ray's dashboard with a local Ray (~1 GiB in 10 processes); clusters keep theirs
     idle_workers: int = 0  # idle worker processes a local Ray keeps (num_workers_soft_limit); others exit after 1 s
+    log_level: str = "WARNING"  # Ray's own console lines: WARNING (warnings, errors) | INFO (all of them; --verbose)
 
 
 @dataclass
@@ -207,6 +208,7 @@ _CHOICES = {
     ("model", "fallback"): ("validation", "none"),
     ("train", "precision"): ("fp32", "bf16"),
     ("model", "short_series"): ("baseline", "reject"),
+    ("ray", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 
 

@@ -21,7 +21,7 @@ from forecaster.manifest import build_manifest, report_series
 from forecaster.predict import SeriesPredictor
 from forecaster.read import ID, check_schema, read_series, read_side_table
 from forecaster.report import report_location, write_report
-from forecaster.runtime import init_ray, predict_pool, predict_remote_args
+from forecaster.runtime import init_ray, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.train import VALIDATED_COLUMNS, fit
@@ -132,7 +132,6 @@ def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoi
         fn_constructor_kwargs={"checkpoint": checkpoint, **predictor_options(cfg), **extra},
         compute=predict_pool(cfg),
         num_gpus=1 if cfg.train.use_gpu else None,
-        **predict_remote_args(cfg),
         batch_size=cfg.predict.batch_size,
         batch_format="pyarrow",
     )

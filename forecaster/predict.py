@@ -44,9 +44,11 @@ def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarr
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
                  fallback: str = "none", threads: int = 1, use_gpu: bool = False,
-                 combine: str = "none"):
-        """`checkpoint=None` (no series was long enough to train on): baselines only."""
+                 combine: str = "none", progress=None):
+        """`checkpoint=None` (no series was long enough to train on): baselines only. `progress`: called
+        with the number of series of each batch once it is forecast (forecaster.console.Tally)."""
         torch.set_num_threads(threads)
+        self.progress = progress
         self.season = season
         self.fallback = fallback
         self.combine = combine
@@ -75,7 +77,10 @@ class SeriesPredictor:
         return values
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self._forecast(batch, self.block(batch))
+        forecasts = self._forecast(batch, self.block(batch))
+        if self.progress is not None:
+            self.progress(batch.num_rows)
+        return forecasts
 
     def block(self, batch: pa.Table) -> SeriesBlock:
         """Series rows -> a SeriesBlock with the covariates the checkpoint's model reads."""

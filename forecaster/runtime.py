@@ -13,6 +13,8 @@ On a small machine (2 cores here) Ray must be told its CPUs explicitly. The rule
 - the predictor actors (one CPU and one torch thread each) all start before the first block
   (`predict_pool`), instead of Ray Data growing the pool from one actor;
 - a local Ray keeps no idle worker processes (`ray.idle_workers`, `local_system_config`).
+- Ray's own console lines follow `ray.log_level` (forecaster.console): the level reaches the workers
+  through runtime_env env_vars and `worker_process_setup_hook` (`setup_hook`).
 
 Storage credentials and endpoints: Ray Data and Ray Train open s3:// and gs:// paths inside Ray workers,
 which build their own fsspec clients from their own environment. A worker's environment is that of the
@@ -27,6 +29,7 @@ need their own (instance role, workload identity, or the node's environment).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -35,6 +38,7 @@ import os
 import ray
 
 from forecaster.config import Config
+from forecaster.console import quiet_ray, quiet_ray_worker, ray_log_env, verbose
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,10 @@ STORAGE_ENV_NAMES = ("STORAGE_EMULATOR_HOST",)
 # local Ray inherit the driver's environment anyway; cluster nodes use their own provider chain
 # (instance role, profile).
 SECRET_ENV_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID")
+# Workers of a local Ray: Ray Train's PreemptionWatcher polls the GCS for nodes being drained (spot
+# preemption), which one machine never is; started, it also logs an `E core_worker.cc` line about its
+# constructor arguments (forecaster.console).
+LOCAL_WORKER_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 # Test-only fault hooks (forecaster.train._maybe_fail reads FORECASTER_TEST_KILL_RANK inside the workers).
 TEST_ENV_PREFIX = "FORECASTER_TEST_"
 # Set by Ray's job supervisor in the driver of a submitted job: the job's own runtime_env.
@@ -65,12 +73,20 @@ def storage_env(environ=None) -> dict[str, str]:
             if v and (k.startswith(STORAGE_ENV_PREFIXES) or k in STORAGE_ENV_NAMES) and k not in SECRET_ENV_NAMES}
 
 
+def _job_runtime_env(environ) -> dict:
+    """The submitted job's runtime_env (empty outside `ray job submit`)."""
+    try:
+        runtime_env = json.loads(environ.get(JOB_CONFIG_ENV) or "{}").get("runtime_env") or {}
+        return runtime_env if isinstance(runtime_env, dict) else {}
+    except (ValueError, AttributeError):
+        return {}
+
+
 def _job_env_var_names(environ) -> set[str]:
     """Env var names the submitted job's runtime_env sets already (empty outside `ray job submit`)."""
     try:
-        job_config = json.loads(environ.get(JOB_CONFIG_ENV) or "{}")
-        return set(((job_config.get("runtime_env") or {}).get("env_vars") or {}).keys())
-    except (ValueError, AttributeError):
+        return set((_job_runtime_env(environ).get("env_vars") or {}).keys())
+    except AttributeError:
         return set()
 
 
@@ -112,10 +128,31 @@ CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cl
 
 
 def quiet_placement_group_cleaner() -> None:
-    """`worker_process_setup_hook` of a local Ray without dashboard: the cleaner's warnings only.
-
-    Nothing is lost: a local Ray ends with the job, and its placement groups with it."""
+    """The cleaner's warnings only. Nothing is lost: a local Ray ends with the job, and its placement
+    groups with it."""
     logging.getLogger(CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
+def setup_local_worker() -> None:
+    """`worker_process_setup_hook` of a local Ray without dashboard: Ray's console lines at the job's
+    ray.log_level (forecaster.console), no placement-group cleaner warnings, and RAY_ADDRESS.
+
+    Ray's state API in a worker (the cleaner's) finds its cluster by RAY_ADDRESS, else by looking for
+    running GCS processes: with a second local Ray on the machine (a test session's, another job's) the
+    cleaner's thread died with `ConnectionError: Found multiple active Ray instances` and its traceback."""
+    quiet_ray_worker()
+    quiet_placement_group_cleaner()
+    with contextlib.suppress(Exception):  # a hook that raises ends the worker process
+        os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+def setup_hook(cfg: Config, local: bool, environ=None) -> str | None:
+    """The worker_process_setup_hook for ray.init: none where the submitted job names its own."""
+    if "worker_process_setup_hook" in _job_runtime_env(os.environ if environ is None else environ):
+        return None
+    if local and not cfg.ray.dashboard:
+        return f"{__name__}.setup_local_worker"
+    return f"{quiet_ray_worker.__module__}.{quiet_ray_worker.__name__}"
 
 
 def local_system_config(cfg: Config) -> dict:
@@ -131,27 +168,34 @@ def local_system_config(cfg: Config) -> dict:
 
 
 def init_ray(cfg: Config) -> None:
-    """Join the cluster named by ray.address / RAY_ADDRESS, or start a local Ray sized for the job."""
+    """Join the cluster named by ray.address / RAY_ADDRESS, or start a local Ray sized for the job;
+    Ray's console lines at ray.log_level (forecaster.console)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    level = cfg.ray.log_level
+    quiet_ray(level)
     if not ray.is_initialized():
         address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
         env_vars = worker_env_vars()
         passed = sorted(set(env_vars) - set(QUIET_ENV))
         if passed:
             log.info("passing %s to Ray workers", ", ".join(passed))  # names only: values may be secrets
+        taken = _job_env_var_names(os.environ)
+        env_vars.update({k: v for k, v in ray_log_env(level).items() if k not in taken})
         runtime_env = {"env_vars": env_vars}
+        hook = setup_hook(cfg, local=not address)
+        if hook:
+            runtime_env["worker_process_setup_hook"] = hook
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:
+            env_vars.update(LOCAL_WORKER_ENV)
             # no dashboard by default: its ten processes hold about 1 GiB, a third of a small job's memory
-            if not cfg.ray.dashboard:
-                runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_placement_group_cleaner"
             ray.init(num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False,
                      include_dashboard=cfg.ray.dashboard, _system_config=local_system_config(cfg))
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
+    ctx.enable_progress_bars = False  # forecaster.console draws the progress line of predict + write
+    ctx.print_on_execution_start = verbose(level)
     data_cpus = cfg.ray.data_cpus or ray.cluster_resources().get("CPU", 1)
     ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(cpu=data_cpus)
 

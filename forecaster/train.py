@@ -494,8 +494,9 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
             storage_filesystem=storage.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-            # Ray Train's own INFO lines (one per report per rank) drown the per-epoch progress.
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            # Ray Train's own INFO lines (one per report per rank) drown the per-epoch progress: shown
+            # only at ray.log_level=INFO (--verbose), like Ray's other lines (forecaster.console)
+            logging_config=ray.train.LoggingConfig(log_level=cfg.ray.log_level),
             # test-only fault hooks must reach workers even when Ray was started before they were set
             worker_runtime_env={"env_vars": fault_hook_env()},
             callbacks=callbacks,

@@ -222,7 +222,7 @@ def test_local_ray_starts_without_dashboard_unless_asked(local_init, overrides, 
     assert calls[0]["include_dashboard"] is dashboard
     # without the state API, Ray Train's placement-group cleaner would warn all through training
     hook = calls[0]["runtime_env"].get("worker_process_setup_hook")
-    assert hook == (None if dashboard else "forecaster.runtime.quiet_placement_group_cleaner")
+    assert hook == ("forecaster.console.quiet_ray_worker" if dashboard else "forecaster.runtime.setup_local_worker")
 
 
 def test_quiet_placement_group_cleaner_keeps_its_errors():
