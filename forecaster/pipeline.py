@@ -220,8 +220,7 @@ def _write_report(cfg: Config) -> None:
     """The HTML report, from what the run committed; a report that fails does not fail the run (its
     forecasts and manifest are committed): `forecaster report` rebuilds it."""
     try:
-        loc = write_report(cfg)
-        log.info("report: %s", loc.uri)
+        write_report(cfg)  # logs where it went
     except Exception:
         log.exception("the HTML report could not be written; rebuild it with `forecaster report`")
 

@@ -237,7 +237,7 @@ def _restore(model, config: dict) -> tuple[dict, dict | None]:
     from `config["warm_start"]` (an earlier run's checkpoint), else start fresh."""
     state = {"epoch": -1, "best_val": float("inf"), "bad_epochs": 0, "best_model": None, "restarts": 0,
              "best_scores": {}, "warm_started": False, "initial_val": None, "ema": None, "history": [],
-             "best_epoch": None, "worst": []}
+             "best_epoch": None, "worst": [], "placement": []}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as path:
@@ -281,6 +281,8 @@ def train_loop_per_worker(config: dict) -> None:
         ema.load_state_dict(state["ema"])
     scored = ema.module if ema is not None else plain  # what validation, early stopping and forecasts use
     max_epochs = t["warm_epochs"] if state["warm_started"] else t["max_epochs"]
+    # where this attempt runs: the node of each rank (an attempt after a failure may run elsewhere)
+    state["placement"] = [*state["placement"], _gather(ray.get_runtime_context().get_node_id())]
     diagnostics = _shard_diagnostics(shard, t) if t.get("diagnostics") else {}
     initial_val = None
     if state["epoch"] < 0:  # where training begins: untrained, or the warm start's weights
@@ -317,6 +319,7 @@ def train_loop_per_worker(config: dict) -> None:
             "history": state["history"],  # every epoch so far, the resumed ones included
             "best_epoch": state["best_epoch"],
             "worst_series": state["worst"],  # of the best epoch
+            "placement": state["placement"],  # node ids by rank, one list per attempt
             **state["best_scores"],
         }
         if initial_val is not None:

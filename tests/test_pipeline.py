@@ -65,13 +65,17 @@ def first_run(ray_session, tmp_path_factory):
 
 def test_partition_layout(first_run):
     _, out, _, manifest = first_run
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "forecasts", "manifests", "rejects", "reports", "scores"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "forecasts", "manifests", "rejects", "reports",
+                                                     "scores"]
     assert [p.name for p in (out / "forecasts").iterdir() if not p.name.startswith("_")] == ["forecast_date=2024-06-01"]
     assert list((out / "forecasts" / "forecast_date=2024-06-01").glob("*.parquet"))
     assert (out / "manifests" / "forecast_date=2024-06-01.json").exists()
     on_disk = json.loads((out / "manifests" / "forecast_date=2024-06-01.json").read_text())
     assert on_disk["counts"] == manifest["counts"]
     assert on_disk["checkpoint_uri"] and on_disk["versions"]["ray"]
+    assert [len(attempt) for attempt in on_disk["metrics"]["placement"]] == [2]  # one attempt, a node per rank
+    assert (out / "reports" / "forecast_date=2024-06-01.html").stat().st_size > 10_000
+    assert on_disk["metrics"]["validation"]["forecast"]["mase"] > 0 and on_disk["metrics"]["history"]
     # readers see forecast_date as a Hive partition column
     dataset = pads.dataset(out / "forecasts", partitioning="hive")
     assert "forecast_date" in dataset.schema.names
