@@ -72,8 +72,9 @@ def s3_run(s3_server, ray_session):
 def test_partition_layout_on_s3(s3_server, s3_run):
     bucket, _, manifest = s3_run
     keys = s3_server.keys(bucket, "out/")
-    # only the three tables; nothing left of the staging directories but (possibly) empty markers
-    assert {k.split("/")[1] for k in keys} <= {"forecasts", "rejects", "manifests"}, keys
+    # only the job's tables and its report; nothing left of the staging directories but (possibly) empty markers
+    assert {k.split("/")[1] for k in keys} <= {"forecasts", "rejects", "scores", "manifests", "reports"}, keys
+    assert f"out/reports/forecast_date={DATE}.html" in keys and f"out/scores/forecast_date={DATE}/" in "".join(keys)
     assert not [k for k in keys if "/_staging/" in k and not k.endswith("/")], keys
     forecast_files = [k for k in keys if k.startswith(f"out/forecasts/forecast_date={DATE}/")
                       and k.endswith(".parquet")]
