@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 from torch import nn
 
 from forecaster.covariates import FeatureSpec
+
+log = logging.getLogger(__name__)
 
 
 class LSTMForecaster(nn.Module):
@@ -141,3 +146,30 @@ def per_step_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str,
         return torch.maximum(q * error, (q - 1) * error).mean(dim=-1)
     error = prediction[..., 0] - target
     return error.abs() if kind == "mae" else error.pow(2)
+
+
+@functools.cache
+def bf16_supported(device_type: str) -> bool:
+    """Whether this machine runs an LSTM forward and backward under bfloat16 autocast.
+
+    CUDA asks the driver. On a CPU, oneDNN builds the bf16 LSTM primitive only where the processor has
+    the instructions for it; elsewhere the forward fails with "could not create a primitive descriptor
+    for the LSTM forward propagation primitive", so a tiny LSTM is tried once per process.
+    """
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        lstm = nn.LSTM(4, 4, batch_first=True)
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            out, _ = lstm(torch.ones(2, 3, 4))
+        out.float().sum().backward()
+    except RuntimeError as err:
+        log.warning("train.precision=bf16: this %s cannot run the LSTM in bfloat16 (%s); training in fp32",
+                    device_type, str(err).splitlines()[0])
+        return False
+    return True
+
+
+def autocast_bf16(precision: str, device_type: str) -> bool:
+    """True where `precision` asks for bf16 and the device runs it (see bf16_supported); fp32 otherwise."""
+    return precision == "bf16" and bf16_supported(device_type)

@@ -32,7 +32,7 @@ from forecaster.config import Config, ConfigError
 from forecaster.covariates import FeatureSpec, feature_spec
 from forecaster.evaluate import validation_scores
 from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
-from forecaster.model import build_model, combine, masked_loss, per_step_loss, quantiles_for
+from forecaster.model import autocast_bf16, build_model, combine, masked_loss, per_step_loss, quantiles_for
 from forecaster.read import ID
 from forecaster.runtime import fault_hook_env
 from forecaster.storage import Location, exists, read_json, resolve
@@ -127,12 +127,14 @@ def _minibatches(shard, m: dict, t: dict, rng: np.random.Generator, local_batch:
 def train_step(model, optimizer, w: Windows, rows: np.ndarray, m: dict, device, precision: str = "fp32") -> float:
     """One optimiser step on windows `rows` of `w`; returns the loss.
 
-    precision="bf16" runs the forward pass under bfloat16 autocast (cuDNN LSTM on GPUs); the loss
-    and the optimiser stay in float32 (bf16 needs no loss scaling).
+    precision="bf16" runs the forward pass under bfloat16 autocast (cuDNN LSTM on GPUs) where the device
+    can (model.bf16_supported; fp32 elsewhere, with one warning); the loss and the optimiser stay in
+    float32 (bf16 needs no loss scaling).
     """
     x, y, mask = _to_tensors(w, rows, device)
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    bf16 = autocast_bf16(precision, device.type)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
         prediction = model(**x)
     loss = masked_loss(prediction.float(), y, mask, m["loss"], m["quantiles"])
     loss.backward()

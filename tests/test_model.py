@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from forecaster.model import LSTMForecaster, build_model, masked_loss, quantiles_for
+from forecaster.model import LSTMForecaster, autocast_bf16, bf16_supported, build_model, masked_loss, quantiles_for
 
 
 def _model(**kw):
@@ -109,8 +109,22 @@ def test_pinball_loss_per_quantile():
     assert loss.item() == pytest.approx(2.0 / 3.0)
 
 
+def test_bf16_probe_tells_what_autocast_does():
+    """bf16_supported says yes exactly where an LSTM under CPU autocast runs (and returns bf16)."""
+    lstm = torch.nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out, _ = lstm(torch.ones(2, 3, 4))
+        runs = out.dtype == torch.bfloat16
+    except RuntimeError:
+        runs = False
+    assert bf16_supported("cpu") == runs
+    assert autocast_bf16("bf16", "cpu") == runs and not autocast_bf16("fp32", "cpu")
+
+
 def test_bf16_train_step_runs_and_learns():
-    """The bf16 autocast path of train_step (CPU here; the same code runs under CUDA)."""
+    """The bf16 autocast path of train_step (CPU here; the same code runs under CUDA). On a CPU without
+    bf16 LSTM support (bf16_supported false) the same call trains in fp32 instead of failing."""
     import numpy as np
 
     from forecaster.features import SeriesBlock, training_windows
