@@ -100,11 +100,12 @@ class RunSection:
 
 @dataclass
 class RaySection:
-    address: str | None = None  # Ray address; None starts/joins a local Ray
+    address: str | None = None  # Ray address, 'auto' = this machine's cluster; None, no RAY_ADDRESS: a local Ray
     num_cpus: int | None = None  # CPUs of a local Ray; default max(cpu_count, workers*cpus_per_worker + 1)
     data_cpus: float | None = None  # CPU cap for Ray Data stages (resource_limits); default all but training
     dashboard: bool = False  # start Ray's dashboard with a local Ray (~1 GiB in 10 processes); clusters keep theirs
     idle_workers: int = 0  # idle worker processes a local Ray keeps (num_workers_soft_limit); others exit after 1 s
+    shared_local_paths: bool = False  # local paths are one shared mount (NFS) on every node of a multi-node cluster
     log_level: str = "WARNING"  # Ray's own console lines: WARNING (warnings, errors) | INFO (all of them; --verbose)
 
 

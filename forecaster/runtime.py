@@ -37,8 +37,9 @@ import os
 
 import ray
 
-from forecaster.config import Config
+from forecaster.config import Config, ConfigError
 from forecaster.console import quiet_ray, quiet_ray_worker, ray_log_env, verbose
+from forecaster.storage import resolve
 
 log = logging.getLogger(__name__)
 
@@ -187,17 +188,90 @@ def init_ray(cfg: Config) -> None:
         if hook:
             runtime_env["worker_process_setup_hook"] = hook
         if address:
+            log.info("Ray: joining the cluster at %s", address)
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:
             env_vars.update(LOCAL_WORKER_ENV)
-            # no dashboard by default: its ten processes hold about 1 GiB, a third of a small job's memory
-            ray.init(num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False,
+            log.info("Ray: a local instance of the job's own%s", _cluster_hint())
+            # address="local": always a new local Ray, never the cluster (or the stale address file of a
+            # killed one) that a plain ray.init() would try to join. No dashboard by default: its ten
+            # processes hold about 1 GiB, a third of a small job's memory
+            ray.init(address="local", num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False,
                      include_dashboard=cfg.ray.dashboard, _system_config=local_system_config(cfg))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # forecaster.console draws the progress line of predict + write
     ctx.print_on_execution_start = verbose(level)
     data_cpus = cfg.ray.data_cpus or ray.cluster_resources().get("CPU", 1)
     ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(cpu=data_cpus)
+
+
+def _cluster_hint() -> str:
+    """Where this machine has a `ray start` cluster's address file: how to join it instead."""
+    from ray._private.utils import read_ray_address
+
+    try:
+        found = read_ray_address()
+    except OSError:
+        return ""
+    if not found:
+        return ""
+    return (f" (this machine names a Ray cluster at {found}, perhaps a stopped one: set ray.address=auto "
+            "or RAY_ADDRESS to run there)")
+
+
+STORAGE_KEYS = ("data.uri", "data.static_uri", "data.future_uri", "output.uri", "train.storage_path")
+
+
+def check_shared_storage(cfg: Config) -> None:
+    """Stop a run on a cluster of several nodes whose input, output or checkpoints lie on a local path.
+
+    Ray Data tasks, predictor actors and Ray Train workers run on every node, and each reads and
+    writes these locations itself; Ray Train requires storage that every node reaches (cloud storage
+    or a shared file system) for multi-node training. A local path is allowed where the user says it
+    is one shared mount on every node (ray.shared_local_paths).
+    """
+    if cfg.ray.shared_local_paths:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    for key in STORAGE_KEYS:
+        section, name = key.split(".")
+        uri = getattr(getattr(cfg, section), name)
+        if uri and resolve(uri, cfg.data.storage_options).is_local:
+            raise ConfigError(
+                f"{key}={uri!r} is a path on this machine, but the Ray cluster has {len(nodes)} nodes: the others "
+                "cannot see it (Ray Train needs storage that every node reaches for multi-node runs). Use s3:// or "
+                "gs://, or a shared mount (NFS) on every node with ray.shared_local_paths=true")
+
+
+class NodeSet:
+    """A Ray actor (see `node_set`) that collects the node ids of the actors that report to it."""
+
+    def __init__(self):
+        self.nodes: set[str] = set()
+
+    def add(self, node_id: str) -> None:
+        self.nodes.add(node_id)
+
+    def sorted(self) -> list[str]:
+        return sorted(self.nodes)
+
+
+def node_set():
+    """A NodeSet actor: no CPU of its own, never restarted (a lost one loses the record, not the run)."""
+    return ray.remote(num_cpus=0, max_restarts=0)(NodeSet).remote()
+
+
+def nodes_of(recorder, timeout: float = 10) -> list[str]:
+    """What `recorder` (a NodeSet actor) collected, then the actor is killed; [] when it cannot be read."""
+    try:
+        return ray.get(recorder.sorted.remote(), timeout=timeout)
+    except Exception as exc:  # a lost record does not fail the committed run
+        log.warning("where the predictors ran is unknown: %s", exc)
+        return []
+    finally:
+        ray.kill(recorder)
 
 
 def predict_actors(cfg: Config) -> int:

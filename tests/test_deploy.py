@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -239,6 +241,46 @@ def test_quiet_placement_group_cleaner_keeps_its_errors():
         assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
     finally:
         logger.setLevel(level)
+
+
+def test_no_address_starts_a_local_ray_of_its_own_and_an_address_joins(local_init, monkeypatch):
+    local = local_init([])[0]
+    assert local["address"] == "local" and local["num_cpus"] >= 1  # never a cluster's address file
+    joined = local_init(["ray.address=auto"])[0]
+    assert joined["address"] == "auto" and "num_cpus" not in joined
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert local_init([])[0]["address"] == "127.0.0.1:6379"
+
+
+STALE_CLUSTER_SCRIPT = """
+import logging, ray
+from forecaster.config import load_config
+from forecaster.runtime import init_ray
+logging.basicConfig(level=logging.INFO)
+init_ray(load_config(None, ["ray.num_cpus=1"]))
+print("ANSWER", ray.get(ray.remote(lambda: 42).remote()))
+ray.shutdown()
+"""
+
+
+def test_a_stopped_clusters_address_file_does_not_stop_a_local_run(tmp_path_factory):
+    """A `ray start` cluster killed without `ray stop` leaves <tmp>/ray/ray_current_cluster behind; a plain
+    ray.init(num_cpus=...) then tries to join it and fails with ValueError. The job starts its own Ray and
+    says which cluster it did not join."""
+    root = tempfile.mkdtemp(prefix="stale-", dir="/tmp")  # short: Ray's unix sockets live under it
+    try:
+        os.makedirs(os.path.join(root, "ray"))
+        with open(os.path.join(root, "ray", "ray_current_cluster"), "w") as fh:
+            fh.write("127.0.0.1:1\n")  # nothing listens there
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=root)
+        done = subprocess.run([sys.executable, "-c", STALE_CLUSTER_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=180)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ANSWER 42" in done.stdout
+    assert "a local instance of the job's own" in done.stderr and "127.0.0.1:1" in done.stderr, done.stderr[-3000:]
 
 
 def test_local_ray_keeps_idle_workers_as_configured(local_init):
