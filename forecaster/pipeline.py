@@ -21,7 +21,7 @@ from forecaster.manifest import build_manifest, report_series
 from forecaster.predict import SeriesPredictor
 from forecaster.read import ID, check_schema, read_series, read_side_table
 from forecaster.report import report_location, write_report
-from forecaster.runtime import init_ray, predict_pool
+from forecaster.runtime import check_shared_storage, init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.train import VALIDATED_COLUMNS, fit
@@ -171,6 +171,7 @@ def run(cfg: Config) -> dict:
     root = resolve(cfg.output.uri, cfg.data.storage_options)
     checked = check_schema(cfg)  # file-level errors stop the job before Ray starts
     init_ray(cfg)
+    check_shared_storage(cfg)
     timer.mark("ray_init")
 
     validated = validate(cfg, read_series(cfg, checked))
@@ -183,13 +184,16 @@ def run(cfg: Config) -> dict:
     checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)
     timer.mark("train")
     progress = SeriesProgress(counts["forecast"])  # the console's progress line (off outside the CLI)
+    predictors = node_set()  # where the predictor actors run
     if counts["forecast"] > 0:
-        forecasts = predict(cfg, clean, checkpoint, progress=progress.counter)
+        forecasts = predict(cfg, clean, checkpoint, progress=progress.counter, placement=predictors)
     else:
         log.warning("no clean series: writing rejects only")
         forecasts = ray.data.from_arrow(forecast_schema(cfg).empty_table())
     with progress:
         forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, forecast_schema(cfg))
+    # node ids: of each Ray Train rank, one list per attempt; of the predictor actors
+    placement = {"train": metrics.pop("placement", []), "predict": nodes_of(predictors)}
     counts["by_model"] = _count_models(forecasts_loc, cfg.model.horizon)
     rejects_loc = write_partition(root, REJECTS, forecast_date, rejects, REJECT_SCHEMA)
     timer.mark("predict_write")
@@ -206,6 +210,7 @@ def run(cfg: Config) -> dict:
     if cfg.report.enabled:
         outputs["report"] = report_location(root, forecast_date).uri
     manifest = build_manifest(cfg.to_dict(), counts, metrics, timer.total(), checkpoint_uri, outputs)
+    manifest["placement"] = placement
     if scores is not None:
         manifest["scores"] = {"origins": scores["origins"]}
     if plotted:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 import ray.train
 import torch
 
@@ -44,10 +45,13 @@ def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarr
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
                  fallback: str = "none", threads: int = 1, use_gpu: bool = False,
-                 combine: str = "none", progress=None):
+                 combine: str = "none", progress=None, placement=None):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `progress`: called
-        with the number of series of each batch once it is forecast (forecaster.console.Tally)."""
+        with the number of series of each batch once it is forecast (forecaster.console.Tally).
+        `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on."""
         torch.set_num_threads(threads)
+        if placement is not None:
+            placement.add.remote(ray.get_runtime_context().get_node_id())
         self.progress = progress
         self.season = season
         self.fallback = fallback

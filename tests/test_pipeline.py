@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from forecaster.cli import main
 from forecaster.config import load_config
@@ -73,7 +74,9 @@ def test_partition_layout(first_run):
     on_disk = json.loads((out / "manifests" / "forecast_date=2024-06-01.json").read_text())
     assert on_disk["counts"] == manifest["counts"]
     assert on_disk["checkpoint_uri"] and on_disk["versions"]["ray"]
-    assert [len(attempt) for attempt in on_disk["metrics"]["placement"]] == [2]  # one attempt, a node per rank
+    placement = on_disk["placement"]
+    assert [len(attempt) for attempt in placement["train"]] == [2]  # one attempt, a node per rank
+    assert placement["predict"] and set(placement["predict"]) <= {n["NodeID"] for n in ray.nodes()}
     assert (out / "reports" / "forecast_date=2024-06-01.html").stat().st_size > 10_000
     assert on_disk["metrics"]["validation"]["forecast"]["mase"] > 0 and on_disk["metrics"]["history"]
     # readers see forecast_date as a Hive partition column

@@ -1,0 +1,192 @@
+"""The job on a Ray cluster of three nodes on this machine: a head without CPUs and two worker nodes.
+
+Each node is its own `ray start --block` (tests/raycluster.py: own temp dir, ports on 127.0.0.1, stopped by
+process id). Input, checkpoints and output live on the local S3 (moto on loopback): the nodes share no disk
+the job may rely on. The nodes' environment points them at that S3, as an instance role and endpoint would
+on a real cluster (worker processes take their environment from their node, not from the driver).
+
+What is proven: a job submitted with `ray job submit` runs its training ranks and predictor actors on the
+worker nodes and records where (`placement` in the manifest); a worker node killed while training runs is
+survived (training resumes from the last checkpoint on the node that is left, the manifest counts the
+restart, every series ends up forecast or rejected); a local output path on a cluster of several nodes
+stops the run before training with an error that says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from forecaster.synthetic import seasonal_series
+from tests.raycluster import VENV_BIN, pids_naming, ray_env, start_head
+
+pytestmark = pytest.mark.ray
+
+s3fs = pytest.importorskip("s3fs")
+
+HORIZON = 6
+DATE = "2024-01-01"
+JOB_TIMEOUT_S = 420
+JOB_RUNTIME_ENV = {"excludes": [".git"]}
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server):
+    env = {"AWS_ENDPOINT_URL": s3_server.endpoint}
+    cluster = start_head(num_cpus=0, env=env)
+    try:
+        for _ in range(2):
+            cluster.add_worker(num_cpus=2, env=env)
+        cluster.wait_for_nodes(3)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _fs():
+    return s3fs.S3FileSystem(skip_instance_cache=True)
+
+
+def _upload(bucket: str, series: int, length: int) -> set[str]:
+    """`series` monthly series in one Parquet file under s3://<bucket>/input; returns their ids."""
+    frame = seasonal_series(series, length, freq="MS", seed=3, noise=0.05)
+    pq.write_table(frame, f"{bucket}/input/part-0.parquet", filesystem=_fs())
+    return set(frame["unique_id"].to_pylist())
+
+
+def _submit(cluster, bucket: str, *overrides: str) -> str:
+    job_id = f"forecaster-multinode-{uuid.uuid4().hex[:8]}"
+    settings = [f"data.uri=s3://{bucket}/input", "data.freq=MS", f"model.horizon={HORIZON}",
+                f"output.uri=s3://{bucket}/out", f"run.date={DATE}", "model.hidden_size=16", *overrides]
+    done = cluster.cli(
+        "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id, "--working-dir",
+        str(Path(__file__).resolve().parents[1]), "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--no-wait",
+        "--", "python", "-m", "jobs.nightly", *[a for kv in settings for a in ("--set", kv)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    return job_id
+
+
+def _finished(cluster, job_id: str) -> None:
+    status = cluster.wait_for_job(job_id, JOB_TIMEOUT_S)
+    assert status == "SUCCEEDED", f"job {job_id} ended {status}:\n{cluster.job_logs(job_id)[-8000:]}"
+
+
+def _manifest(bucket: str) -> dict:
+    with _fs().open(f"{bucket}/out/manifests/forecast_date={DATE}.json") as fh:
+        return json.load(fh)
+
+
+def _forecast_ids(bucket: str) -> set[str]:
+    table = pq.read_table(f"{bucket}/out/forecasts/forecast_date={DATE}", filesystem=_fs(), columns=["unique_id"])
+    return set(table["unique_id"].to_pylist())
+
+
+def _worker_node_ids(cluster) -> set[str]:
+    return {n["raylet"]["nodeId"] for n in cluster.alive_nodes() if not n["raylet"].get("isHeadNode")}
+
+
+def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_server):
+    bucket = s3_server.bucket("multinode")
+    ids = _upload(bucket, series=16, length=48)
+    job_id = _submit(cluster, bucket, "train.max_epochs=2")
+    _finished(cluster, job_id)
+
+    manifest = _manifest(bucket)
+    placement = manifest["placement"]
+    train_nodes = {node for attempt in placement["train"] for node in attempt}
+    used = train_nodes | set(placement["predict"])
+    assert len(placement["train"]) == 1 and len(placement["train"][0]) == 2  # one attempt, two ranks
+    assert used <= _worker_node_ids(cluster), "work placed on the head, which has no CPUs"
+    assert len(used) >= 2, placement
+    assert manifest["counts"]["forecast"] == 16 and manifest["counts"]["rejected"] == 0
+    assert _forecast_ids(bucket) == ids
+    # the checkpoint went to the bucket, not to a disk of one node
+    assert manifest["checkpoint_uri"].startswith(f"s3://{bucket}/out/checkpoints/"), (manifest["checkpoint_uri"],
+                                                                                    s3_server.keys(bucket))
+    assert _checkpoints(bucket)
+
+
+def _train_worker_pids() -> list[int]:
+    return [pid for pid in pids_naming("RayTrainWorker") if _cmdline(pid).startswith(b"ray::RayTrainWorker")]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _checkpoints(bucket: str) -> list[str]:
+    return [p for p in _fs().find(f"{bucket}/out/checkpoints") if p.endswith("model.pt")]
+
+
+def test_a_worker_node_lost_while_training_is_survived(cluster, s3_server):
+    """Kill the node of a training rank once a checkpoint exists: the job resumes from it on the nodes
+    that are left. The lost node is started again afterwards so that later tests see three nodes."""
+    bucket = s3_server.bucket("nodeloss")
+    ids = _upload(bucket, series=64, length=96)
+    job_id = _submit(cluster, bucket, "train.max_epochs=8", "train.patience=8", "train.max_failures=2",
+                     "train.windows_per_series=64")
+    deadline = time.monotonic() + 240
+    while not _checkpoints(bucket):
+        assert cluster.job_status(job_id) not in ("SUCCEEDED", "FAILED", "STOPPED"), \
+            f"ended before a checkpoint was seen:\n{cluster.job_logs(job_id)[-6000:]}"
+        assert time.monotonic() < deadline, f"no checkpoint after 240 s:\n{cluster.job_logs(job_id)[-6000:]}"
+        time.sleep(1)
+    ranks = _train_worker_pids()
+    victims = [node for node in cluster.workers if any(_started_by(pid, node.temp_dir) for pid in ranks)]
+    assert victims, f"no training rank found on a worker node ({len(ranks)} rank processes)"
+    victim = victims[0]
+    os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole node at once: raylet, object store, workers
+    victim.proc.wait()
+    try:
+        _finished(cluster, job_id)
+    finally:
+        cluster.workers.remove(victim)
+        victim.stop()
+        cluster.wait_for_nodes(2)  # the head sees the lost node dead before a new one joins
+        cluster.add_worker(num_cpus=2, env={"AWS_ENDPOINT_URL": s3_server.endpoint})
+
+    manifest = _manifest(bucket)
+    assert manifest["metrics"]["restarts"] >= 1
+    attempts = manifest["placement"]["train"]
+    assert len(attempts) >= 2  # the first attempt and the one after the node was lost
+    assert manifest["counts"]["forecast"] == 64 and manifest["counts"]["rejected"] == 0
+    assert _forecast_ids(bucket) == ids
+
+
+def _started_by(pid: int, temp_dir: str) -> bool:
+    """Whether a parent of `pid` names `temp_dir` on its command line (the raylet of that node does; a
+    worker's own command line is its title, `ray::RayTrainWorker...`)."""
+    while pid > 1:
+        if temp_dir.encode() in _cmdline(pid):
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return False
+
+
+def test_a_local_output_path_on_a_multi_node_cluster_stops_before_training(cluster, s3_server, tmp_path):
+    bucket = s3_server.bucket("localout")
+    _upload(bucket, series=4, length=36)
+    env = {**ray_env(), "RAY_ADDRESS": cluster.gcs, "AWS_ENDPOINT_URL": s3_server.endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run(
+        [str(VENV_BIN / "forecaster"), "run", "--set", f"data.uri=s3://{bucket}/input", "--set", "data.freq=MS",
+         "--set", f"model.horizon={HORIZON}", "--set", f"output.uri={tmp_path / 'out'}", "--set", f"run.date={DATE}"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stdout + done.stderr[-4000:]
+    assert "output.uri" in done.stderr and "3 nodes" in done.stderr and "ray.shared_local_paths" in done.stderr
+    assert not (tmp_path / "out").exists()
