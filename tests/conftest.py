@@ -7,6 +7,9 @@ import pytest
 
 from forecaster.runtime import QUIET_ENV, worker_env_vars
 
+# Ray Train's controller polls its workers every 2 s by default: every fit ends up to 2 s late, and a test
+# session runs about thirty of them
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 for _key, _value in QUIET_ENV.items():
     os.environ.setdefault(_key, _value)
 
@@ -31,7 +34,8 @@ def ray_session(request):
         request.getfixturevalue("s3_server")
     import ray
 
-    ray.init(num_cpus=3, configure_logging=False, runtime_env={"env_vars": worker_env_vars()})
+    # address="local": a Ray of its own, never a cluster (or its stale address file) found on the machine
+    ray.init(address="local", num_cpus=3, configure_logging=False, runtime_env={"env_vars": worker_env_vars()})
     yield ray
     ray.shutdown()
 
