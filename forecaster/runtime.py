@@ -271,7 +271,8 @@ def nodes_of(recorder, timeout: float = 10) -> list[str]:
         log.warning("where the predictors ran is unknown: %s", exc)
         return []
     finally:
-        ray.kill(recorder)
+        with contextlib.suppress(Exception):
+            ray.kill(recorder)
 
 
 def predict_actors(cfg: Config) -> int:
