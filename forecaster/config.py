@@ -63,6 +63,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     num_workers: int = 2  # Ray Train workers (DDP ranks)
+    min_workers: int | None = None  # elastic: train on as few as this many workers when no more fit; None: fixed
     cpus_per_worker: float = 1.0  # Ray CPUs per worker; torch threads = max(1, floor(this))
     use_gpu: bool = False  # one GPU per worker
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; meant for GPUs)
@@ -240,6 +241,11 @@ def _validate(cfg: Config) -> None:
     }
     if cfg.predict.actors is not None:
         positive["predict.actors"] = cfg.predict.actors
+    if cfg.train.min_workers is not None:
+        positive["train.min_workers"] = cfg.train.min_workers
+        if cfg.train.min_workers > cfg.train.num_workers:
+            raise ConfigError(f"train.min_workers={cfg.train.min_workers}: must be at most "
+                              f"train.num_workers={cfg.train.num_workers}")
     if cfg.model.input_size is not None:
         positive["model.input_size"] = cfg.model.input_size
     if cfg.tune.max_epochs is not None:

@@ -473,6 +473,15 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.run.name}-{cfg.forecast_date}"
 
 
+def scaling(cfg: Config) -> int | tuple[int, int]:
+    """ScalingConfig's num_workers: fixed, or (train.min_workers, train.num_workers) for Ray Train's
+    elastic training, which starts (and restarts after a lost node) with as many workers as the cluster
+    holds in that range. The loop splits train.batch_size over however many ranks an attempt has."""
+    if cfg.train.min_workers is None or cfg.train.min_workers == cfg.train.num_workers:
+        return cfg.train.num_workers
+    return (cfg.train.min_workers, cfg.train.num_workers)
+
+
 def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) -> ray.train.Result:
     """Run the TorchTrainer over the clean series; returns Ray's Result (checkpoint, metrics).
 
@@ -489,7 +498,7 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers,
+            num_workers=scaling(cfg),
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker},
         ),

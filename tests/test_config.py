@@ -337,3 +337,15 @@ def test_cli_config_prints_resolved_json(capsys):
     assert printed["model"]["horizon"] == 6
     assert printed["data"]["storage_options"] == {"key": "***"}
     assert SECRET not in out
+
+
+def test_min_workers_makes_ray_train_elastic_within_bounds():
+    from forecaster.train import scaling
+
+    assert scaling(load_config(None, [])) == 2  # fixed by default
+    assert scaling(load_config(None, ["train.min_workers=1"])) == (1, 2)  # ScalingConfig's elastic range
+    assert scaling(load_config(None, ["train.min_workers=2"])) == 2
+    with pytest.raises(ConfigError, match="train.min_workers=3: must be at most train.num_workers=2"):
+        load_config(None, ["train.min_workers=3"])
+    with pytest.raises(ConfigError, match="train.min_workers=0"):
+        load_config(None, ["train.min_workers=0"])
