@@ -45,7 +45,7 @@ from forecaster.pipeline import Timer, check_output_location, predict, split_rej
 from forecaster.predict import MODEL_COLUMN, SeriesPredictor, without_fallback
 from forecaster.read import ID, Y, check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
-from forecaster.runtime import check_shared_storage, init_ray
+from forecaster.runtime import init_ray
 from forecaster.storage import resolve
 from forecaster.write import partition, write_files
 
@@ -240,7 +240,6 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     root = resolve(cfg.output.uri, cfg.data.storage_options)
     checked = check_schema(cfg)  # file-level errors stop before Ray starts
     init_ray(cfg)
-    check_shared_storage(cfg)
     series = read_series(cfg, checked)  # materialised: every window cuts the same rows
     table = _collect(series.map_batches(lambda b: pa.table({ID: b[ID], "length": _lengths(b)}),
                                         batch_format="pyarrow", batch_size=None),

@@ -21,7 +21,7 @@ from forecaster.manifest import build_manifest, report_series
 from forecaster.predict import SeriesPredictor
 from forecaster.read import ID, check_schema, read_series, read_side_table
 from forecaster.report import report_location, write_report
-from forecaster.runtime import check_shared_storage, init_ray, node_set, nodes_of, predict_pool
+from forecaster.runtime import init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.train import VALIDATED_COLUMNS, fit
@@ -171,7 +171,6 @@ def run(cfg: Config) -> dict:
     root = resolve(cfg.output.uri, cfg.data.storage_options)
     checked = check_schema(cfg)  # file-level errors stop the job before Ray starts
     init_ray(cfg)
-    check_shared_storage(cfg)
     timer.mark("ray_init")
 
     validated = validate(cfg, read_series(cfg, checked))

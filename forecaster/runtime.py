@@ -192,12 +192,13 @@ def init_ray(cfg: Config) -> None:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         else:
             env_vars.update(LOCAL_WORKER_ENV)
-            log.info("Ray: a local instance of the job's own%s", _cluster_hint())
+            log.info("Ray: starting a local Ray for this job%s", _cluster_hint())
             # address="local": always a new local Ray, never the cluster (or the stale address file of a
             # killed one) that a plain ray.init() would try to join. No dashboard by default: its ten
             # processes hold about 1 GiB, a third of a small job's memory
             ray.init(address="local", num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False,
                      include_dashboard=cfg.ray.dashboard, _system_config=local_system_config(cfg))
+    check_shared_storage(cfg)  # also where the caller had joined a cluster before calling the job
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # forecaster.console draws the progress line of predict + write
     ctx.print_on_execution_start = verbose(level)
@@ -206,17 +207,18 @@ def init_ray(cfg: Config) -> None:
 
 
 def _cluster_hint() -> str:
-    """Where this machine has a `ray start` cluster's address file: how to join it instead."""
-    from ray._private.utils import read_ray_address
-
+    """Where `ray start` left a cluster's address file on this machine: how to join that cluster instead.
+    Only a hint: Ray's private helper moving or an unreadable file gives none, never an error."""
     try:
+        from ray._private.utils import read_ray_address
+
         found = read_ray_address()
-    except OSError:
+    except (ImportError, OSError):
         return ""
     if not found:
         return ""
-    return (f" (this machine names a Ray cluster at {found}, perhaps a stopped one: set ray.address=auto "
-            "or RAY_ADDRESS to run there)")
+    return (f", not the cluster at {found} that this machine's Ray address file names (perhaps a stopped one; "
+            "ray.address=auto or RAY_ADDRESS joins it)")
 
 
 STORAGE_KEYS = ("data.uri", "data.static_uri", "data.future_uri", "output.uri", "train.storage_path")

@@ -176,6 +176,7 @@ def recorded_init(monkeypatch, ray_loggers):
     monkeypatch.delenv(runtime.JOB_CONFIG_ENV, raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
 
     ctx = ray.data.DataContext.get_current()
     before = ctx.print_on_execution_start, ctx.enable_progress_bars

@@ -208,6 +208,7 @@ def local_init(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
 
     def init(overrides):
         calls = []
@@ -252,6 +253,24 @@ def test_no_address_starts_a_local_ray_of_its_own_and_an_address_joins(local_ini
     assert local_init([])[0]["address"] == "127.0.0.1:6379"
 
 
+def test_a_local_path_on_a_cluster_of_several_nodes_stops_at_init(local_init, monkeypatch):
+    import ray
+
+    from forecaster.config import ConfigError
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}, {"Alive": False}])
+    cluster = ["ray.address=auto", "data.uri=s3://b/in"]
+    with pytest.raises(ConfigError, match=r"output.uri='/srv/out' is a path on this machine, but the Ray cluster "
+                                          r"has 2 nodes.*ray.shared_local_paths=true"):
+        local_init([*cluster, "output.uri=/srv/out"])
+    with pytest.raises(ConfigError, match="train.storage_path='file:///ckpt'"):
+        local_init([*cluster, "output.uri=s3://b/out", "train.storage_path=file:///ckpt"])
+    assert local_init([*cluster, "output.uri=s3://b/out"])  # every location on object storage
+    assert local_init([*cluster, "output.uri=/nfs/out", "ray.shared_local_paths=true"])  # the user's shared mount
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
+    assert local_init(["ray.address=auto", "data.uri=/srv/in", "output.uri=/srv/out"])  # one node sees its disk
+
+
 STALE_CLUSTER_SCRIPT = """
 import logging, ray
 from forecaster.config import load_config
@@ -280,7 +299,7 @@ def test_a_stopped_clusters_address_file_does_not_stop_a_local_run(tmp_path_fact
         shutil.rmtree(root, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ANSWER 42" in done.stdout
-    assert "a local instance of the job's own" in done.stderr and "127.0.0.1:1" in done.stderr, done.stderr[-3000:]
+    assert "starting a local Ray for this job, not the cluster at 127.0.0.1:1" in done.stderr, done.stderr[-3000:]
 
 
 def test_local_ray_keeps_idle_workers_as_configured(local_init):
