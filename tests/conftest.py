@@ -7,9 +7,6 @@ import pytest
 
 from forecaster.runtime import QUIET_ENV, worker_env_vars
 
-# Ray Train's controller polls its workers every 2 s by default: every fit ends up to 2 s late, and a test
-# session runs about thirty of them
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 for _key, _value in QUIET_ENV.items():
     os.environ.setdefault(_key, _value)
 

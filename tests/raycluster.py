@@ -82,18 +82,27 @@ def get_json(url: str):
         return json.loads(resp.read().decode())
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line (read from /proc: psutil is only vendored inside Ray); b"" once it is gone.
+    A Ray worker's is its title, e.g. `ray::RayTrainWorker...`."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def pids_naming(text: str) -> list[int]:
-    """Processes whose command line contains `text` (read from /proc: psutil is only vendored inside Ray)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            pass
-    return found
+    """Processes whose command line contains `text`."""
+    return [int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and int(e.name) != os.getpid() and text.encode() in cmdline(int(e.name))]
+
+
+def parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
 @dataclass
@@ -103,6 +112,14 @@ class Node:
     proc: subprocess.Popen
     temp_dir: str
     log: Path
+
+    def started(self, pid: int) -> bool:
+        """Whether `pid` descends from this node's processes (its raylet names the node's temp dir)."""
+        while pid > 1:
+            if self.temp_dir.encode() in cmdline(pid):
+                return True
+            pid = parent(pid)
+        return False
 
     def stop(self) -> None:
         """Stop this node only: SIGTERM, then its process group and stragglers by pid."""

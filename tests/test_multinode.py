@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from forecaster.synthetic import seasonal_series
-from tests.raycluster import VENV_BIN, pids_naming, ray_env, start_head
+from tests.raycluster import VENV_BIN, cmdline, pids_naming, ray_env, start_head
 
 pytestmark = pytest.mark.ray
 
@@ -90,7 +90,9 @@ def _forecast_ids(bucket: str) -> set[str]:
 
 
 def _worker_node_ids(cluster) -> set[str]:
-    return {n["raylet"]["nodeId"] for n in cluster.alive_nodes() if not n["raylet"].get("isHeadNode")}
+    nodes = cluster.alive_nodes()
+    assert sum(bool(n["raylet"].get("isHeadNode")) for n in nodes) == 1, "no head among the nodes: cannot tell"
+    return {n["raylet"]["nodeId"] for n in nodes if not n["raylet"].get("isHeadNode")}
 
 
 def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_server):
@@ -115,14 +117,7 @@ def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_se
 
 
 def _train_worker_pids() -> list[int]:
-    return [pid for pid in pids_naming("RayTrainWorker") if _cmdline(pid).startswith(b"ray::RayTrainWorker")]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    return [pid for pid in pids_naming("RayTrainWorker") if cmdline(pid).startswith(b"ray::RayTrainWorker")]
 
 
 def _checkpoints(bucket: str) -> list[str]:
@@ -143,7 +138,7 @@ def test_a_worker_node_lost_while_training_is_survived(cluster, s3_server):
         assert time.monotonic() < deadline, f"no checkpoint after 240 s:\n{cluster.job_logs(job_id)[-6000:]}"
         time.sleep(1)
     ranks = _train_worker_pids()
-    victims = [node for node in cluster.workers if any(_started_by(pid, node.temp_dir) for pid in ranks)]
+    victims = [node for node in cluster.workers if any(node.started(pid) for pid in ranks)]
     assert victims, f"no training rank found on a worker node ({len(ranks)} rank processes)"
     victim = victims[0]
     os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole node at once: raylet, object store, workers
@@ -162,20 +157,6 @@ def test_a_worker_node_lost_while_training_is_survived(cluster, s3_server):
     assert len(attempts) >= 2  # the first attempt and the one after the node was lost
     assert manifest["counts"]["forecast"] == 64 and manifest["counts"]["rejected"] == 0
     assert _forecast_ids(bucket) == ids
-
-
-def _started_by(pid: int, temp_dir: str) -> bool:
-    """Whether a parent of `pid` names `temp_dir` on its command line (the raylet of that node does; a
-    worker's own command line is its title, `ray::RayTrainWorker...`)."""
-    while pid > 1:
-        if temp_dir.encode() in _cmdline(pid):
-            return True
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat[stat.rindex(")") + 2:].split()[1])
-    return False
 
 
 def test_a_local_output_path_on_a_multi_node_cluster_stops_before_training(cluster, s3_server, tmp_path):
