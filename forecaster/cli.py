@@ -12,7 +12,7 @@ import os
 import sys
 
 from forecaster.config import Config, ConfigError, load_config
-from forecaster.console import setup_logging, show_progress
+from forecaster.console import drop_false_alarms, setup_logging, show_progress, verbose
 from forecaster.read import DataError
 from forecaster.storage import StorageError
 
@@ -53,27 +53,35 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         trials = [f"tune.trials={args.trials}"] if getattr(args, "trials", None) is not None else []
-        verbose = ["ray.log_level=INFO"] if args.verbose else []
-        cfg = load_config(args.config, verbose + args.overrides + trials)
+        loud = ["ray.log_level=INFO"] if args.verbose else []
+        cfg = load_config(args.config, loud + args.overrides + trials)
+        if args.command in ("run", "tune", "backtest") and not verbose(cfg.ray.log_level):
+            with drop_false_alarms():  # Ray's C++ false alarms, see forecaster/console.py
+                setup_logging(cfg.ray.log_level)
+                return _command(args, cfg)
         setup_logging(cfg.ray.log_level)
-        if args.command == "config":
-            if args.reference:
-                print("| key | default | meaning |\n| --- | --- | --- |")
-                for key, default, text in config_reference():
-                    print(f"| `{key}` | `{default!r}` | {text.replace('|', '/')} |")
-            else:
-                print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        if args.command == "tune":
-            return _tune(cfg, args.out)
-        if args.command == "backtest":
-            return _backtest(cfg, args.windows, args.step)
-        if args.command == "report":
-            return _report(cfg, args.backtest)
-        return _run(cfg)
+        return _command(args, cfg)
     except (ConfigError, DataError, StorageError) as exc:
         print(f"forecaster: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _command(args: argparse.Namespace, cfg: Config) -> int:
+    if args.command == "config":
+        if args.reference:
+            print("| key | default | meaning |\n| --- | --- | --- |")
+            for key, default, text in config_reference():
+                print(f"| `{key}` | `{default!r}` | {text.replace('|', '/')} |")
+        else:
+            print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    if args.command == "tune":
+        return _tune(cfg, args.out)
+    if args.command == "backtest":
+        return _backtest(cfg, args.windows, args.step)
+    if args.command == "report":
+        return _report(cfg, args.backtest)
+    return _run(cfg)
 
 
 def _run(cfg: Config) -> int:

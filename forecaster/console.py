@@ -23,11 +23,13 @@ Where each line that the default leaves out comes from, and what turns it off:
   training workers' handles: a local Ray runs none (one machine is never drained for preemption;
   forecaster.runtime.LOCAL_WORKER_ENV), so that line is gone. Ray Data's MapWorker (the predictor pool)
   always gets its DataContext and map transformer as refs, which the operator holds as long as the pool
-  lives (a false alarm for Ray Data, ray-project/ray#57838); its line remains, once, in the driver. What
-  would remove it costs more than the line: `max_restarts=0` through map_batches' ray_remote_args is
-  deprecated (a RayDeprecationWarning of its own, gone in Ray 2.64) and gives up the restart of a dead
-  predictor; RAY_BACKEND_LOG_LEVEL=fatal makes every Ray process print an INFO line saying it read it,
-  and drops Ray's C++ warnings and errors from the session logs too.
+  lives (a false alarm for Ray Data, ray-project/ray#57838). The C++ core writes that line to the
+  driver's file descriptor 2 itself, past every Python logger; `drop_false_alarms` passes the CLI's fd 2
+  through a small filter process that drops that one line (FALSE_ALARMS) and forwards every other byte.
+  The line stays in the session's `logs/python-core-driver-*.log`. What else would remove it costs
+  more: `max_restarts=0` through map_batches' ray_remote_args is deprecated (gone in Ray 2.64) and gives
+  up the restart of a dead predictor; RAY_BACKEND_LOG_LEVEL=fatal drops all of Ray's C++ warnings and
+  errors from the session logs too.
 - `RayDeprecationWarning: ExecutionOptions.exclude_resources is deprecated` (Ray Train's
   DatasetManager): Ray Train's own `DataConfig.default_ingest_options()` passes the deprecated argument;
   that one warning is filtered by its message in Ray's worker processes.
@@ -49,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -134,6 +137,60 @@ def setup_logging(level: str, stream=None) -> None:
     handler.setFormatter(ConsoleFormatter(timestamps=verbose(level)))
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose(level) else logging.WARNING)
+
+
+# ---- Ray's C++ lines on file descriptor 2 ---------------------------------------------------------
+
+# Lines that Ray's C++ core writes to fd 2 although nothing went wrong (see the module's docstring).
+FALSE_ALARMS = (
+    r"core_worker\.cc:\d+: Actor with class name: 'MapWorker\(.*' and ID: '\w+' has constructor arguments "
+    r"in the object store and max_restarts > 0",
+)
+# The filter process: stdin line by line to its stderr (this process's fd 2 when it started), but the lines
+# that match argv[1]. Its own session, so that a Ctrl-C for the job does not stop it before the job's
+# last lines; it ends when the last writer of the pipe (this process, or Ray processes it started) closes.
+_FILTER = """
+import re, sys
+alarm = re.compile(sys.argv[1].encode())
+out = sys.stderr.buffer
+for line in sys.stdin.buffer:
+    if not alarm.search(line):
+        out.write(line)
+        out.flush()
+"""
+
+
+@contextlib.contextmanager
+def drop_false_alarms(patterns: tuple[str, ...] = FALSE_ALARMS):
+    """Within this block, what is written to file descriptor 2 goes through a filter process that drops
+    the lines matching `patterns` and forwards everything else. Python's own sys.stderr writes straight to
+    the original descriptor (a terminal stays a terminal). Does nothing where sys.stderr is not fd 2
+    (pytest's capture, an embedding application)."""
+    try:
+        if sys.stderr.fileno() != 2:
+            raise OSError("sys.stderr is not file descriptor 2")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        pipe = subprocess.Popen([sys.executable, "-c", _FILTER, "|".join(f"(?:{p})" for p in patterns)],
+                                stdin=subprocess.PIPE, start_new_session=True)
+    except (OSError, ValueError, AttributeError) as exc:  # no fd 2 of our own, or no process to filter it
+        log.debug("Ray's C++ lines unfiltered: %s", exc)
+        yield
+        return
+    python_stderr = sys.stderr
+    sys.stderr = open(saved, "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace",
+                      closefd=False)
+    os.dup2(pipe.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        sys.stderr = python_stderr
+        os.close(saved)
+        pipe.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # Ray's processes may still hold the pipe
+            pipe.wait(timeout=2)
 
 
 # ---- the progress line of predict + write ------------------------------------------------------
