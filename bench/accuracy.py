@@ -25,42 +25,41 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.config import load_config, season_length  # noqa: E402
+from forecaster.evaluate import mase, mase_scale, seasonal_naive, smape  # noqa: E402
+from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
 from forecaster.predict import without_fallback  # noqa: E402
 
 DATASETS = {"monthly": ("MS", 18), "quarterly": ("QS", 8), "yearly": ("YS", 6)}
 
 
-def score(train: pd.DataFrame, test: pd.DataFrame, forecast: pd.DataFrame, freq: str, column: str) -> dict:
-    season = season_length(freq)
-    merged = test.merge(forecast[["unique_id", "ds", column]], on=["unique_id", "ds"], how="left")
-    mases, smapes = [], []
-    for uid, rows in merged.groupby("unique_id"):
-        history = train_by_id[uid]
-        lag = season if len(history) > season else 1
-        scale = np.abs(history[lag:] - history[:-lag]).mean()
-        actual, pred = rows.y.to_numpy(), rows[column].to_numpy()
-        if scale > 0:
-            mases.append(np.abs(actual - pred).mean() / scale)
-        denominator = np.abs(actual) + np.abs(pred)
-        ratio = np.where(denominator > 0, 2 * np.abs(actual - pred) / np.maximum(denominator, 1e-12), 0)
-        smapes.append(100 * np.mean(ratio))
-    return {"MASE": float(np.mean(mases)), "sMAPE": float(np.mean(smapes)), "series": len(smapes)}
+class Truth:
+    """The test set's actuals as (series, horizon) arrays, scored with the job's own metrics
+    (forecaster.evaluate): MASE scaled by each training part's seasonal-naive MAE, sMAPE."""
 
+    def __init__(self, train: pd.DataFrame, test: pd.DataFrame, freq: str):
+        self.season = season_length(freq)
+        test = test.sort_values(["unique_id", "ds"])
+        self.ids = test.unique_id.unique()
+        history = dict(tuple(train.sort_values("ds").groupby("unique_id").y))
+        self.block = SeriesBlock([history[uid].to_numpy(dtype=float) for uid in self.ids])
+        self.keys = test[["unique_id", "ds"]].reset_index(drop=True)
+        self.horizon = len(test) // len(self.ids)
+        if self.horizon * len(self.ids) != len(test):
+            raise ValueError("test.parquet: every series needs the same number of future points")
+        self.actual = test.y.to_numpy(dtype=float).reshape(len(self.ids), self.horizon)
+        self.scale = mase_scale(self.block, self.block.lengths, self.season)
 
-def seasonal_naive(train: pd.DataFrame, test: pd.DataFrame, freq: str) -> pd.DataFrame:
-    season = season_length(freq)
-    rows = []
-    for uid, future in test.groupby("unique_id"):
-        history = train_by_id[uid]
-        lag = season if len(history) >= season else 1
-        last = history[-lag:]
-        values = [last[i % lag] for i in range(len(future))]
-        rows.append(pd.DataFrame({"unique_id": uid, "ds": future.ds.to_numpy(), "SeasonalNaive": values}))
-    return pd.concat(rows)
+    def score(self, forecast: pd.DataFrame, column: str) -> dict:
+        merged = self.keys.merge(forecast[["unique_id", "ds", column]], on=["unique_id", "ds"], how="left")
+        predicted = merged[column].to_numpy(dtype=float).reshape(self.actual.shape)
+        scaled = mase(self.actual, predicted, self.scale)[self.scale > 0]  # MASE is undefined on flat histories
+        return {"MASE": float(np.mean(scaled)), "sMAPE": float(np.mean(smape(self.actual, predicted))),
+                "series": len(self.ids)}
 
-
-train_by_id: dict = {}
+    def seasonal_naive(self) -> pd.DataFrame:
+        values = seasonal_naive(self.block, self.block.lengths, self.horizon, self.season)
+        return self.keys.assign(SeasonalNaive=values.reshape(-1))
 
 
 def main() -> None:
@@ -76,8 +75,7 @@ def main() -> None:
         train_path = pathlib.Path(args.data) / name / "train.parquet"
         train = pd.read_parquet(train_path).sort_values(["unique_id", "ds"])
         test = pd.read_parquet(pathlib.Path(args.data) / name / "test.parquet")
-        train_by_id.clear()
-        train_by_id.update({uid: g.y.to_numpy() for uid, g in train.groupby("unique_id")})
+        truth = Truth(train, test, freq)
         cutoff = (train.ds.max() + pd.tseries.frequencies.to_offset(freq)).date().isoformat()
         out = pathlib.Path(args.out) / name
         cfg = load_config(None, [f"data.uri={train_path}", f"data.freq={freq}", f"model.horizon={horizon}",
@@ -91,9 +89,9 @@ def main() -> None:
         forecast["LSTM+Theta"] = without_fallback(forecast["LSTM"].to_numpy(), forecast["Theta"].to_numpy(),
                                                   forecast["forecast"].to_numpy(), "theta")
         columns = ("forecast", "LSTM", "LSTM+Theta", "Theta")
-        rows = {column: score(train, test, forecast, freq, column) for column in columns}
-        rows["SeasonalNaive"] = score(train, test, seasonal_naive(train, test, freq), freq, "SeasonalNaive")
-        rows.update(statistical(train, test, freq, horizon))
+        rows = {column: truth.score(forecast, column) for column in columns}
+        rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")
+        rows.update(statistical(truth, train, freq, horizon))
         table.append((name, rows, manifest["counts"], seconds, manifest["metrics"].get("epochs")))
     print()
     print(f"{'dataset':10} {'model':14} {'MASE':>7} {'sMAPE':>7}   series rejected epochs seconds")
@@ -104,7 +102,7 @@ def main() -> None:
             print(f"{name:10} {model:14} {result['MASE']:7.3f} {result['sMAPE']:7.2f}{extra}")
 
 
-def statistical(train: pd.DataFrame, test: pd.DataFrame, freq: str, horizon: int) -> dict:
+def statistical(truth: Truth, train: pd.DataFrame, freq: str, horizon: int) -> dict:
     """AutoETS and AutoTheta from statsforecast, when installed (the `bench` extra)."""
     try:
         from statsforecast import StatsForecast
@@ -116,7 +114,7 @@ def statistical(train: pd.DataFrame, test: pd.DataFrame, freq: str, horizon: int
     sf = StatsForecast(models=[AutoETS(season_length=season), AutoTheta(season_length=season)], freq=freq, n_jobs=1)
     predicted = sf.forecast(df=train[["unique_id", "ds", "y"]], h=horizon).reset_index()
     predicted["ds"] = pd.to_datetime(predicted["ds"])
-    return {model: score(train, test, predicted, freq, model) for model in ("AutoETS", "AutoTheta")}
+    return {model: truth.score(predicted, model) for model in ("AutoETS", "AutoTheta")}
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.config import ConfigError, load_config  # noqa: E402
-from forecaster.read import DataError, _rows_to_series, check_schema  # noqa: E402
+from forecaster.read import DataError, check_schema, rows_to_series  # noqa: E402
 from forecaster.synthetic import seasonal_series  # noqa: E402
 from forecaster.validate import validate_batch  # noqa: E402
 
@@ -120,7 +120,7 @@ def check_series() -> tuple[int, list[str]]:
     cases = series_cases()
     for name, table, expected in cases:
         try:
-            series = _rows_to_series(table, rename=RENAME)
+            series = rows_to_series(table, rename=RENAME)
             out = validate_batch(series, "MS", 3, "2030-01-01", short_series="reject")
             got = out["reject_reason"].to_pylist()
             if got != [expected]:
@@ -128,7 +128,7 @@ def check_series() -> tuple[int, list[str]]:
         except Exception as exc:  # a crash is never the documented outcome
             failures.append(f"series: {name}: raised {type(exc).__name__}: {exc}")
     # all of them in one block: each series judged on its own
-    together = validate_batch(pa.concat_tables([_rows_to_series(t, rename=RENAME) for _, t, _ in cases]),
+    together = validate_batch(pa.concat_tables([rows_to_series(t, rename=RENAME) for _, t, _ in cases]),
                               "MS", 3, "2030-01-01", short_series="reject")
     expected_good = sum(1 for _, _, e in cases if e is None)
     if together["reject_reason"].null_count != expected_good:

@@ -29,7 +29,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from forecaster.config import load_config  # noqa: E402
-from forecaster.pipeline import validate  # noqa: E402
+from forecaster.pipeline import validate_series  # noqa: E402
 from forecaster.read import read_series  # noqa: E402
 from forecaster.runtime import init_ray  # noqa: E402
 from forecaster.score import score_earlier  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> int:
                                  f"output.uri={work / 'out'}", "run.date=2026-01-01"])
         init_ray(cfg)
         started = time.perf_counter()
-        validated = validate(cfg, read_series(cfg))
+        validated = validate_series(cfg, read_series(cfg))
         read_validate = time.perf_counter() - started
         started = time.perf_counter()
         entry = score_earlier(cfg, resolve(cfg.output.uri), validated)

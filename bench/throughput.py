@@ -41,16 +41,19 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from forecaster import checkpoint as checkpoint_format  # noqa: E402
+from forecaster.columns import DS, ID, Y  # noqa: E402
 from forecaster.config import load_config  # noqa: E402
-from forecaster.covariates import FeatureSpec  # noqa: E402
-from forecaster.features import SeriesBlock, training_windows  # noqa: E402
+from forecaster.covariates import feature_spec  # noqa: E402
+from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
-from forecaster.pipeline import predict, predictor_options, validate, validate_options  # noqa: E402
+from forecaster.pipeline import clean_series, predict, predictor_options, validate_options, validate_series  # noqa: E402
 from forecaster.predict import SeriesPredictor  # noqa: E402
-from forecaster.read import DS, ID, Y, _rows_to_series, read_series  # noqa: E402
+from forecaster.read import read_series, rows_to_series  # noqa: E402
 from forecaster.runtime import init_ray  # noqa: E402
+from forecaster.spec import LoopSettings, ModelSpec  # noqa: E402
 from forecaster.synthetic import seasonal_series  # noqa: E402
-from forecaster.train import fit, loop_config, save_checkpoint, train_step, weight_average  # noqa: E402
+from forecaster.train import fit, minibatches, train_epoch, weight_average  # noqa: E402
 from forecaster.validate import validate_batch  # noqa: E402
 
 
@@ -66,32 +69,25 @@ def write_series(directory: pathlib.Path, n_series: int, files: int, seed: int =
 
 
 def bare_training(cfg, clean, threads: int, epochs: int) -> float:
-    """Windows/s of a plain loop: same windows (covariates included), model, batch size, threads,
-    device and precision; the blocks are built from the clean rows before the clock starts."""
+    """Windows/s of the job's own epoch (train.train_epoch: windows, steps, weight average) in this
+    process, without Ray Train: same model, batch size, threads, device and precision; the blocks are
+    built from the clean rows before the clock starts."""
     torch.set_num_threads(threads)
     device = torch.device("cuda" if cfg.train.use_gpu else "cpu")
-    m, t = loop_config(cfg)["model"], loop_config(cfg)["train"]
+    spec, settings = ModelSpec.from_config(cfg, feature_spec(cfg, clean.schema().base_schema)), \
+        LoopSettings.from_config(cfg)
     torch.manual_seed(0)
-    model = build_model(m).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"])
-    ema = weight_average(model, t["ema_decay"])  # the job's loop updates the average after every step
+    model = build_model(spec).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    ema = weight_average(model, settings.ema_decay)
     rng = np.random.default_rng(0)
-    spec = FeatureSpec.from_dict(m["features"])
-    blocks = [SeriesBlock.from_batch(batch, spec)
-              for batch in clean.iter_batches(batch_size=t["series_per_block"], batch_format="pyarrow")]
+    blocks = [SeriesBlock.from_batch(batch, spec.features)
+              for batch in clean.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow")]
     timings = []
     for _ in range(epochs):
-        started, windows = time.perf_counter(), 0
-        for block in blocks:
-            w = training_windows(block, m["input_size"], m["horizon"], t["windows_per_series"], rng, m["scaler"],
-                                 m["scaler_type"])
-            order = rng.permutation(len(w))
-            for j in range(0, len(order), t["batch_size"]):
-                rows = order[j:j + t["batch_size"]]
-                train_step(model, optimizer, w, rows, m, device, cfg.train.precision)
-                if ema is not None:
-                    ema.update_parameters(model)
-                windows += len(rows)
+        started = time.perf_counter()
+        _, windows = train_epoch(model, optimizer, minibatches(blocks, spec, settings, rng, settings.batch_size),
+                                 spec, settings, device, ema)
         timings.append(windows / (time.perf_counter() - started))
     return float(np.median(timings[1:] if len(timings) > 1 else timings))
 
@@ -125,7 +121,7 @@ def bare_other_steps(cfg, files: list[pathlib.Path], forecasts: list[pa.Table], 
     columns = [cfg.data.id_col, cfg.data.time_col, cfg.data.target_col]
     rename = {cfg.data.id_col: ID, cfg.data.time_col: DS, cfg.data.target_col: Y}
     seconds, started = {}, time.perf_counter()
-    series = [_rows_to_series(pq.read_table(f, columns=columns), rename) for f in files]
+    series = [rows_to_series(pq.read_table(f, columns=columns), rename) for f in files]
     seconds["read+group"], started = time.perf_counter() - started, time.perf_counter()
     for block in series:
         validate_batch(block, **validate_options(cfg))
@@ -172,7 +168,7 @@ def ray_inference(cfg, checkpoint, out: pathlib.Path) -> dict:
     seconds, started = {}, time.perf_counter()
     series = read_series(cfg)
     seconds["read+group"], started = time.perf_counter() - started, time.perf_counter()
-    validated = validate(cfg, series)
+    validated = validate_series(cfg, series)
     seconds["validate"], started = time.perf_counter() - started, time.perf_counter()
     predict(cfg, validated, checkpoint).write_parquet(str(out))
     seconds["predict+write"] = time.perf_counter() - started
@@ -226,7 +222,7 @@ def main() -> None:
         write_series(work / "train", args.train_series, files=4)
         cfg = load_config(None, [f"data.uri={work / 'train'}", *common])
         init_ray(cfg)
-        clean = validate(cfg, read_series(cfg)).drop_columns(["reject_reason", "reject_detail"]).materialize()
+        clean = clean_series(validate_series(cfg, read_series(cfg)))
         if args.only != "infer":
             ray_rate, startup = ray_training(cfg, clean)
             bare_rate = bare_training(cfg, clean, threads * args.workers, args.epochs)
@@ -238,10 +234,10 @@ def main() -> None:
         if args.only == "train":
             return
 
-        model = build_model(loop_config(cfg)["model"]).eval()
+        spec = ModelSpec.from_config(cfg)
         ckpt_dir = work / "checkpoint"
         ckpt_dir.mkdir()
-        save_checkpoint(str(ckpt_dir), model, loop_config(cfg))
+        checkpoint_format.save(str(ckpt_dir), build_model(spec).eval(), spec)
         import ray.train
 
         checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
@@ -258,7 +254,7 @@ def main() -> None:
         cold = sum(ray_inference(big, checkpoint, work / "pred-cold").values())
         startup = ray_inference(tiny, checkpoint, work / "pred-tiny")
         ray_stages = ray_inference(big, checkpoint, work / "pred-big")
-        blocks = list(validate(big, read_series(big)).iter_batches(batch_size=big.predict.batch_size,
+        blocks = list(validate_series(big, read_series(big)).iter_batches(batch_size=big.predict.batch_size,
                                                                    batch_format="pyarrow"))
         bare_seconds, bare_cpu, forecasts = bare_inference(big, blocks, checkpoint)
         other = bare_other_steps(big, sorted((work / "infer").glob("*.parquet")), forecasts, work / "pred-bare")

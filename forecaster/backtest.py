@@ -36,14 +36,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from forecaster.columns import (
+    CUTOFF,
+    FORECAST,
+    FUTURE,
+    HORIZON,
+    ID,
+    LAST_DS,
+    LENGTH,
+    LSTM,
+    MODEL,
+    NAIVE,
+    SEASONAL_NAIVE,
+    THETA,
+    Y,
+)
 from forecaster.config import Config, ConfigError
-from forecaster.covariates import FUTURE, HORIZON
 from forecaster.evaluate import coverage, forecast_scores, mase_scale
 from forecaster.features import SeriesBlock
 from forecaster.manifest import versions
-from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate
-from forecaster.predict import MODEL_COLUMN, SeriesPredictor, without_fallback
-from forecaster.read import ID, Y, check_schema, read_series
+from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
+from forecaster.predict import SeriesPredictor, without_fallback
+from forecaster.read import check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
 from forecaster.runtime import init_ray
 from forecaster.storage import resolve
@@ -53,10 +67,10 @@ log = logging.getLogger(__name__)
 
 BACKTESTS = "backtests"
 NO_FALLBACK = "no_fallback"  # `forecast` as model.fallback=none would make it: what the fallback gained or cost
-MODELS = (MODEL_COLUMN, "forecast", NO_FALLBACK, "Naive", "SeasonalNaive", "Theta")
+MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA)
 ACTUAL = "actual"  # the hidden points a window is scored on
-SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), ("cutoff", pa.timestamp("us")),
-                          ("metric", pa.string()), ("model", pa.string()), *((m, pa.float64()) for m in MODELS)])
+SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), (CUTOFF, pa.timestamp("us")),
+                          ("metric", pa.string()), (MODEL, pa.string()), *((m, pa.float64()) for m in MODELS)])
 SKIP_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), ("reason", pa.string()), ("detail", pa.string())])
 
 
@@ -127,36 +141,31 @@ class WindowScorer(SeriesPredictor):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         block = self.block(batch)
-        forecasts = self._forecast(batch, block)  # horizon rows per series, in batch order
-        n, h = len(block), self.m["horizon"]
+        f = self.forecast(batch, block)
+        n = len(block)
         ids = pc.cast(batch[ID], pa.string())
         rows = self.truth_ids.get_indexer(ids.to_numpy(zero_copy_only=False))
         if (rows < 0).any():
             raise RuntimeError(f"backtest: no hidden points for series {ids[int(np.argmin(rows))]}")
         actual = self.actual[rows]
-
-        def column(name: str) -> np.ndarray:  # (series, horizon)
-            return forecasts[name].to_numpy(zero_copy_only=False).reshape(n, h)
-
         scale = mase_scale(block, block.lengths, self.season)
-        levels = (self.m.get("levels") or []) if len(self.m["quantiles"]) > 1 else []
-        bounds = [column(f"{MODEL_COLUMN}-{side}-{level}") for level in levels for side in ("lo", "hi")]
-        scores = {m: forecast_scores(actual, column(m), scale) for m in MODELS if m not in (MODEL_COLUMN, NO_FALLBACK)}
-        unguarded = without_fallback(column(MODEL_COLUMN), column("Theta"), column("forecast"), self.combine)
-        scores[NO_FALLBACK] = forecast_scores(actual, unguarded, scale)
-        lstm = np.stack([column(MODEL_COLUMN), *bounds], axis=-1)
-        scores[MODEL_COLUMN] = forecast_scores(actual, lstm, scale, self.m["quantiles"])
-        for i, level in enumerate(levels):
-            scores[MODEL_COLUMN][f"coverage_{level}"] = coverage(actual, bounds[2 * i], bounds[2 * i + 1])
-        metrics = list(scores[MODEL_COLUMN])
+        point = f.lstm[..., 0]
+        scores = {name: forecast_scores(actual, values, scale) for name, values in (
+            (FORECAST, f.forecast), (NO_FALLBACK, without_fallback(point, f.theta, f.forecast, self.combine)),
+            (NAIVE, f.naive), (SEASONAL_NAIVE, f.seasonal_naive), (THETA, f.theta))}
+        # the LSTM with all its outputs (the pinball loss scores the interval bounds of loss=quantile)
+        scores[LSTM] = forecast_scores(actual, f.lstm, scale, self.spec.quantiles if self.spec else (0.5,))
+        for level in f.levels:
+            scores[LSTM][f"coverage_{level}"] = coverage(actual, f.bound("lo", level), f.bound("hi", level))
+        metrics = list(scores[LSTM])
         each = np.repeat(np.arange(n), len(metrics))
         missing = np.full(n, np.nan)
         return pa.table({
             ID: ids.take(pa.array(each)),
             "window": pa.array(np.full(len(each), self.window)),
-            "cutoff": batch["last_ds"].take(pa.array(each)),
+            CUTOFF: batch[LAST_DS].take(pa.array(each)),
             "metric": pa.array(np.tile(metrics, n)),
-            "model": forecasts["model"].take(pa.array(each * h)),
+            MODEL: pa.array(f.model[each]),
             **{m: pa.array(np.stack([scores[m].get(k, missing) for k in metrics], axis=1).reshape(-1),
                            from_pandas=True) for m in MODELS},
         }, schema=SCORE_SCHEMA)
@@ -170,23 +179,23 @@ def _collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:
 def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: int, hidden: int,
             token: str) -> tuple[dict, pa.Table, pa.Table]:
     """Cut, validate, train, predict and score one window: (report, score rows, skipped rows)."""
-    wcfg = copy.deepcopy(cfg)
-    wcfg.run.name = f"{cfg.run.name}-backtest-{token}-w{window}"  # a fresh Ray Train run: never resumes another
-    wcfg.train.warm_start = "none"  # an earlier run's weights have seen the hidden points
-    wcfg.data.future_uri = None  # known-future values of the window come from the hidden history
+    window_cfg = copy.deepcopy(cfg)
+    window_cfg.run.name = f"{cfg.run.name}-backtest-{token}-w{window}"  # a fresh Ray Train run: never resumes another
+    window_cfg.train.warm_start = "none"  # an earlier run's weights have seen the hidden points
+    window_cfg.data.future_uri = None  # known-future values of the window come from the hidden history
     cut = series.map_batches(cut_series, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},
                              batch_format="pyarrow", batch_size=None)
-    clean, rejects, counts = split_rejects(validate(wcfg, cut))
-    checkpoint, checkpoint_uri, training = train_clean(wcfg, clean, counts)
+    clean, rejects, counts = split_rejects(validate_series(window_cfg, cut))
+    checkpoint, checkpoint_uri, training = train_clean(window_cfg, clean, counts)
     scores = SCORE_SCHEMA.empty_table()
     if counts["forecast"] > 0:
         truth = series.map_batches(actual_points, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},
                                    batch_format="pyarrow", batch_size=None).materialize()
-        scored = predict(wcfg, clean, checkpoint, WindowScorer, truth=truth.to_arrow_refs(), window=window)
+        scored = predict(window_cfg, clean, checkpoint, WindowScorer, truth=truth.to_arrow_refs(), window=window)
         scores = _collect(scored, SCORE_SCHEMA)
     # Naive forecasts a finite value for every clean series: its MAE is undefined (null) only where a
     # hidden point is NaN or inf
-    naive_undefined = pc.invert(pc.fill_null(pc.is_finite(scores["Naive"]), False))
+    naive_undefined = pc.invert(pc.fill_null(pc.is_finite(scores[NAIVE]), False))
     no_actual = scores.filter(pc.and_(pc.equal(scores["metric"], "mae"), naive_undefined))[ID].combine_chunks()
     scores = scores.filter(pc.invert(pc.is_in(scores[ID], value_set=no_actual)))
     short = lengths[lengths <= hidden]
@@ -197,9 +206,9 @@ def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: i
     ]).cast(SKIP_SCHEMA)
     first = scores.filter(pc.equal(scores["metric"], "mae"))  # one row per scored series
     counts.update(series=len(lengths), no_history=len(short), non_finite_actual=len(no_actual),
-                  scored=first.num_rows, lstm_scored=int(pc.sum(pc.is_finite(first[MODEL_COLUMN])).as_py() or 0),
-                  by_model=dict(Counter(first["model"].to_pylist())))
-    cutoffs = [str(pc.min(first["cutoff"]).as_py()), str(pc.max(first["cutoff"]).as_py())] if len(first) else []
+                  scored=first.num_rows, lstm_scored=int(pc.sum(pc.is_finite(first[LSTM])).as_py() or 0),
+                  by_model=dict(Counter(first[MODEL].to_pylist())))
+    cutoffs = [str(pc.min(first[CUTOFF]).as_py()), str(pc.max(first[CUTOFF]).as_py())] if len(first) else []
     log.info("window %d: %d points hidden, %d series scored, %d skipped", window, hidden, counts["scored"],
              skipped.num_rows)
     return ({"window": window, "hidden": hidden, "cutoffs": cutoffs, "counts": counts, "training": training,
@@ -241,10 +250,10 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     checked = check_schema(cfg)  # file-level errors stop before Ray starts
     init_ray(cfg)
     series = read_series(cfg, checked)  # materialised: every window cuts the same rows
-    table = _collect(series.map_batches(lambda b: pa.table({ID: b[ID], "length": _lengths(b)}),
+    table = _collect(series.map_batches(lambda b: pa.table({ID: b[ID], LENGTH: _lengths(b)}),
                                         batch_format="pyarrow", batch_size=None),
-                     pa.schema([(ID, pa.string()), ("length", pa.int64())]))
-    lengths = pd.Series(table["length"].to_numpy(), index=table[ID].to_pylist())
+                     pa.schema([(ID, pa.string()), (LENGTH, pa.int64())]))
+    lengths = pd.Series(table[LENGTH].to_numpy(), index=table[ID].to_pylist())
     timer.mark("read")
     token = uuid.uuid4().hex[:8]
     reports, scores, skipped = [], [], []

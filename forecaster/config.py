@@ -214,7 +214,7 @@ _CHOICES = {
 }
 
 
-def _validate(cfg: Config) -> None:
+def _check_values(cfg: Config) -> None:
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
@@ -300,14 +300,14 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must not be empty")
     if len(set(columns.values())) < len(columns):
         raise ConfigError(f"data.id_col, data.time_col and data.target_col must name 3 different columns: {columns}")
-    _validate_covariates(cfg, set(columns.values()))
+    _check_covariates(cfg, set(columns.values()))
     for key in ("data.uri", "output.uri"):
         section, name = key.split(".")
         if not getattr(getattr(cfg, section), name):
             raise ConfigError(f"{key}: must not be empty")
 
 
-def _validate_covariates(cfg: Config, reserved: set[str]) -> None:
+def _check_covariates(cfg: Config, reserved: set[str]) -> None:
     data = cfg.data
     seen: dict[str, str] = {}
     for key in ("past_covariates", "future_covariates", "static_covariates"):
@@ -404,7 +404,7 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader without the timestamp resolver: dates stay the text written, so a bad date such as
-    2020-13-01 reaches _validate (which names the key) instead of failing inside the YAML parser."""
+    2020-13-01 reaches _check_values (which names the key) instead of failing inside the YAML parser."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -469,7 +469,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     for item in overrides or []:
         key, value = parse_set(item)
         _apply(cfg, key, value)
-    _validate(cfg)
+    _check_values(cfg)
     return cfg
 
 
@@ -478,5 +478,5 @@ def config_from_dict(values: dict) -> Config:
     cfg = Config()
     for key, value in values.items():
         _apply(cfg, key, value)
-    _validate(cfg)
+    _check_values(cfg)
     return cfg

@@ -26,9 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Column name prefixes of covariates on series rows (after read); they cannot clash with the
-# internal columns (unique_id, y, first_ds, ...).
-PAST, FUTURE, STATIC, HORIZON = "past:", "future:", "static:", "horizon:"
+from forecaster.columns import STATIC
 
 # calendar kind -> number of feature columns (sin/cos pairs), see calendar_features
 CALENDAR_WIDTH = {None: 0, "month": 2, "quarter": 2, "week": 2, "day": 4, "hour": 4, "minute": 4}

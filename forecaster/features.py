@@ -28,19 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecaster.covariates import (
-    FUTURE,
-    HORIZON,
-    PAST,
-    STATIC,
-    FeatureSpec,
-    calendar_anchor,
-    calendar_features,
-    static_buckets,
-    static_numeric,
-)
-
-SCALER_TYPES = ("robust", "standard", "minmax", "none")
+from forecaster.columns import FUTURE, HORIZON, PAST, STATIC
+from forecaster.covariates import FeatureSpec, calendar_anchor, calendar_features, static_buckets, static_numeric
+from forecaster.spec import ModelSpec
 
 
 @dataclass
@@ -169,13 +159,8 @@ def _flat(column) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def robust_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median and IQR of the observed values of each row -> loc, scale of shape (rows, 1)."""
-    return window_stats(values, mask, "robust")
-
-
-def window_stats(values: np.ndarray, mask: np.ndarray, kind: str = "robust") -> tuple[np.ndarray, np.ndarray]:
-    """loc, scale (rows, 1) of the observed values of each row for a scaler type (SCALER_TYPES).
+def window_stats(values: np.ndarray, mask: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """loc, scale (rows, 1) of the observed values of each row for model.scaler_type `kind`.
 
     Fallbacks when the scale is zero (flat or tiny windows): mean absolute deviation from loc,
     then |loc|, then 1, so that scale is always positive and finite. Only robust sorts (once).
@@ -231,25 +216,26 @@ def _positions(block: SeriesBlock, series: np.ndarray, first: np.ndarray, width:
     return idx, flat, observed
 
 
-def _gather(block: SeriesBlock, series: np.ndarray, first: np.ndarray, width: int,
-            limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def take_points(block: SeriesBlock, series: np.ndarray, first: np.ndarray, width: int,
+                limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """values[first : first + width] of each chosen series, masked outside [0, limit)."""
     _, flat, observed = _positions(block, series, first, width, limit)
     values = np.where(observed, block.values[flat] if len(block.values) else 0.0, 0.0)
     return values, observed.astype(np.float64)
 
 
-def make_windows(block: SeriesBlock, series: np.ndarray, cutoffs: np.ndarray, input_size: int,
-                 horizon: int, limit: np.ndarray, scaler: str = "window",
-                 stats_end: np.ndarray | None = None, scaler_type: str = "robust") -> Windows:
-    """Windows for the given (series index, cutoff) pairs; values at or after `limit` are hidden.
+def make_windows(block: SeriesBlock, series: np.ndarray, cutoffs: np.ndarray, limit: np.ndarray, spec: ModelSpec,
+                 stats_end: np.ndarray | None = None) -> Windows:
+    """Windows of `spec` (input_size, horizon, scaler, scaler_type) for the given (series index, cutoff)
+    pairs; values at or after `limit` are hidden.
 
     `limit` is the number of points of each chosen series that may be seen at all: training uses
     the training part, so later values can never enter inputs, targets or statistics.
     `stats_end` (per chosen series) bounds the points used by the "series" scaler.
     """
-    inputs, input_mask = _gather(block, series, cutoffs - input_size, input_size, limit)
-    targets, target_mask = _gather(block, series, cutoffs, horizon, limit)
+    input_size, horizon, scaler, scaler_type = spec.input_size, spec.horizon, spec.scaler, spec.scaler_type
+    inputs, input_mask = take_points(block, series, cutoffs - input_size, input_size, limit)
+    targets, target_mask = take_points(block, series, cutoffs, horizon, limit)
     if scaler == "window":
         loc, scale = window_stats(inputs, input_mask, scaler_type)
     elif scaler == "series":
@@ -304,10 +290,10 @@ def _add_covariates(w: Windows, block: SeriesBlock, series: np.ndarray, cutoffs:
 
 
 def series_stats(block: SeriesBlock, series: np.ndarray, end: np.ndarray,
-                 scaler_type: str = "robust") -> tuple[np.ndarray, np.ndarray]:
+                 scaler_type: str) -> tuple[np.ndarray, np.ndarray]:
     """Statistics of each chosen series over its points [0, end)."""
     width = int(end.max()) if len(end) else 0
-    values, mask = _gather(block, series, np.zeros_like(end), max(width, 1), end)
+    values, mask = take_points(block, series, np.zeros_like(end), max(width, 1), end)
     return window_stats(values, mask, scaler_type)
 
 
@@ -332,28 +318,23 @@ def min_training_inputs(input_size: int, horizon: int) -> int:
     return min(input_size, max(2, horizon // 2))
 
 
-def training_windows(block: SeriesBlock, input_size: int, horizon: int, windows_per_series: int,
-                     rng: np.random.Generator, scaler: str = "window", scaler_type: str = "robust") -> Windows:
+def training_windows(block: SeriesBlock, spec: ModelSpec, windows_per_series: int,
+                     rng: np.random.Generator) -> Windows:
     """Random windows from the training part (all but the last `horizon` points) of each series."""
-    train_lengths = block.lengths - horizon
-    series, cutoffs = training_cutoffs(train_lengths, horizon, windows_per_series, rng,
-                                       min_training_inputs(input_size, horizon))
-    return make_windows(block, series, cutoffs, input_size, horizon, train_lengths[series], scaler,
-                        scaler_type=scaler_type)
+    train_lengths = block.lengths - spec.horizon
+    series, cutoffs = training_cutoffs(train_lengths, spec.horizon, windows_per_series, rng,
+                                       min_training_inputs(spec.input_size, spec.horizon))
+    return make_windows(block, series, cutoffs, train_lengths[series], spec)
 
 
-def validation_windows(block: SeriesBlock, input_size: int, horizon: int, scaler: str = "window",
-                       scaler_type: str = "robust") -> Windows:
+def validation_windows(block: SeriesBlock, spec: ModelSpec) -> Windows:
     """One window per series: the last `horizon` points as targets, the points before as inputs."""
     series = np.arange(len(block))
-    cutoffs = block.lengths - horizon
-    return make_windows(block, series, cutoffs, input_size, horizon, block.lengths, scaler,
-                        stats_end=cutoffs, scaler_type=scaler_type)
+    cutoffs = block.lengths - spec.horizon
+    return make_windows(block, series, cutoffs, block.lengths, spec, stats_end=cutoffs)
 
 
-def forecast_windows(block: SeriesBlock, input_size: int, horizon: int, scaler: str = "window",
-                     scaler_type: str = "robust") -> Windows:
+def forecast_windows(block: SeriesBlock, spec: ModelSpec) -> Windows:
     """One window per series ending at its last point (targets all unobserved)."""
     series = np.arange(len(block))
-    return make_windows(block, series, block.lengths, input_size, horizon, block.lengths, scaler,
-                        stats_end=block.lengths - horizon, scaler_type=scaler_type)
+    return make_windows(block, series, block.lengths, block.lengths, spec, stats_end=block.lengths - spec.horizon)

@@ -8,7 +8,7 @@ import logging
 import torch
 from torch import nn
 
-from forecaster.covariates import FeatureSpec
+from forecaster.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,9 @@ class LSTMForecaster(nn.Module):
     looked up in one shared embedding table of `static_buckets` x `static_dim`.
     """
 
-    def __init__(self, input_features: int, horizon: int, hidden_size: int = 64, num_layers: int = 2,
-                 dropout: float = 0.1, outputs: int = 1, future_features: int = 0, static_numeric: int = 0,
-                 static_categorical: int = 0, static_buckets: int = 1024, static_dim: int = 4,
-                 input_size: int = 0):
+    def __init__(self, input_features: int, horizon: int, hidden_size: int, num_layers: int, dropout: float,
+                 outputs: int = 1, future_features: int = 0, static_numeric: int = 0, static_categorical: int = 0,
+                 static_buckets: int = 0, static_dim: int = 0, input_size: int = 0):
         super().__init__()
         self.horizon = horizon
         self.outputs = outputs
@@ -71,7 +70,7 @@ class EnsembleForecaster(nn.Module):
     """`size` LSTMForecasters from different initial weights (model.ensemble_size), trained side by
     side on the same windows; each keeps its own loss, the forecast is their mean.
 
-    forward(...) -> (members, batch, horizon, outputs); `combine` takes the mean over members.
+    forward(...) -> (members, batch, horizon, outputs); `member_mean` takes the mean over members.
     """
 
     def __init__(self, members: list[LSTMForecaster]):
@@ -82,44 +81,33 @@ class EnsembleForecaster(nn.Module):
         return torch.stack([member(x, **inputs) for member in self.members])
 
 
-def combine(prediction: torch.Tensor) -> torch.Tensor:
+def member_mean(prediction: torch.Tensor) -> torch.Tensor:
     """(batch, horizon, outputs) from a single network's or an ensemble's output."""
     return prediction.mean(dim=0) if prediction.dim() == 4 else prediction
 
 
-def quantiles_for(levels: list[int]) -> list[float]:
-    """Output quantiles: the median first, then (lo, hi) for each interval level in percent."""
-    out = [0.5]
-    for level in levels:
-        tail = (1 - level / 100) / 2
-        out += [tail, 1 - tail]
-    return out
+def build_model(spec: ModelSpec) -> nn.Module:
+    """The network of `spec`: one LSTMForecaster, or an EnsembleForecaster of `spec.ensemble_size`."""
+    if spec.ensemble_size > 1:
+        return EnsembleForecaster([_build_network(spec) for _ in range(spec.ensemble_size)])
+    return _build_network(spec)
 
 
-def build_model(model_cfg: dict) -> nn.Module:
-    """Model from the `model` section of a config dict (as stored in checkpoints): one
-    LSTMForecaster, or an EnsembleForecaster of `ensemble_size` of them."""
-    size = model_cfg.get("ensemble_size", 1)
-    if size > 1:
-        return EnsembleForecaster([_build_network(model_cfg) for _ in range(size)])
-    return _build_network(model_cfg)
-
-
-def _build_network(model_cfg: dict) -> LSTMForecaster:
-    spec = FeatureSpec.from_dict(model_cfg.get("features"))
+def _build_network(spec: ModelSpec) -> LSTMForecaster:
+    features = spec.features
     return LSTMForecaster(
-        input_features=2 + spec.step_features,  # scaled value, observed mask, covariates
-        horizon=model_cfg["horizon"],
-        hidden_size=model_cfg["hidden_size"],
-        num_layers=model_cfg["num_layers"],
-        dropout=model_cfg["dropout"],
-        outputs=len(model_cfg.get("quantiles") or [0.5]),
-        future_features=spec.horizon_features,
-        static_numeric=len(spec.static_numeric),
-        static_categorical=len(spec.static_categorical),
-        static_buckets=spec.static_buckets,
-        static_dim=spec.static_dim,
-        input_size=model_cfg["input_size"] if model_cfg.get("skip", "none") == "linear" else 0,
+        input_features=2 + features.step_features,  # scaled value, observed mask, covariates
+        horizon=spec.horizon,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        dropout=spec.dropout,
+        outputs=spec.outputs,
+        future_features=features.horizon_features,
+        static_numeric=len(features.static_numeric),
+        static_categorical=len(features.static_categorical),
+        static_buckets=features.static_buckets,
+        static_dim=features.static_dim,
+        input_size=spec.skip_inputs,
     )
 
 

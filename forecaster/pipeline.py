@@ -1,7 +1,7 @@
 """The nightly job: read -> validate -> prepare/train -> predict -> write, in that order.
 
-This module only wires the steps together and keeps the books (counts, timings, manifest); each
-step lives in its own module.
+This module only wires the steps together as Ray Data stages and keeps the books (counts, timings,
+manifest); what each step does lives in its own module.
 """
 
 from __future__ import annotations
@@ -10,46 +10,25 @@ import logging
 import time
 from collections import Counter
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 import ray.train
 
+from forecaster.checkpoint import checkpoint_uri
+from forecaster.columns import LENGTH, REASON, REJECT_SCHEMA
 from forecaster.config import Config, ConfigError
 from forecaster.console import SeriesProgress
 from forecaster.manifest import build_manifest, report_series
-from forecaster.predict import SeriesPredictor
-from forecaster.read import ID, check_schema, read_series, read_side_table
+from forecaster.predict import SeriesPredictor, output_schema
+from forecaster.read import check_schema, read_series, read_side_table
 from forecaster.report import report_location, write_report
 from forecaster.runtime import init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.train import VALIDATED_COLUMNS, fit
-from forecaster.validate import attach_side_tables, min_length, validate_batch
-from forecaster.write import FORECASTS, REJECT_SCHEMA, REJECTS, write_manifest, write_partition
+from forecaster.validate import attach_side_tables, clean_rows, min_length, reject_rows, validate_batch
+from forecaster.write import FORECASTS, REJECTS, count_models, manifest_location, write_manifest, write_partition
 
 log = logging.getLogger(__name__)
-
-def forecast_schema(cfg: Config) -> pa.Schema:
-    """Columns of the forecasts table (see predict.py), for an empty partition."""
-    levels = cfg.model.levels if cfg.model.loss == "quantile" else []
-    bounds = [(f"LSTM-{side}-{level}", pa.float64()) for level in levels for side in ("lo", "hi")]
-    return pa.schema([(ID, pa.string()), ("ds", pa.timestamp("us")), ("LSTM", pa.float64()), *bounds,
-                      ("Naive", pa.float64()), ("SeasonalNaive", pa.float64()), ("Theta", pa.float64()),
-                      ("forecast", pa.float64()), ("model", pa.string()), ("cutoff", pa.timestamp("us"))])
-
-
-def _clean_rows(batch: pa.Table) -> pa.Table:
-    return batch.filter(pc.is_null(batch["reject_reason"])).drop_columns(["reject_reason", "reject_detail"])
-
-
-def _reject_rows(batch: pa.Table) -> pa.Table:
-    rejected = batch.filter(pc.is_valid(batch["reject_reason"]))
-    return pa.table({
-        "unique_id": rejected[ID],
-        "reason": rejected["reject_reason"],
-        "detail": rejected["reject_detail"],
-    }, schema=REJECT_SCHEMA)
 
 
 def check_output_location(cfg: Config) -> None:
@@ -79,7 +58,7 @@ def validate_options(cfg: Config) -> dict:
             "short_series": cfg.model.short_series}
 
 
-def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
+def validate_series(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
     """Series rows with reject_reason/reject_detail columns (null for clean series), materialised;
     with data.static_uri / data.future_uri, their values joined on (see validate.attach_side_tables)."""
     validated = series.map_batches(
@@ -103,16 +82,16 @@ def validate(cfg: Config, series: ray.data.Dataset) -> ray.data.Dataset:
 
 def clean_series(validated: ray.data.Dataset) -> ray.data.Dataset:
     """The series that passed validation, without the reject columns, materialised."""
-    return validated.map_batches(_clean_rows, batch_format="pyarrow", batch_size=None).materialize()
+    return validated.map_batches(clean_rows, batch_format="pyarrow", batch_size=None).materialize()
 
 
 def trainable_series(cfg: Config, clean: ray.data.Dataset) -> ray.data.Dataset:
     """Clean series long enough for the LSTM (shorter ones get baselines only), materialised; `clean`
     itself where none is too short (no third copy of the series in the object store)."""
     shortest = min_length(cfg.model.horizon)
-    if clean.filter(expr=f"length < {shortest}").count() == 0:
+    if clean.filter(expr=f"{LENGTH} < {shortest}").count() == 0:
         return clean
-    return clean.filter(expr=f"length >= {shortest}").materialize()
+    return clean.filter(expr=f"{LENGTH} >= {shortest}").materialize()
 
 
 def predictor_options(cfg: Config) -> dict:
@@ -139,11 +118,11 @@ def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoi
 
 def split_rejects(validated: ray.data.Dataset) -> tuple[ray.data.Dataset, ray.data.Dataset, dict]:
     """Validated rows -> (clean series rows, reject rows, counts), both materialised."""
-    rejects = validated.map_batches(_reject_rows, batch_format="pyarrow", batch_size=None).materialize()
+    rejects = validated.map_batches(reject_rows, batch_format="pyarrow", batch_size=None).materialize()
     clean = clean_series(validated)
     reasons = Counter()
-    for batch in rejects.select_columns(["reason"]).iter_batches(batch_format="pyarrow", batch_size=65536):
-        reasons.update(batch["reason"].to_pylist())
+    for batch in rejects.select_columns([REASON]).iter_batches(batch_format="pyarrow", batch_size=65536):
+        reasons.update(batch[REASON].to_pylist())
     counts = {"input": validated.count(), "forecast": clean.count(), "rejected": rejects.count(),
               "reject_reasons": dict(reasons)}
     log.info("%d series: %d clean, %d rejected", counts["input"], counts["forecast"], counts["rejected"])
@@ -160,7 +139,7 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
         log.warning("no series long enough for the LSTM: baselines only")
         return None, None, {}
     result = fit(cfg, trainable)
-    return result.checkpoint, _checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
+    return result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
 
 
 def run(cfg: Config) -> dict:
@@ -173,7 +152,7 @@ def run(cfg: Config) -> dict:
     init_ray(cfg)
     timer.mark("ray_init")
 
-    validated = validate(cfg, read_series(cfg, checked))
+    validated = validate_series(cfg, read_series(cfg, checked))
     timer.mark("read_validate")
     scores = score_earlier(cfg, root, validated)  # earlier forecasts against today's actuals
     timer.mark("score")
@@ -188,12 +167,12 @@ def run(cfg: Config) -> dict:
         forecasts = predict(cfg, clean, checkpoint, progress=progress.counter, placement=predictors)
     else:
         log.warning("no clean series: writing rejects only")
-        forecasts = ray.data.from_arrow(forecast_schema(cfg).empty_table())
+        forecasts = ray.data.from_arrow(output_schema(cfg).empty_table())
     with progress:
-        forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, forecast_schema(cfg))
+        forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, output_schema(cfg))
     # node ids: of each Ray Train rank, one list per attempt; of the predictor actors
     placement = {"train": metrics.pop("placement", []), "predict": nodes_of(predictors)}
-    counts["by_model"] = _count_models(forecasts_loc, cfg.model.horizon)
+    counts["by_model"] = count_models(forecasts_loc, cfg.model.horizon)
     rejects_loc = write_partition(root, REJECTS, forecast_date, rejects, REJECT_SCHEMA)
     timer.mark("predict_write")
     plotted = []
@@ -203,7 +182,7 @@ def run(cfg: Config) -> dict:
         timer.mark("report_series")
 
     outputs = {"forecasts": forecasts_loc.uri, "rejects": rejects_loc.uri,
-               "manifest": root.join("manifests", f"forecast_date={forecast_date}.json").uri}
+               "manifest": manifest_location(root, forecast_date).uri}
     if scores is not None:
         outputs["scores"] = scores["uri"]
     if cfg.report.enabled:
@@ -227,25 +206,6 @@ def _write_report(cfg: Config) -> None:
         write_report(cfg)  # logs where it went
     except Exception:
         log.exception("the HTML report could not be written; rebuild it with `forecaster report`")
-
-
-def _count_models(partition, horizon: int) -> dict:
-    """Series per model in a committed forecast partition (reads only the `model` column)."""
-    import pyarrow.dataset as pads
-
-    table = pads.dataset(partition.path, filesystem=partition.fs, format="parquet").to_table(columns=["model"])
-    counts = table.group_by("model").aggregate([("model", "count")]).to_pydict()
-    return {m: c // horizon for m, c in zip(counts["model"], counts["model_count"], strict=True)}
-
-
-def _checkpoint_uri(cfg: Config, checkpoint) -> str | None:
-    if checkpoint is None:
-        return None
-    storage_uri = cfg.train.storage_path or cfg.output.uri.rstrip("/") + "/checkpoints"
-    storage = resolve(storage_uri, cfg.data.storage_options)
-    if storage.is_local:
-        return checkpoint.path
-    return storage_uri.rstrip("/") + checkpoint.path[len(storage.path):]
 
 
 def _training_metrics(result) -> dict:

@@ -17,128 +17,164 @@ seasonal naive beat that forecast on the series' own held-out last `horizon` poi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-import ray.train
 import torch
 
-from forecaster.covariates import FeatureSpec, future_dates
+from forecaster import checkpoint as checkpoints
+from forecaster.columns import (
+    CUTOFF,
+    DS,
+    FORECAST,
+    ID,
+    LAST_DS,
+    LSTM,
+    MODEL,
+    NAIVE,
+    SEASONAL_NAIVE,
+    THETA,
+    forecast_schema,
+    interval,
+)
+from forecaster.config import Config
+from forecaster.covariates import future_dates
 from forecaster.evaluate import seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
-from forecaster.model import build_model, combine
-from forecaster.read import ID
+from forecaster.model import build_model, member_mean
 from forecaster.theta import network_forecast, theta
-from forecaster.train import load_best_weights
 from forecaster.validate import min_length
 
-MODEL_COLUMN = "LSTM"
+
+def output_schema(cfg: Config) -> pa.Schema:
+    """The forecasts table of this config (for an empty partition): interval bounds with loss=quantile."""
+    return forecast_schema(cfg.model.levels if cfg.model.loss == "quantile" else ())
 
 
-def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, combine: str) -> np.ndarray:
+def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, method: str) -> np.ndarray:
     """`forecast` as model.fallback=none makes it, from the output columns: the network's forecast
     wherever the network forecast (LSTM not NaN), the chosen baseline of a short series elsewhere."""
-    return np.where(np.isfinite(lstm), network_forecast(lstm, statistical, combine), chosen)
+    return np.where(np.isfinite(lstm), network_forecast(lstm, statistical, method), chosen)
+
+
+@dataclass
+class Forecasts:
+    """One batch's forecasts in the series' units, series in batch order."""
+
+    lstm: np.ndarray  # (series, horizon, outputs): the point forecast, then (lo, hi) per level; NaN: no network
+    levels: tuple[int, ...]  # the interval levels of lstm's outputs
+    naive: np.ndarray  # (series, horizon)
+    seasonal_naive: np.ndarray
+    theta: np.ndarray
+    forecast: np.ndarray  # what users are told to use
+    model: np.ndarray  # (series,): which model made `forecast`
+
+    def bound(self, side: str, level: int) -> np.ndarray:
+        """(series, horizon): the `side` (lo, hi) of the LSTM's `level` % interval."""
+        return self.lstm[..., 1 + 2 * self.levels.index(level) + (side == "hi")]
 
 
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
-                 fallback: str = "none", threads: int = 1, use_gpu: bool = False,
-                 combine: str = "none", progress=None, placement=None):
-        """`checkpoint=None` (no series was long enough to train on): baselines only. `progress`: called
+                 fallback: str, combine: str, threads: int = 1, use_gpu: bool = False, progress=None,
+                 placement=None):
+        """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
+        model.combine, how the network's forecast is made from the LSTM and Theta. `progress`: called
         with the number of series of each batch once it is forecast (forecaster.console.Tally).
         `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on."""
         torch.set_num_threads(threads)
         if placement is not None:
             placement.add.remote(ray.get_runtime_context().get_node_id())
         self.progress = progress
-        self.season = season
-        self.fallback = fallback
-        self.combine = combine
-        self.model = None
-        self.m = {"horizon": horizon, "quantiles": [0.5], "levels": []}
+        self.freq, self.season, self.horizon = freq, season, horizon
+        self.fallback, self.combine = fallback, combine
+        self.model = self.spec = None
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
-                weights, config = load_best_weights(path)
-            self.m = config["model"]
-            self.model = build_model(self.m)
+                weights, self.spec = checkpoints.load_best(path)
+            self.model = build_model(self.spec)
             self.model.load_state_dict(weights)
             self.model.eval()
             self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
             self.model.to(self.device)
-        self.freq = freq
 
-    @torch.no_grad()
-    def _predict(self, w: Windows) -> np.ndarray:
-        """(series, horizon, outputs) in original units; quantile outputs sorted per step."""
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in w.model_inputs().items()}
-        scaled = combine(self.model(**inputs)).float().cpu().numpy().astype(np.float64)
-        values = w.unscale(scaled)
-        if values.shape[-1] > 1:
-            order = np.argsort(self.m["quantiles"])
-            values[..., order] = np.sort(values[..., order], axis=-1)  # no crossing
-        return values
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return self.spec.intervals if self.spec is not None else ()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        forecasts = self._forecast(batch, self.block(batch))
+        table = self.to_arrow(batch, self.forecast(batch))
         if self.progress is not None:
             self.progress(batch.num_rows)
-        return forecasts
+        return table
 
     def block(self, batch: pa.Table) -> SeriesBlock:
         """Series rows -> a SeriesBlock with the covariates the checkpoint's model reads."""
-        return SeriesBlock.from_batch(batch, FeatureSpec.from_dict(self.m.get("features")))
+        return SeriesBlock.from_batch(batch, self.spec.features if self.spec is not None else None)
 
-    def _forecast(self, batch: pa.Table, block: SeriesBlock) -> pa.Table:
-        h, n = self.m["horizon"], len(block)
+    @torch.no_grad()
+    def _network(self, windows: Windows) -> np.ndarray:
+        """(series, horizon, outputs) in original units; quantile outputs sorted per step."""
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in windows.model_inputs().items()}
+        scaled = member_mean(self.model(**inputs)).float().cpu().numpy().astype(np.float64)
+        values = windows.unscale(scaled)
+        if values.shape[-1] > 1:
+            order = np.argsort(self.spec.quantiles)
+            values[..., order] = np.sort(values[..., order], axis=-1)  # no crossing
+        return values
+
+    def forecast(self, batch: pa.Table, block: SeriesBlock | None = None) -> Forecasts:
+        """The forecasts of a batch of clean series rows (`block`: its SeriesBlock, if made already)."""
+        block = block if block is not None else self.block(batch)
+        h, n = self.horizon, len(block)
         network = (block.lengths >= min_length(h)) & (self.model is not None)  # long enough for the LSTM
-        outputs = np.full((n, h, len(self.m["quantiles"])), np.nan)
+        lstm = np.full((n, h, self.spec.outputs if self.spec is not None else 1), np.nan)
         if network.any():
-            windows = forecast_windows(block.take(network), self.m["input_size"], h, self.m["scaler"],
-                                       self.m.get("scaler_type", "robust"))
-            outputs[network] = self._predict(windows)
-        naive = seasonal_naive(block, block.lengths, h, 1)
+            lstm[network] = self._network(forecast_windows(block.take(network), self.spec))
         snaive = seasonal_naive(block, block.lengths, h, self.season)
         statistical = theta(block, block.lengths, h, self.season)
         use_lstm = network.copy()
         if self.fallback == "validation" and network.any():
             use_lstm[network] = self._lstm_wins_validation(block.take(network))
-        chosen = np.where(use_lstm[:, None], network_forecast(outputs[..., 0], statistical, self.combine), snaive)
-        name = "LSTM+Theta" if self.combine == "theta" else "LSTM"
-        model = np.where(use_lstm, name, np.where(block.lengths >= self.season, "SeasonalNaive", "Naive"))
+        chosen = np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.combine), snaive)
+        name = "LSTM+Theta" if self.combine == "theta" else LSTM
+        model = np.where(use_lstm, name, np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE))
+        return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
+                         seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model)
 
-        last = batch["last_ds"].to_numpy(zero_copy_only=False)
+    def to_arrow(self, batch: pa.Table, f: Forecasts) -> pa.Table:
+        """Long forecast rows (forecast_schema): `horizon` rows per series."""
+        n, h = len(f.model), self.horizon
+        last = batch[LAST_DS].to_numpy(zero_copy_only=False)
         dates = future_dates(last, h, self.freq)  # (series, horizon)
-        repeat = np.repeat(np.arange(n), h)
+
+        def flat(values: np.ndarray) -> pa.Array:
+            return pa.array(values.reshape(-1), from_pandas=True)
+
         columns = {
-            ID: pc.cast(batch[ID], pa.string()).take(pa.array(repeat)),
-            "ds": pa.array(dates.reshape(-1).astype("datetime64[us]")),
-            MODEL_COLUMN: pa.array(outputs[..., 0].reshape(-1), from_pandas=True),
+            ID: pc.cast(batch[ID], pa.string()).take(pa.array(np.repeat(np.arange(n), h))),
+            DS: pa.array(dates.reshape(-1).astype("datetime64[us]")),
+            LSTM: flat(f.lstm[..., 0]),
         }
-        for i, level in enumerate(self.m.get("levels") or []):
-            if len(self.m["quantiles"]) > 1:
-                columns[f"{MODEL_COLUMN}-lo-{level}"] = pa.array(outputs[..., 1 + 2 * i].reshape(-1), from_pandas=True)
-                columns[f"{MODEL_COLUMN}-hi-{level}"] = pa.array(outputs[..., 2 + 2 * i].reshape(-1), from_pandas=True)
-        columns.update({
-            "Naive": pa.array(naive.reshape(-1)),
-            "SeasonalNaive": pa.array(snaive.reshape(-1)),
-            "Theta": pa.array(statistical.reshape(-1)),
-            "forecast": pa.array(chosen.reshape(-1)),
-            "model": pa.array(np.repeat(model, h)),
-            "cutoff": pa.array(np.repeat(last.astype("datetime64[us]"), h)),
-        })
-        return pa.table(columns)
+        for level in f.levels:
+            columns[interval(LSTM, "lo", level)] = flat(f.bound("lo", level))
+            columns[interval(LSTM, "hi", level)] = flat(f.bound("hi", level))
+        columns.update({NAIVE: flat(f.naive), SEASONAL_NAIVE: flat(f.seasonal_naive), THETA: flat(f.theta),
+                        FORECAST: flat(f.forecast), MODEL: pa.array(np.repeat(f.model, h)),
+                        CUTOFF: pa.array(np.repeat(last.astype("datetime64[us]"), h))})
+        return pa.table(columns, schema=forecast_schema(f.levels))
 
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
         """Per series: is the network forecast's MAE on the held-out last `horizon` points (the LSTM's,
         or its combination with Theta fitted on the points before them) <= seasonal naive's?"""
-        h = self.m["horizon"]
-        windows = validation_windows(block, self.m["input_size"], h, self.m["scaler"],
-                                     self.m.get("scaler_type", "robust"))
+        h = self.horizon
         cutoffs = block.lengths - h
         statistical = theta(block, cutoffs, h, self.season) if self.combine == "theta" else None
-        forecast = network_forecast(self._predict(windows)[..., 0], statistical, self.combine)
+        forecast = network_forecast(self._network(validation_windows(block, self.spec))[..., 0], statistical,
+                                    self.combine)
         actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(h)[None, :]]
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

@@ -16,13 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from forecaster.columns import DS, FUTURE, HORIZON, ID, PAST, STATIC, Y
 from forecaster.config import Config
-from forecaster.covariates import FUTURE, HORIZON, PAST, STATIC
 from forecaster.storage import Location, StorageError, list_parquet_files, resolve
 
 log = logging.getLogger(__name__)
-
-ID, DS, Y = "unique_id", "ds", "y"  # internal column names after renaming
 
 
 class DataError(ValueError):
@@ -127,7 +125,7 @@ def read_series(cfg: Config, checked: tuple[Location, list[str]] | None = None) 
     rows = ray.data.read_parquet(files, filesystem=loc.fs, columns=list(rename), partitioning=None,
                                  override_num_blocks=tasks)
     partial = rows.map_batches(
-        _rows_to_series, fn_kwargs={"rename": rename}, batch_format="pyarrow", batch_size=None
+        rows_to_series, fn_kwargs={"rename": rename}, batch_format="pyarrow", batch_size=None
     ).materialize()
     if _has_split_series(partial):
         log.info("some series span several blocks: merging them with a groupby")
@@ -146,7 +144,7 @@ def _use_per_file_parquet_reader() -> None:
     ray.data.DataContext.get_current().use_datasource_v2 = False
 
 
-def _rows_to_series(block: pa.Table, rename: dict[str, str]) -> pa.Table:
+def rows_to_series(block: pa.Table, rename: dict[str, str]) -> pa.Table:
     """Long rows of one block -> one row per series, points sorted by ds; every other column
     (covariates) becomes a list column aligned with y (numeric ones as float64)."""
     block = block.rename_columns([rename[name] for name in block.column_names])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,21 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from forecaster import plots
+from forecaster.columns import (
+    BASELINES,
+    CUTOFF,
+    DS,
+    FORECAST,
+    ID,
+    INTERVAL,
+    LSTM,
+    MODEL,
+    NAIVE,
+    SEASONAL_NAIVE,
+    THETA,
+    interval,
+    partition_name,
+)
 from forecaster.config import Config
 from forecaster.manifest import sample_key
 from forecaster.storage import Location, StorageError, read_json, resolve, write_bytes
@@ -40,13 +54,12 @@ MAX_ORIGINS = 60  # forecast origins in the scores plot (newest)
 MAX_HISTORY = 1000  # history points plotted per series (the newest)
 MAX_TEXT = 160  # characters of an id or a detail shown in a cell
 MAX_CONFIG = 20_000  # characters of the resolved config shown
-MODEL_ORDER = ("forecast", "LSTM", "no_fallback", "Theta", "SeasonalNaive", "Naive")
+MODEL_ORDER = (FORECAST, LSTM, "no_fallback", THETA, SEASONAL_NAIVE, NAIVE)
 STAGES = ("ray_init", "read_validate", "split_rejects", "score", "train", "predict_write", "report_series")
-INTERVAL = re.compile(r"^(?P<model>.+)-lo-(?P<level>\d+(?:\.\d+)?)$")
 
 
 def report_location(root: Location, forecast_date: str) -> Location:
-    return root.join(REPORTS, f"forecast_date={forecast_date}.html")
+    return root.join(REPORTS, partition_name(forecast_date, ".html"))
 
 
 def write_report(cfg: Config) -> Location:
@@ -232,10 +245,9 @@ def forecast_rows(dataset: pads.Dataset, ids: list[str]) -> dict[str, pd.DataFra
     if not ids:
         return {}
     names = dataset.schema.names
-    columns = [c for c in names if c in ("unique_id", "ds", "forecast", "model", "cutoff", "LSTM", *plots.BASELINES)
-               or INTERVAL.match(c) or re.match(r"^.+-hi-\d", c)]
-    frame = dataset.to_table(columns=columns, filter=pc.field("unique_id").isin(ids)).to_pandas()
-    return {str(i): g.sort_values("ds").reset_index(drop=True) for i, g in frame.groupby("unique_id", sort=False)}
+    columns = [c for c in names if c in (ID, DS, FORECAST, MODEL, CUTOFF, LSTM, *BASELINES) or INTERVAL.match(c)]
+    frame = dataset.to_table(columns=columns, filter=pc.field(ID).isin(ids)).to_pandas()
+    return {str(i): g.sort_values(DS).reset_index(drop=True) for i, g in frame.groupby(ID, sort=False)}
 
 
 def intervals(columns) -> list[tuple[str, str, str]]:
@@ -243,10 +255,12 @@ def intervals(columns) -> list[tuple[str, str, str]]:
     found = {}
     for column in columns:
         match = INTERVAL.match(column)
-        hi = f"{match['model']}-hi-{match['level']}" if match else None
-        if match and hi in columns:
+        if not match or match["side"] != "lo":
+            continue
+        hi = interval(match["model"], "hi", match["level"])
+        if hi in columns:
             found.setdefault(match["model"], []).append((float(match["level"]), column, hi))
-    model = "forecast" if "forecast" in found else next(iter(found), None)
+    model = FORECAST if FORECAST in found else next(iter(found), None)
     return [(f"{level:g}% interval ({model})", lo, hi) for level, lo, hi in sorted(found.get(model, []), reverse=True)]
 
 

@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 from markupsafe import Markup
 
 from forecaster import plots
+from forecaster.columns import partition_name
 from forecaster.config import Config
 from forecaster.report import (
     MAX_CONFIG,
@@ -42,7 +43,7 @@ MAX_WINDOWS = 8  # training curves drawn (the newest windows)
 
 
 def backtest_report_location(root: Location, forecast_date: str) -> Location:
-    return root.join(REPORTS, BACKTESTS, f"forecast_date={forecast_date}.html")
+    return root.join(REPORTS, BACKTESTS, partition_name(forecast_date, ".html"))
 
 
 def write_backtest_report(cfg: Config) -> Location:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -41,11 +40,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
+from forecaster.columns import CUTOFF, DS, ID, INTERVAL, MODEL, Y, interval, partition_date
 from forecaster.config import Config
 from forecaster.evaluate import mase_scale, smape_terms
 from forecaster.features import SeriesBlock
 from forecaster.manifest import score_line
-from forecaster.read import ID, Y
 from forecaster.storage import Location, retry
 from forecaster.write import FORECASTS, SCORES, committed_paths, write_partition
 
@@ -56,8 +55,7 @@ STATUSES = (SCORED, ABSENT, REJECTED, PENDING, NO_ACTUALS)
 # reject reasons after which today's points cannot be placed on the calendar
 UNPLACEABLE = ("null_id", "duplicate_ds", "irregular_timestamps")
 # forecast columns that are not a model's values
-NOT_MODELS = (ID, "ds", "cutoff", "model")
-_BOUND = re.compile(r"^(?P<model>.+)-(?P<side>lo|hi)-(?P<level>\d+(\.\d+)?)$")
+NOT_MODELS = (ID, DS, CUTOFF, MODEL)
 
 
 @dataclass(frozen=True)
@@ -83,13 +81,13 @@ def _columns(schema: pa.Schema) -> tuple[list[str], dict[str, list[str]]]:
     bounds: dict[str, set] = defaultdict(set)
     models = []
     for field in schema:
-        match = _BOUND.match(field.name)
+        match = INTERVAL.match(field.name)
         if match:
             bounds[match["model"]].add(match["level"])
         elif field.name not in NOT_MODELS and pa.types.is_floating(field.type):
             models.append(field.name)
     intervals = {m: sorted(levels, key=float) for m, levels in bounds.items()
-                 if m in models and all(f"{m}-{s}-{lv}" in schema.names for lv in levels for s in ("lo", "hi"))}
+                 if m in models and all(interval(m, s, lv) in schema.names for lv in levels for s in ("lo", "hi"))}
     return models, intervals
 
 
@@ -120,8 +118,8 @@ def earlier_dates(root: Location, run_date: str) -> list[str]:
     dates = []
     for info in retry(lambda: table.fs.get_file_info(selector), table.uri, "list"):
         name = posixpath.basename(info.path.rstrip("/"))
-        if info.type == pafs.FileType.Directory and name.startswith("forecast_date="):
-            date = name[len("forecast_date="):]
+        date = partition_date(name)
+        if info.type == pafs.FileType.Directory and date is not None:
             if date < run_date:
                 dates.append(date)
     return sorted(set(dates), reverse=True)

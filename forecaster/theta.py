@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecaster.features import SeriesBlock, _gather
+from forecaster.features import SeriesBlock, take_points
 
 MAX_HISTORY = 1000
 ALPHAS = np.linspace(0.05, 1.0, 20)
@@ -62,7 +62,7 @@ def _right_aligned(block: SeriesBlock, ends: np.ndarray) -> tuple[np.ndarray, np
     width = int(n.max()) if len(n) else 0
     # positions ends - width .. ends - 1: those before 0 are masked, and a series longer than
     # MAX_HISTORY has width = MAX_HISTORY, so only its last MAX_HISTORY points are in the window
-    values, observed = _gather(block, np.arange(len(ends)), ends - width, width, ends)
+    values, observed = take_points(block, np.arange(len(ends)), ends - width, width, ends)
     return np.where(observed > 0, values, np.nan), n
 
 
@@ -137,6 +137,7 @@ def _slope(y: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.where(var > 0, (dt * dy).sum(axis=1) / np.where(var > 0, var, 1.0), 0.0)
 
 
-def network_forecast(lstm: np.ndarray, statistical: np.ndarray | None, combine: str) -> np.ndarray:
-    """The forecast made with the network: the LSTM's, or its mean with Theta's (model.combine=theta)."""
-    return (lstm + statistical) / 2 if combine == "theta" else lstm
+def network_forecast(lstm: np.ndarray, statistical: np.ndarray | None, method: str) -> np.ndarray:
+    """The forecast made with the network by model.combine=`method`: the LSTM's (none), or its mean
+    with Theta's (theta)."""
+    return (lstm + statistical) / 2 if method == "theta" else lstm

@@ -32,7 +32,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from forecaster.config import Config, config_from_dict
-from forecaster.pipeline import check_output_location, clean_series, trainable_series, validate
+from forecaster.pipeline import check_output_location, clean_series, trainable_series, validate_series
 from forecaster.read import DataError, check_schema, read_series
 from forecaster.runtime import init_ray
 from forecaster.storage import resolve
@@ -183,7 +183,7 @@ def read_trainable(cfg: Config) -> ray.data.Dataset:
     check_output_location(cfg)
     checked = check_schema(cfg)
     init_ray(cfg)
-    return trainable_series(cfg, clean_series(validate(cfg, read_series(cfg, checked))))
+    return trainable_series(cfg, clean_series(validate_series(cfg, read_series(cfg, checked))))
 
 
 def _trial_dirname(trial) -> str:

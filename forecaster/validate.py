@@ -30,10 +30,26 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forecaster.covariates import FUTURE, HORIZON, PAST, STATIC, future_dates
-from forecaster.read import DS, ID, Y
+from forecaster.columns import (
+    DETAIL,
+    DS,
+    FIRST_DS,
+    FUTURE,
+    HORIZON,
+    ID,
+    LAST_DS,
+    LENGTH,
+    PAST,
+    REASON,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_SCHEMA,
+    STATIC,
+    Y,
+)
+from forecaster.covariates import future_dates
 
-REASONS = (
+CHECKS = (  # what validate_batch checks, in this order
     "null_id",
     "non_finite_y",
     "overflow_y",
@@ -45,8 +61,20 @@ REASONS = (
     "after_run_date",
     "too_short",
 )
-SIDE_REASONS = ("missing_static", "missing_future_covariates")  # set by attach_side_tables
+REASONS = (*CHECKS, "missing_future_covariates")  # every reason code, attach_side_tables' included
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def clean_rows(batch: pa.Table) -> pa.Table:
+    """The series of a validated batch that passed, without the reject columns."""
+    return batch.filter(pc.is_null(batch[REJECT_REASON])).drop_columns([REJECT_REASON, REJECT_DETAIL])
+
+
+def reject_rows(batch: pa.Table) -> pa.Table:
+    """The rejects-table rows of a validated batch's rejected series."""
+    rejected = batch.filter(pc.is_valid(batch[REJECT_REASON]))
+    return pa.table({ID: rejected[ID], REASON: rejected[REJECT_REASON], DETAIL: rejected[REJECT_DETAIL]},
+                    schema=REJECT_SCHEMA)
 
 
 def min_length(horizon: int) -> int:
@@ -104,7 +132,7 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, shor
 
     reason = np.full(n, None, dtype=object)
     detail = np.full(n, None, dtype=object)
-    for code in REASONS:
+    for code in CHECKS:
         hit = checks[code] & (reason == None)  # noqa: E711 (elementwise on an object array)
         for i in np.flatnonzero(hit):
             reason[i] = code
@@ -126,11 +154,11 @@ def validate_batch(batch: pa.Table, freq: str, horizon: int, run_date: str, shor
         Y: batch[Y],
         **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE, HORIZON))},
         **statics,
-        "first_ds": pa.array(first),
-        "last_ds": pa.array(last),
-        "length": pa.array(lengths),
-        "reject_reason": pa.array(reason, type=pa.string()),
-        "reject_detail": pa.array(detail, type=pa.string()),
+        FIRST_DS: pa.array(first),
+        LAST_DS: pa.array(last),
+        LENGTH: pa.array(lengths),
+        REJECT_REASON: pa.array(reason, type=pa.string()),
+        REJECT_DETAIL: pa.array(detail, type=pa.string()),
     })
 
 
@@ -185,11 +213,11 @@ def _empty_output(batch: pa.Table) -> pa.Table:
         **{name: batch[name] for name in batch.column_names if name.startswith((PAST, FUTURE, HORIZON))},
         **{name: pa.array([], batch.schema.field(name).type.value_type)
            for name in batch.column_names if name.startswith(STATIC)},
-        "first_ds": pa.array([], pa.timestamp("us")),
-        "last_ds": pa.array([], pa.timestamp("us")),
-        "length": pa.array([], pa.int64()),
-        "reject_reason": pa.array([], pa.string()),
-        "reject_detail": pa.array([], pa.string()),
+        FIRST_DS: pa.array([], pa.timestamp("us")),
+        LAST_DS: pa.array([], pa.timestamp("us")),
+        LENGTH: pa.array([], pa.int64()),
+        REJECT_REASON: pa.array([], pa.string()),
+        REJECT_DETAIL: pa.array([], pa.string()),
     })
 
 
@@ -234,15 +262,15 @@ def attach_side_tables(batch: pa.Table, freq: str, horizon: int, future=None, st
 
     future = ray.get(future) if isinstance(future, ray.ObjectRef) else future
     static = ray.get(static) if isinstance(static, ray.ObjectRef) else static
-    reason = np.array(batch["reject_reason"].to_pylist(), dtype=object)
-    detail = np.array(batch["reject_detail"].to_pylist(), dtype=object)
+    reason = np.array(batch[REJECT_REASON].to_pylist(), dtype=object)
+    detail = np.array(batch[REJECT_DETAIL].to_pylist(), dtype=object)
     columns = {name: batch[name] for name in batch.column_names}
     if static is not None:
         columns.update(_join_static(batch, static, reason, detail))
     if future is not None:
         columns.update(_join_future(batch, future, freq, horizon, reason, detail))
-    columns["reject_reason"] = pa.array(reason, pa.string())
-    columns["reject_detail"] = pa.array(detail, pa.string())
+    columns[REJECT_REASON] = pa.array(reason, pa.string())
+    columns[REJECT_DETAIL] = pa.array(detail, pa.string())
     return pa.table(columns)
 
 
@@ -260,7 +288,7 @@ def _join_static(batch: pa.Table, static: pa.Table, reason: np.ndarray, detail: 
 def _join_future(batch: pa.Table, future: pa.Table, freq: str, horizon: int, reason: np.ndarray,
                  detail: np.ndarray) -> dict:
     n = batch.num_rows
-    last = batch["last_ds"].to_numpy(zero_copy_only=False)
+    last = batch[LAST_DS].to_numpy(zero_copy_only=False)
     wanted = pd.DataFrame({
         "_row": np.repeat(np.arange(n), horizon),
         ID: np.repeat(np.asarray(batch[ID].to_pylist(), dtype=object), horizon),

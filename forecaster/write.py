@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from forecaster.columns import MODEL, partition_name
 from forecaster.storage import (
     TRANSIENT_PATTERNS,
     Location,
@@ -46,19 +47,18 @@ log = logging.getLogger(__name__)
 
 FORECASTS, REJECTS, SCORES, MANIFESTS = "forecasts", "rejects", "scores", "manifests"
 COMMITS = "_commits"  # per table: the commit records of object-store partitions (hidden from readers)
-REJECT_SCHEMA = pa.schema([("unique_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
 def partition(root: Location, table: str, forecast_date: str) -> Location:
-    return root.join(table, f"forecast_date={forecast_date}")
+    return root.join(table, partition_name(forecast_date))
 
 
 def manifest_location(root: Location, forecast_date: str) -> Location:
-    return root.join(MANIFESTS, f"forecast_date={forecast_date}.json")
+    return root.join(MANIFESTS, partition_name(forecast_date, ".json"))
 
 
 def commit_record(root: Location, table: str, forecast_date: str) -> Location:
-    return root.join(table, COMMITS, f"forecast_date={forecast_date}.json")
+    return root.join(table, COMMITS, partition_name(forecast_date, ".json"))
 
 
 def write_partition(root: Location, table: str, forecast_date: str, rows: ray.data.Dataset,
@@ -94,7 +94,7 @@ def write_files(root: Location, table: str, forecast_date: str, tables: dict[str
 def _stage_and_commit(root: Location, table: str, forecast_date: str, fill) -> Location:
     """Repair a crashed earlier attempt, let `fill(staging)` write the partition, commit it."""
     final = partition(root, table, forecast_date)
-    name = f"forecast_date={forecast_date}"
+    name = partition_name(forecast_date)
     record = None if root.is_local else commit_record(root, table, forecast_date)
     recover_partition(root.join(table), name, None if record is None else _record_files(record))
     staging = staging_dir(root.join(table), name)
@@ -120,6 +120,15 @@ def _has_files(loc: Location) -> bool:
     selector = pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
     infos = retry(lambda: loc.fs.get_file_info(selector), loc.uri, "list")
     return any(i.type == pafs.FileType.File and not i.path.endswith("/") for i in infos)
+
+
+def count_models(partition: Location, horizon: int) -> dict[str, int]:
+    """Series per model in a committed forecast partition (reads only the `model` column)."""
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(partition.path, filesystem=partition.fs, format="parquet").to_table(columns=[MODEL])
+    counts = table.group_by(MODEL).aggregate([(MODEL, "count")]).to_pydict()
+    return {name: count // horizon for name, count in zip(counts[MODEL], counts[f"{MODEL}_count"], strict=True)}
 
 
 def write_manifest(root: Location, forecast_date: str, manifest: dict) -> Location:

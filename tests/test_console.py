@@ -77,9 +77,10 @@ def test_the_predictor_reports_each_batch_it_forecast():
                       "last_ds": pa.array(np.array(["2020-12-01"] * 3, dtype="datetime64[us]")),
                       "length": [4, 4, 4]})
     seen = []
-    SeriesPredictor(None, freq="MS", season=4, horizon=2, progress=seen.append)(batch)
+    options = {"freq": "MS", "season": 4, "horizon": 2, "fallback": "none", "combine": "none"}
+    SeriesPredictor(None, **options, progress=seen.append)(batch)
     assert seen == [3]
-    assert SeriesPredictor(None, freq="MS", season=4, horizon=2)(batch).num_rows == 6
+    assert SeriesPredictor(None, **options)(batch).num_rows == 6
 
 
 class _Terminal(io.StringIO):

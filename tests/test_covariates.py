@@ -11,6 +11,7 @@ import pytest
 import ray.train
 import torch
 
+from forecaster import checkpoint
 from forecaster.config import ConfigError, load_config
 from forecaster.covariates import (
     FeatureSpec,
@@ -22,11 +23,11 @@ from forecaster.covariates import (
     static_numeric,
 )
 from forecaster.features import SeriesBlock, forecast_windows, make_windows, training_windows, window_stats
-from forecaster.model import build_model, combine, masked_loss
+from forecaster.model import build_model, masked_loss, member_mean
 from forecaster.predict import SeriesPredictor
-from forecaster.read import _rows_to_series
-from forecaster.train import save_checkpoint
+from forecaster.read import rows_to_series
 from forecaster.validate import attach_side_tables, validate_batch
+from tests.specs import model_spec
 
 # ---------------------------------------------------------------- calendar
 
@@ -105,8 +106,15 @@ def _block(past=None, future=None, statics=None, calendar=None, horizon_values=N
     return block
 
 
+def _spec(block=None, **fields):
+    """The default model's spec for these windows, reading the covariates of `block` (robust scaling)."""
+    features = block.spec if block is not None else FeatureSpec()
+    return model_spec(f"model.horizon={H}", f"model.input_size={INPUT}", "model.hidden_size=8", "model.num_layers=1",
+                      "model.dropout=0", "model.scaler_type=robust", **{"features": features, **fields})
+
+
 def _window(block, cutoff=20):
-    return make_windows(block, np.array([0]), np.array([cutoff]), INPUT, H, np.array([LENGTH]))
+    return make_windows(block, np.array([0]), np.array([cutoff]), np.array([LENGTH]), _spec(block))
 
 
 def test_past_covariate_is_seen_over_the_input_window_only():
@@ -140,10 +148,11 @@ def test_future_covariate_is_seen_up_to_the_horizon_and_scaled_by_the_input_wind
 def test_training_windows_never_see_past_the_training_part():
     past = np.arange(LENGTH, dtype=float)
     future = np.cos(np.arange(LENGTH, dtype=float))
-    a = training_windows(_block(past=past, future=future), INPUT, H, 16, np.random.default_rng(1))
+    block = _block(past=past, future=future)
+    a = training_windows(block, _spec(block), 16, np.random.default_rng(1))
     past2, future2 = past.copy(), future.copy()
     past2[LENGTH - H:], future2[LENGTH - H:] = 1e6, 1e6  # the validation part
-    b = training_windows(_block(past=past2, future=future2), INPUT, H, 16, np.random.default_rng(1))
+    b = training_windows(_block(past=past2, future=future2), _spec(block), 16, np.random.default_rng(1))
     np.testing.assert_array_equal(a.steps, b.steps)
     np.testing.assert_array_equal(a.ahead, b.ahead)
 
@@ -151,7 +160,8 @@ def test_training_windows_never_see_past_the_training_part():
 def test_forecast_window_takes_future_values_from_the_side_table():
     future = np.arange(LENGTH, dtype=float)
     ahead = np.array([[[100.0], [200.0], [300.0], [400.0]]])  # (series, horizon, future covariates)
-    w = forecast_windows(_block(future=future, horizon_values=ahead), INPUT, H)
+    block = _block(future=future, horizon_values=ahead)
+    w = forecast_windows(block, _spec(block))
     observed = future[-INPUT:]
     loc = np.median(observed)
     scale = np.quantile(observed, 0.75) - np.quantile(observed, 0.25)
@@ -159,7 +169,8 @@ def test_forecast_window_takes_future_values_from_the_side_table():
 
 
 def test_static_and_calendar_features_reach_every_window():
-    w = training_windows(_block(statics=3.0, calendar="month"), INPUT, H, 5, np.random.default_rng(0))
+    block = _block(statics=3.0, calendar="month")
+    w = training_windows(block, _spec(block), 5, np.random.default_rng(0))
     assert w.static_num.shape == (5, 1) and np.all(w.static_num == 3.0)
     assert w.steps.shape == (5, INPUT, 2) and w.ahead.shape == (5, H, 2)
     assert np.all(np.abs(w.steps) <= 1.0)
@@ -176,21 +187,19 @@ def test_scaler_types(kind, loc, scale):
 
 def test_scaler_type_reaches_the_windows():
     block = SeriesBlock([np.arange(1.0, 41.0)])
-    w = forecast_windows(block, 10, 3, scaler_type="minmax")
+    w = forecast_windows(block, model_spec("model.input_size=10", "model.horizon=3", "model.scaler_type=minmax",
+                                           features=FeatureSpec()))
     np.testing.assert_allclose([w.loc[0, 0], w.scale[0, 0]], [31.0, 9.0])
 
 
 # ---------------------------------------------------------------- the model's extra inputs
 
-def _model_cfg(**extra):
-    return {"horizon": H, "input_size": INPUT, "hidden_size": 8, "num_layers": 1, "dropout": 0.0,
-            "quantiles": [0.5], **extra}
 
 
 def test_model_shapes_with_every_covariate_kind():
     spec = FeatureSpec(past=["p"], future=["f"], static_numeric=["n"], static_categorical=["c", "d"],
                        calendar="month", static_buckets=16, static_dim=3)
-    model = build_model(_model_cfg(features=spec.to_dict()))
+    model = build_model(_spec(features=spec, skip="none"))
     batch = 5
     out = model(torch.randn(batch, INPUT, 2 + spec.step_features), future=torch.randn(batch, H, spec.horizon_features),
                 static_num=torch.randn(batch, 1), static_cat=torch.randint(0, 16, (batch, 2)))
@@ -202,7 +211,7 @@ def test_model_shapes_with_every_covariate_kind():
 def test_future_inputs_change_the_forecast():
     spec = FeatureSpec(future=["f"])
     torch.manual_seed(0)
-    model = build_model(_model_cfg(features=spec.to_dict())).eval()
+    model = build_model(_spec(features=spec)).eval()
     x = torch.randn(2, INPUT, 3)
     future = torch.randn(2, H, 1)
     assert not torch.allclose(model(x, future=future), model(x, future=future + 1))
@@ -210,12 +219,12 @@ def test_future_inputs_change_the_forecast():
 
 def test_ensemble_members_differ_and_loss_is_their_mean():
     torch.manual_seed(0)
-    model = build_model(_model_cfg(ensemble_size=3))
+    model = build_model(_spec(ensemble_size=3))
     x = torch.randn(4, INPUT, 2)
     out = model(x)
     assert out.shape == (3, 4, H, 1)
     assert not torch.allclose(out[0], out[1])
-    assert combine(out).shape == (4, H, 1)
+    assert member_mean(out).shape == (4, H, 1)
     y, mask = torch.randn(4, H), torch.ones(4, H)
     each = torch.stack([masked_loss(out[i], y, mask, "mae") for i in range(3)])
     torch.testing.assert_close(masked_loss(out, y, mask, "mae"), each.mean())
@@ -230,7 +239,7 @@ def _long_rows(**columns):
 
 def test_read_keeps_covariates_aligned_with_y():
     block = _long_rows(y=[2.0, 10.0, 1.0, 20.0], **{"past:p": [0.2, 1.0, 0.1, 2.0], "static:s": ["x", "z", "x", "z"]})
-    rows = _rows_to_series(block, {c: c for c in block.column_names})
+    rows = rows_to_series(block, {c: c for c in block.column_names})
     out = {r["unique_id"]: r for r in rows.to_pylist()}
     assert out["a"]["y"] == [1.0, 2.0] and out["a"]["past:p"] == [0.1, 0.2]
     assert out["b"]["y"] == [10.0, 20.0] and out["b"]["past:p"] == [1.0, 2.0]
@@ -285,12 +294,11 @@ def test_side_tables_join_values_and_reject_what_is_missing():
 
 
 def test_predictor_uses_the_future_values_it_is_given(tmp_path):
-    spec = FeatureSpec(future=["price"], calendar="month", freq="MS")
-    m = _model_cfg(features=spec.to_dict(), scaler="window", season=12, levels=[], input_size=8)
+    spec = _spec(features=FeatureSpec(future=["price"], calendar="month", freq="MS"), input_size=8)
     torch.manual_seed(0)
-    save_checkpoint(str(tmp_path), build_model(m), {"model": m, "train": {}})
+    checkpoint.save(str(tmp_path), build_model(spec), spec)
     predictor = SeriesPredictor(ray.train.Checkpoint.from_directory(str(tmp_path)), freq="MS", season=12,
-                                horizon=H, fallback="none")
+                                horizon=H, fallback="none", combine="none")
 
     def batch(prices):
         return pa.table({

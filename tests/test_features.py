@@ -1,20 +1,28 @@
 import numpy as np
 import pytest
 
+from forecaster.covariates import FeatureSpec
 from forecaster.features import (
     SeriesBlock,
     forecast_windows,
     make_windows,
-    robust_stats,
     series_stats,
     training_cutoffs,
     training_windows,
     validation_windows,
+    window_stats,
 )
+from tests.specs import model_spec
 
 
 def _block(*series):
     return SeriesBlock([np.asarray(s, dtype=float) for s in series])
+
+
+def _spec(input_size: int, horizon: int, scaler: str = "window", scaler_type: str = "robust"):
+    """The default model's windows for blocks without covariates (hand-made blocks have none)."""
+    return model_spec(f"model.input_size={input_size}", f"model.horizon={horizon}", f"model.scaler={scaler}",
+                      f"model.scaler_type={scaler_type}", features=FeatureSpec())
 
 
 def test_series_block_offsets_match_list_input():
@@ -27,8 +35,7 @@ def test_series_block_offsets_match_list_input():
 
 def test_window_indices_and_padding():
     block = _block(np.arange(10) + 100.0)
-    w = make_windows(block, np.array([0]), np.array([3]), input_size=5, horizon=4, limit=np.array([10]),
-                     scaler="series")
+    w = make_windows(block, np.array([0]), np.array([3]), np.array([10]), _spec(5, 4, scaler="series"))
     raw_inputs = w.inputs * w.scale + w.loc
     np.testing.assert_array_equal(w.input_mask, [[0, 0, 1, 1, 1]])  # 2 padded steps before the start
     np.testing.assert_allclose(raw_inputs[0, 2:], [100, 101, 102])
@@ -39,14 +46,14 @@ def test_window_indices_and_padding():
 
 def test_targets_past_the_limit_are_masked():
     block = _block(np.arange(10.0))
-    w = make_windows(block, np.array([0]), np.array([8]), input_size=3, horizon=4, limit=np.array([10]))
+    w = make_windows(block, np.array([0]), np.array([8]), np.array([10]), _spec(3, 4))
     np.testing.assert_array_equal(w.target_mask, [[1, 1, 0, 0]])
     np.testing.assert_array_equal(w.targets[0, 2:], [0, 0])
 
 
 def test_validation_window_holds_out_last_horizon():
     block = _block(np.arange(12.0), np.arange(7.0) * 2)
-    w = validation_windows(block, input_size=4, horizon=3)
+    w = validation_windows(block, _spec(4, 3))
     raw_targets = w.targets * w.scale + w.loc
     np.testing.assert_allclose(raw_targets, [[9, 10, 11], [8, 10, 12]])
     np.testing.assert_allclose((w.inputs * w.scale + w.loc)[0], [5, 6, 7, 8])
@@ -54,7 +61,7 @@ def test_validation_window_holds_out_last_horizon():
 
 def test_forecast_window_ends_at_last_point():
     block = _block(np.arange(12.0))
-    w = forecast_windows(block, input_size=4, horizon=3)
+    w = forecast_windows(block, _spec(4, 3))
     np.testing.assert_allclose((w.inputs * w.scale + w.loc)[0], [8, 9, 10, 11])
     assert w.target_mask.sum() == 0
 
@@ -85,8 +92,8 @@ def test_training_windows_never_see_the_validation_part():
     y = np.sin(np.arange(40)) * 10 + 50
     changed = y.copy()
     changed[-horizon:] = 1e6
-    a = training_windows(_block(y), 8, horizon, 50, np.random.default_rng(1))
-    b = training_windows(_block(changed), 8, horizon, 50, np.random.default_rng(1))
+    a = training_windows(_block(y), _spec(8, horizon), 50, np.random.default_rng(1))
+    b = training_windows(_block(changed), _spec(8, horizon), 50, np.random.default_rng(1))
     for field in ("inputs", "input_mask", "targets", "target_mask", "loc", "scale"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
@@ -96,25 +103,25 @@ def test_series_scaler_statistics_use_training_part_only():
     y = np.arange(30.0)
     changed = y.copy()
     changed[-horizon:] = -1e6
-    for fn in (training_windows,):
-        a = fn(_block(y), 8, horizon, 10, np.random.default_rng(0), scaler="series")
-        b = fn(_block(changed), 8, horizon, 10, np.random.default_rng(0), scaler="series")
-        np.testing.assert_array_equal(a.loc, b.loc)
-        np.testing.assert_array_equal(a.scale, b.scale)
+    spec = _spec(8, horizon, scaler="series")
+    a = training_windows(_block(y), spec, 10, np.random.default_rng(0))
+    b = training_windows(_block(changed), spec, 10, np.random.default_rng(0))
+    np.testing.assert_array_equal(a.loc, b.loc)
+    np.testing.assert_array_equal(a.scale, b.scale)
     # validation and forecast windows scale with the same training-part statistics
-    va = validation_windows(_block(y), 8, horizon, scaler="series")
-    vb = validation_windows(_block(changed), 8, horizon, scaler="series")
+    va = validation_windows(_block(y), spec)
+    vb = validation_windows(_block(changed), spec)
     np.testing.assert_array_equal(va.loc, vb.loc)
-    fa = forecast_windows(_block(y), 8, horizon, scaler="series")
+    fa = forecast_windows(_block(y), spec)
     np.testing.assert_array_equal(fa.loc, va.loc)
-    loc, _ = series_stats(_block(y), np.array([0]), np.array([26]))
+    loc, _ = series_stats(_block(y), np.array([0]), np.array([26]), "robust")
     assert loc[0, 0] == pytest.approx(np.median(y[:26]))
 
 
 def test_window_scaler_uses_only_observed_inputs():
     values = np.array([[0.0, 0.0, 10.0, 20.0, 30.0]])
     mask = np.array([[0, 0, 1, 1, 1.0]])
-    loc, scale = robust_stats(values, mask)
+    loc, scale = window_stats(values, mask, "robust")
     assert loc[0, 0] == pytest.approx(20.0)
     assert scale[0, 0] == pytest.approx(10.0)  # IQR of 10, 20, 30
 
@@ -125,16 +132,17 @@ def test_window_scaler_uses_only_observed_inputs():
     ([1.0, 1.0, 1.0, 9.0], 2.0),  # IQR 0 -> mean absolute deviation from the median
 ])
 def test_robust_stats_fallbacks(row, expected_scale):
-    loc, scale = robust_stats(np.array([row]), np.ones((1, 4)))
+    loc, scale = window_stats(np.array([row]), np.ones((1, 4)), "robust")
     assert scale[0, 0] == pytest.approx(expected_scale)
     assert np.isfinite(loc).all()
 
 
-def test_unscale_inverts_scaling():
-    block = _block(np.linspace(100, 200, 30))
-    w = validation_windows(block, 10, 5)
-    raw = w.targets * w.scale + w.loc
-    np.testing.assert_allclose(w.unscale(w.targets), raw)
+@pytest.mark.parametrize("scaler_type", ["robust", "standard", "minmax", "none"])
+def test_unscale_gives_back_the_series_values(scaler_type):
+    y = np.linspace(100, 200, 30)
+    w = validation_windows(_block(y), _spec(10, 5, scaler_type=scaler_type))
+    np.testing.assert_allclose(w.unscale(w.targets), [y[-5:]])  # the held-out points, in the series' units
+    assert not np.allclose(w.targets, [y[-5:]]) or scaler_type == "none"  # and scaling did change them
     assert w.features().shape == (1, 10, 2)
     assert w.features().dtype == np.float32
 

@@ -2,7 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from forecaster.model import LSTMForecaster, build_model, masked_loss, quantiles_for
+from forecaster.covariates import FeatureSpec
+from forecaster.model import LSTMForecaster, build_model, masked_loss
+from forecaster.spec import quantiles_for
+from tests.specs import model_spec
 
 
 def _model(**kw):
@@ -53,16 +56,19 @@ def test_without_batch_first_the_leak_test_fails():
     assert not torch.allclose(model(changed)[1:], base[1:])
 
 
-def test_build_model_from_config():
-    model = build_model({"horizon": 6, "hidden_size": 16, "num_layers": 1, "dropout": 0.2})
-    assert model(torch.zeros(2, 12, 2)).shape == (2, 6, 1)
+def test_the_default_config_builds_its_model():
+    """The default model reads calendar features (2 per step for monthly data) and has the linear skip."""
+    spec = model_spec("model.horizon=6", "model.input_size=12", "model.hidden_size=16")
+    model = build_model(spec)
+    assert model.encoder.input_size == 2 + 2 and model.skip is not None
+    assert model(torch.zeros(2, 12, 4), future=torch.zeros(2, 6, 2)).shape == (2, 6, 1)
 
 
 def test_linear_skip_is_built_from_config():
-    m = {"horizon": 6, "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "input_size": 12}
-    assert build_model(m).skip is None  # checkpoints from before model.skip have none
-    assert build_model({**m, "skip": "none"}).skip is None
-    skip = build_model({**m, "skip": "linear", "quantiles": [0.5, 0.1, 0.9]}).skip
+    spec = model_spec("model.horizon=6", "model.input_size=12", "model.hidden_size=16", features=FeatureSpec())
+    assert build_model(spec.__class__.from_dict({**spec.to_dict(), "skip": "none"})).skip is None
+    skip = build_model(model_spec("model.horizon=6", "model.input_size=12", "model.loss=quantile",
+                                  "model.levels=[80]")).skip
     assert (skip.in_features, skip.out_features) == (12, 6 * 3)
 
 
@@ -111,15 +117,16 @@ def test_pinball_loss_per_quantile():
 
 BF16_FALLBACK_SCRIPT = """
 import numpy as np, torch
+from forecaster.covariates import FeatureSpec
 from forecaster.features import SeriesBlock, training_windows
 from forecaster.model import bf16_supported, build_model
 from forecaster.train import train_step
-m = {"horizon": 4, "input_size": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "loss": "mae",
-     "quantiles": [0.5]}
-model = build_model(m)
+from tests.specs import model_spec
+spec = model_spec("model.horizon=4", "model.input_size=8", "model.hidden_size=16", features=FeatureSpec())
+model = build_model(spec)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-w = training_windows(SeriesBlock([np.sin(np.arange(60) / 2) * 10 + 50] * 8), 8, 4, 8, np.random.default_rng(0))
-loss = train_step(model, optimizer, w, np.arange(len(w)), m, torch.device("cpu"), "bf16")
+w = training_windows(SeriesBlock([np.sin(np.arange(60) / 2) * 10 + 50] * 8), spec, 8, np.random.default_rng(0))
+loss = train_step(model, optimizer, w, np.arange(len(w)), spec, torch.device("cpu"), "bf16")
 print("SUPPORTED", bf16_supported("cpu"), "LOSS", np.isfinite(loss))
 """
 
@@ -148,15 +155,14 @@ def test_bf16_train_step_runs_and_learns():
     from forecaster.features import SeriesBlock, training_windows
     from forecaster.train import train_step
 
-    m = {"horizon": 4, "input_size": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0, "loss": "mae",
-         "quantiles": [0.5]}
+    spec = model_spec("model.horizon=4", "model.input_size=8", "model.hidden_size=16", features=FeatureSpec())
     torch.manual_seed(0)
-    model = build_model(m)
+    model = build_model(spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     block = SeriesBlock([np.sin(np.arange(60) / 2) * 10 + 50 for _ in range(8)])
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(30):
-        w = training_windows(block, 8, 4, 8, rng)
-        losses.append(train_step(model, optimizer, w, np.arange(len(w)), m, torch.device("cpu"), "bf16"))
+        w = training_windows(block, spec, 8, rng)
+        losses.append(train_step(model, optimizer, w, np.arange(len(w)), spec, torch.device("cpu"), "bf16"))
     assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < np.mean(losses[:5])

@@ -6,34 +6,38 @@ import pytest
 import ray.train
 import torch
 
-from forecaster.model import build_model, quantiles_for
+from forecaster import checkpoint
+from forecaster.model import build_model
 from forecaster.predict import SeriesPredictor, without_fallback
-from forecaster.train import save_checkpoint
+from tests.specs import SMALL, model_spec
 
 HORIZON = 4
+PLAIN = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "none", "combine": "none"}
 
 
 def _checkpoint(tmp_path, loss="mae", levels=(), seed=0):
-    quantiles = quantiles_for(list(levels)) if loss == "quantile" else [0.5]
-    m = {"horizon": HORIZON, "input_size": 8, "hidden_size": 8, "num_layers": 1, "dropout": 0.0, "loss": loss,
-         "scaler": "window", "season": 4, "quantiles": quantiles, "levels": list(levels)}
+    """An untrained model of the default config's kind (calendar features, linear skip, ...), small."""
+    spec = model_spec(*SMALL, f"model.horizon={HORIZON}", f"model.loss={loss}",
+                      f"model.levels=[{','.join(map(str, levels))}]")
     torch.manual_seed(seed)
-    model = build_model(m)
-    save_checkpoint(str(tmp_path), model, {"model": m, "train": {}})
+    checkpoint.save(str(tmp_path), build_model(spec), spec)
     return ray.train.Checkpoint.from_directory(str(tmp_path))
 
 
 def _batch(series: dict[str, list[float]], last="2020-12-01"):
+    lengths = [len(v) for v in series.values()]
+    month = np.datetime64(last, "M")  # the calendar features' anchor: monthly points up to `last`
     return pa.table({
         "unique_id": list(series),
         "y": pa.array([list(map(float, v)) for v in series.values()], pa.list_(pa.float64())),
+        "first_ds": pa.array(np.array([month - (n - 1) for n in lengths]).astype("datetime64[us]")),
         "last_ds": pa.array(np.array([last] * len(series), dtype="datetime64[us]")),
-        "length": [len(v) for v in series.values()],
+        "length": lengths,
     })
 
 
 def test_columns_dates_and_short_series(tmp_path):
-    predictor = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="none")
+    predictor = SeriesPredictor(_checkpoint(tmp_path), **PLAIN)
     out = predictor(_batch({"long": np.arange(20), "tiny": [5.0, 6.0], "three": [1.0, 2.0, 3.0, 4.0]})).to_pandas()
     assert len(out) == 3 * HORIZON
     long = out[out.unique_id == "long"]
@@ -49,8 +53,7 @@ def test_columns_dates_and_short_series(tmp_path):
 
 
 def test_quantile_columns_never_cross(tmp_path):
-    predictor = SeriesPredictor(_checkpoint(tmp_path, "quantile", (80, 95)), freq="MS", season=4,
-                                horizon=HORIZON, fallback="none")
+    predictor = SeriesPredictor(_checkpoint(tmp_path, "quantile", (80, 95)), **PLAIN)
     rng = np.random.default_rng(0)
     out = predictor(_batch({f"s{i}": rng.normal(100, 10, 30) for i in range(20)})).to_pandas()
     ordered = out[["LSTM-lo-95", "LSTM-lo-80", "LSTM", "LSTM-hi-80", "LSTM-hi-95"]].to_numpy()
@@ -59,7 +62,7 @@ def test_quantile_columns_never_cross(tmp_path):
 
 def test_fallback_picks_seasonal_naive_where_it_won_validation(tmp_path):
     """A pure repeating pattern: seasonal naive is exact on the held-out part, the untrained net is not."""
-    predictor = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="validation")
+    predictor = SeriesPredictor(_checkpoint(tmp_path), **{**PLAIN, "fallback": "validation"})
     pattern = np.tile([10.0, 50.0, 20.0, 80.0], 6)
     out = predictor(_batch({"seasonal": pattern})).to_pandas()
     assert (out.model == "SeasonalNaive").all()
@@ -70,9 +73,8 @@ def test_fallback_picks_seasonal_naive_where_it_won_validation(tmp_path):
 def test_combine_theta_averages_the_network_and_theta(tmp_path):
     rng = np.random.default_rng(0)
     batch = _batch({f"s{i}": 100 + rng.normal(size=30).cumsum() for i in range(5)} | {"tiny": [5.0, 6.0]})
-    alone = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="none")(batch)
-    combined = SeriesPredictor(_checkpoint(tmp_path), freq="MS", season=4, horizon=HORIZON, fallback="none",
-                               combine="theta")(batch).to_pandas()
+    alone = SeriesPredictor(_checkpoint(tmp_path), **PLAIN)(batch)
+    combined = SeriesPredictor(_checkpoint(tmp_path), **{**PLAIN, "combine": "theta"})(batch).to_pandas()
     np.testing.assert_allclose(combined.LSTM, alone["LSTM"].to_numpy())  # the network's own column stays
     np.testing.assert_allclose(combined.Theta, alone["Theta"].to_numpy())
     long = combined[combined.unique_id != "tiny"]
@@ -89,9 +91,10 @@ def test_fallback_judges_the_combined_forecast(tmp_path):
     naive is not, so with combine=theta the combination is kept where the untrained network alone
     loses to seasonal naive."""
     trend = 100 + 3.0 * np.arange(40)
-    kwargs = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "validation"}
+    kwargs = {**PLAIN, "fallback": "validation"}
     alone = SeriesPredictor(_checkpoint(tmp_path), **kwargs)(_batch({"trend": trend})).to_pandas()
-    combined = SeriesPredictor(_checkpoint(tmp_path), **kwargs, combine="theta")(_batch({"trend": trend})).to_pandas()
+    combined = SeriesPredictor(_checkpoint(tmp_path), **{**kwargs, "combine": "theta"})(
+        _batch({"trend": trend})).to_pandas()
     assert (alone.model == "SeasonalNaive").all()
     assert (combined.model == "LSTM+Theta").all()
 
@@ -109,13 +112,35 @@ def test_without_fallback_is_the_network_forecast_wherever_the_network_forecast(
 
 @pytest.mark.parametrize("freq,expected", [("D", "2020-12-02"), ("W-SUN", "2020-12-06"), ("QS", "2021-01-01")])
 def test_future_dates_follow_the_frequency(tmp_path, freq, expected):
-    predictor = SeriesPredictor(_checkpoint(tmp_path), freq=freq, season=4, horizon=HORIZON, fallback="none")
+    predictor = SeriesPredictor(_checkpoint(tmp_path), **{**PLAIN, "freq": freq})
     last = {"W-SUN": "2020-11-29", "QS": "2020-10-01"}.get(freq, "2020-12-01")
     out = predictor(_batch({"a": np.arange(12)}, last=last)).to_pandas()
     assert out.ds.iloc[0].strftime("%Y-%m-%d") == expected
 
 
 def test_baselines_only_without_checkpoint():
-    predictor = SeriesPredictor(None, freq="MS", season=4, horizon=HORIZON)
+    predictor = SeriesPredictor(None, **PLAIN)
     out = predictor(_batch({"a": np.arange(10)})).to_pandas()
     assert (out.model == "SeasonalNaive").all() and out.LSTM.isna().all()
+
+
+def test_a_checkpoint_of_the_first_format_still_forecasts(tmp_path):
+    """A checkpoint as the first version wrote it: model.pt without the later state keys, config.json's
+    model without quantiles, scaler_type, skip, features... It loads through the one reader
+    (ModelSpec.from_dict) and forecasts with the network it was: robust scaling, no calendar inputs."""
+    import json
+
+    from forecaster.spec import ModelSpec
+    from tests.test_train import FIRST_FORMAT
+
+    old = {**FIRST_FORMAT, "horizon": HORIZON, "input_size": 8, "hidden_size": 8, "num_layers": 1}
+    torch.manual_seed(0)
+    model = build_model(ModelSpec.from_dict(old))
+    torch.save({"model": model.state_dict(), "optimizer": {}, "epoch": 3, "best_val": 0.5, "bad_epochs": 0,
+                "best_model": None, "restarts": 0, "best_scores": {}}, tmp_path / "model.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"model": old, "train": {"max_epochs": 30}}))
+    predictor = SeriesPredictor(ray.train.Checkpoint.from_directory(str(tmp_path)), **PLAIN)
+    assert predictor.spec.scaler_type == "robust" and predictor.model.skip is None
+    out = predictor(_batch({"a": 100 + np.arange(20.0)})).to_pandas()
+    assert (out.model == "LSTM").all() and np.isfinite(out.LSTM).all() and list(out.columns) == [
+        "unique_id", "ds", "LSTM", "Naive", "SeasonalNaive", "Theta", "forecast", "model", "cutoff"]

@@ -1,13 +1,17 @@
 """Ray Train behaviour: DDP really splits the data and keeps replicas identical; warm start."""
 
+import json
+
 import pyarrow.compute as pc
 import pytest
 
+from forecaster.checkpoint import check_resumable, warm_start_checkpoint
 from forecaster.config import ConfigError, load_config
-from forecaster.pipeline import run, validate
+from forecaster.pipeline import run, validate_series
 from forecaster.read import read_series
+from forecaster.spec import ModelSpec
 from forecaster.synthetic import seasonal_series
-from forecaster.train import fit, warm_start_checkpoint
+from forecaster.train import fit
 
 pytestmark = pytest.mark.ray
 
@@ -33,7 +37,7 @@ def _cfg(data, out, *extra):
 
 
 def _clean(cfg):
-    validated = validate(cfg, read_series(cfg))
+    validated = validate_series(cfg, read_series(cfg))
     return validated.drop_columns(["reject_reason", "reject_detail"]).materialize()
 
 
@@ -78,47 +82,60 @@ def test_warm_start_from_a_different_architecture_is_refused(ray_session, data_d
     other = _cfg(data_dir, tmp_path, "model.hidden_size=8", f"train.warm_start={first['checkpoint_uri']}",
                  "run.date=2024-03-01")
     with pytest.raises(ConfigError, match="train.warm_start=.*hidden_size=16"):
-        warm_start_checkpoint(other)
+        warm_start_checkpoint(other, ModelSpec.from_config(other))
+
+
+def _saved_spec(tmp_path, model: dict) -> None:
+    saved = tmp_path / "nightly-2024-01-01" / "checkpoint_2024-01-01_00-00-00.000000"
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text(json.dumps({"model": model}))
 
 
 def test_a_retried_date_with_another_architecture_stops_before_training(tmp_path):
     """Ray Train resumes a run of the same name; a checkpoint of another shape must not reach the workers."""
-    import json
-
     from forecaster.storage import resolve
-    from forecaster.train import check_resumable, loop_config
 
-    cfg = load_config(None, ["model.hidden_size=16"])
+    spec = ModelSpec.from_config(load_config(None, ["model.hidden_size=16"]))
     storage = resolve(str(tmp_path))
-    check_resumable(storage, "nightly-2024-01-01", loop_config(cfg))  # no such run: a fresh start
-    saved = tmp_path / "nightly-2024-01-01" / "checkpoint_2024-01-01_00-00-00.000000"
-    saved.mkdir(parents=True)
-    (saved / "config.json").write_text(json.dumps({"model": loop_config(cfg)["model"]}))
-    check_resumable(storage, "nightly-2024-01-01", loop_config(cfg))  # the same model: Ray resumes it
-    other = loop_config(load_config(None, ["model.hidden_size=32"]))
+    check_resumable(storage, "nightly-2024-01-01", spec)  # no such run: a fresh start
+    _saved_spec(tmp_path, spec.to_dict())
+    check_resumable(storage, "nightly-2024-01-01", spec)  # the same model: Ray resumes it
+    other = ModelSpec.from_config(load_config(None, ["model.hidden_size=32"]))
     with pytest.raises(ConfigError) as info:
         check_resumable(storage, "nightly-2024-01-01", other)
     message = str(info.value)
     assert "nightly-2024-01-01" in message and "hidden_size=16" in message and "run.name" in message
 
 
-def test_a_checkpoint_from_before_model_skip_counts_as_no_skip(tmp_path):
-    """Checkpoints written before model.skip existed hold no `skip` key: their networks have no skip
-    layer, so resuming one with the default skip=linear is refused, with skip=none it is allowed."""
-    import json
+# the `model` of config.json as the first checkpoints wrote it (2461a21): no quantiles, levels, scaler_type,
+# ensemble_size, skip or features
+FIRST_FORMAT = {"horizon": 6, "input_size": 12, "hidden_size": 64, "num_layers": 2, "dropout": 0.1, "loss": "mae",
+                "scaler": "window", "season": 12}
 
+
+def test_a_checkpoint_of_the_first_format_reads_as_the_model_it_was(tmp_path):
+    """The one place that fills what older checkpoints lack (ModelSpec.LEGACY): their networks had no skip,
+    no covariates, one output, and scaled windows robustly; resuming one with today's default skip=linear
+    is refused, with the old settings it is allowed."""
+    from forecaster.covariates import FeatureSpec
     from forecaster.storage import resolve
-    from forecaster.train import check_resumable, loop_config
 
-    old = loop_config(load_config(None, ["model.skip=none"]))["model"]
-    del old["skip"]
-    saved = tmp_path / "nightly-2024-01-01" / "checkpoint_2024-01-01_00-00-00.000000"
-    saved.mkdir(parents=True)
-    (saved / "config.json").write_text(json.dumps({"model": old}))
+    old = ModelSpec.from_dict(FIRST_FORMAT)
+    assert (old.skip, old.scaler_type, old.quantiles, old.levels, old.ensemble_size) == ("none", "robust", (0.5,), (),
+                                                                                         1)
+    assert old.features == FeatureSpec()
+    _saved_spec(tmp_path, FIRST_FORMAT)
     storage = resolve(str(tmp_path))
-    check_resumable(storage, "nightly-2024-01-01", loop_config(load_config(None, ["model.skip=none"])))
+    same = load_config(None, ["model.horizon=6", "model.input_size=12", "model.skip=none", "model.calendar=none"])
+    check_resumable(storage, "nightly-2024-01-01", ModelSpec.from_config(same))
     with pytest.raises(ConfigError, match="skip=none, this run has linear"):
-        check_resumable(storage, "nightly-2024-01-01", loop_config(load_config(None, [])))
+        check_resumable(storage, "nightly-2024-01-01", ModelSpec.from_config(
+            load_config(None, ["model.horizon=6", "model.input_size=12", "model.calendar=none"])))
+
+
+def test_a_saved_spec_lacking_a_key_of_the_first_format_is_refused():
+    with pytest.raises(ValueError, match="lacks hidden_size"):
+        ModelSpec.from_dict({k: v for k, v in FIRST_FORMAT.items() if k != "hidden_size"})
 
 
 def test_weight_average_warms_up_then_keeps_the_decay():

@@ -1,6 +1,6 @@
 """Per-series checks (forecaster.validate.validate_batch) on small tables shaped like read's output.
 
-No Ray here: the series rows are built with `read._rows_to_series` (long rows -> one row per
+No Ray here: the series rows are built with `read.rows_to_series` (long rows -> one row per
 series, points sorted by ds), which is what each Ray Data block goes through in the job.
 """
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from forecaster.features import robust_stats
-from forecaster.read import _rows_to_series
-from forecaster.validate import FLOAT32_MAX, REASONS, min_length, validate_batch
+from forecaster.features import window_stats
+from forecaster.read import rows_to_series
+from forecaster.validate import CHECKS, FLOAT32_MAX, min_length, validate_batch
 
 HORIZON = 3
 RUN_DATE = "2030-01-01"
@@ -30,7 +30,7 @@ def _long(uid, ds, y, id_type=pa.string()):
 
 
 def _validate(*tables, freq="MS", horizon=HORIZON, run_date=RUN_DATE, rename=RENAME):
-    series = _rows_to_series(pa.concat_tables(tables), rename=rename)
+    series = rows_to_series(pa.concat_tables(tables), rename=rename)
     out = validate_batch(series, freq, horizon, run_date)
     return {row["unique_id"]: row for row in out.to_pylist()}
 
@@ -61,21 +61,21 @@ def test_clean_series_passes_with_first_last_length():
 
 
 def test_output_schema_and_ds_lists_dropped():
-    series = _rows_to_series(_long("a", _months(6), _values(6)), rename=RENAME)
+    series = rows_to_series(_long("a", _months(6), _values(6)), rename=RENAME)
     out = validate_batch(series, "MS", HORIZON, RUN_DATE)
     assert out.column_names == ["unique_id", "y", "first_ds", "last_ds", "length", "reject_reason", "reject_detail"]
     assert out.schema.field("first_ds").type == pa.timestamp("us")
     assert out.schema.field("reject_reason").type == pa.string()
 
 
-def test_rows_to_series_sorts_points_and_renames_columns():
+def testrows_to_series_sorts_points_and_renames_columns():
     ds = _months(5)
     shuffled = pa.table({
         "series": ["b", "a", "b", "a", "a", "b", "a", "b", "a", "b"],
         "when": pa.array(list(ds[[3, 0, 0, 4, 2, 4, 1, 2, 3, 1]].as_unit("us"))),
         "value": pa.array([13, 0, 10, 4, 2, 14, 1, 12, 3, 11], type=pa.int32()),
     })
-    series = _rows_to_series(shuffled, rename={"series": "unique_id", "when": "ds", "value": "y"})
+    series = rows_to_series(shuffled, rename={"series": "unique_id", "when": "ds", "value": "y"})
     assert series.schema.field("ds").type == pa.list_(pa.timestamp("us"))
     assert series.schema.field("y").type == pa.list_(pa.float64())
     rows = {r["unique_id"]: r for r in series.to_pylist()}
@@ -87,7 +87,7 @@ def test_rows_to_series_sorts_points_and_renames_columns():
 
 
 def test_empty_batch_gives_empty_output():
-    empty = _rows_to_series(_long("a", _months(0), []), rename=RENAME)
+    empty = rows_to_series(_long("a", _months(0), []), rename=RENAME)
     out = validate_batch(empty, "MS", HORIZON, RUN_DATE)
     assert out.num_rows == 0
     assert "reject_reason" in out.column_names
@@ -300,7 +300,7 @@ def test_order_of_checks_follows_reasons():
     assert _one(_long("a", ds[1:], [2.0, 1.0]))["reject_reason"] == "irregular_timestamps"
     late = pd.date_range("2029-12-01", periods=3, freq="MS")
     assert _one(_long("a", late, [1.0, 2.0, 3.0]))["reject_reason"] == "after_run_date"
-    assert REASONS[-1] == "too_short"
+    assert CHECKS[-1] == "too_short"
 
 
 # ---------------------------------------------------------------- plain data, not rejected
@@ -312,7 +312,7 @@ def test_constant_series_is_forecast_not_rejected():
     assert zero["reject_reason"] is None
     # the scaler falls back to a positive, finite scale on a flat window
     values = np.array([[7.0] * 12, [0.0] * 12, [-3.5] * 12])
-    loc, scale = robust_stats(values, np.ones_like(values))
+    loc, scale = window_stats(values, np.ones_like(values), "robust")
     assert np.all(np.isfinite(loc)) and np.all(np.isfinite(scale)) and np.all(scale > 0)
     np.testing.assert_allclose(loc[:, 0], [7.0, 0.0, -3.5])
 
@@ -353,7 +353,7 @@ def test_date_and_integer_columns_are_converted():
         "ds": pa.array([d.date() for d in _months(8)], type=pa.date32()),
         "y": pa.array(range(8), type=pa.int64()),
     })
-    series = _rows_to_series(table, rename=RENAME)
+    series = rows_to_series(table, rename=RENAME)
     assert series.schema.field("ds").type == pa.list_(pa.timestamp("us"))
     row = _one(table)
     assert row["reject_reason"] is None and row["y"] == [float(v) for v in range(8)]

@@ -1,0 +1,170 @@
+"""The checkpoint: its format, and which one a run starts from.
+
+A checkpoint is a directory of two files, written by rank 0 after every epoch:
+
+    model.pt      torch.save of {"model": weights, "optimizer": its state, **TrainingState}
+    config.json   {"model": ModelSpec.to_dict(), "train": LoopSettings.to_dict()}
+
+The training loop resumes from `load_state`; the predictor and warm start read `load_best`. This
+module imports torch and pyarrow, never Ray Train: every predictor actor imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+import pyarrow.fs as pafs
+import torch
+
+from forecaster.columns import partition_date
+from forecaster.config import Config, ConfigError
+from forecaster.spec import LoopSettings, ModelSpec
+from forecaster.storage import Location, exists, read_json, resolve
+from forecaster.write import MANIFESTS
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.pt"
+SPEC_FILE = "config.json"
+
+
+@dataclass
+class TrainingState:
+    """What the loop carries from epoch to epoch and over a restart, saved with the weights."""
+
+    epoch: int = -1  # the last epoch done
+    best_val: float = math.inf
+    bad_epochs: int = 0  # epochs since the best one (early stopping)
+    best_model: dict | None = None  # weights of the best epoch (the averaged ones with train.ema_decay)
+    best_epoch: int | None = None
+    best_scores: dict = field(default_factory=dict)  # val_<score> of the best epoch
+    worst: list = field(default_factory=list)  # the best epoch's series that the network forecast worst
+    restarts: int = 0  # attempts resumed from a checkpoint after a failure
+    warm_started: bool = False
+    initial_val: float | None = None  # validation loss before the first epoch
+    ema: dict | None = None  # the weight average's own state
+    history: list = field(default_factory=list)  # {epoch, train_loss, val_loss} of every epoch
+    placement: list = field(default_factory=list)  # node id of each rank, one list per attempt
+
+
+def save(directory: str, model: torch.nn.Module, spec: ModelSpec, settings: LoopSettings | None = None,
+         optimizer: torch.optim.Optimizer | None = None, state: TrainingState | None = None) -> None:
+    """Write the checkpoint files of `model` into `directory`."""
+    state = state or TrainingState()
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
+               **dataclasses.asdict(state)}
+    torch.save(payload, os.path.join(directory, WEIGHTS_FILE))
+    with open(os.path.join(directory, SPEC_FILE), "w") as fh:
+        json.dump({"model": spec.to_dict(), "train": settings.to_dict() if settings else {}}, fh, indent=2,
+                  sort_keys=True)
+
+
+def read_spec(directory: str) -> ModelSpec:
+    with open(os.path.join(directory, SPEC_FILE)) as fh:
+        return ModelSpec.from_dict(json.load(fh)["model"])
+
+
+def _payload(directory: str) -> dict:
+    return torch.load(os.path.join(directory, WEIGHTS_FILE), map_location="cpu", weights_only=True)
+
+
+def load_state(directory: str) -> tuple[dict, dict, TrainingState]:
+    """(weights, optimiser state, training state) to resume from; fields an older checkpoint lacks
+    start as in a fresh TrainingState."""
+    saved = _payload(directory)
+    names = {f.name for f in dataclasses.fields(TrainingState)}
+    return saved["model"], saved["optimizer"], TrainingState(**{k: v for k, v in saved.items() if k in names})
+
+
+def load_best(directory: str) -> tuple[dict, ModelSpec]:
+    """(weights of the best epoch, the model's spec): what a forecast or a warm start uses."""
+    saved = _payload(directory)
+    return saved.get("best_model") or saved["model"], read_spec(directory)
+
+
+# ---- which checkpoint --------------------------------------------------------------------------
+
+def storage_uri(cfg: Config) -> str:
+    """Where Ray Train keeps this job's runs: train.storage_path, else <output.uri>/checkpoints."""
+    return cfg.train.storage_path or cfg.output.uri.rstrip("/") + "/checkpoints"
+
+
+def run_name(cfg: Config) -> str:
+    """The Ray Train run of a date: a retried date resumes it."""
+    return f"{cfg.run.name}-{cfg.forecast_date}"
+
+
+def checkpoint_uri(cfg: Config, checkpoint) -> str | None:
+    """The URI (with its scheme) of a ray.train.Checkpoint under storage_uri(cfg), for the manifest."""
+    if checkpoint is None:
+        return None
+    storage = resolve(storage_uri(cfg), cfg.data.storage_options)
+    if storage.is_local:
+        return checkpoint.path
+    return storage_uri(cfg).rstrip("/") + checkpoint.path[len(storage.path):]
+
+
+def warm_start_checkpoint(cfg: Config, spec: ModelSpec):
+    """The ray.train.Checkpoint named by train.warm_start (none, latest: the newest earlier date's
+    manifest under output.uri, or a checkpoint URI), checked against this run's model `spec`."""
+    from ray.train import Checkpoint
+
+    choice = cfg.train.warm_start
+    if choice == "none":
+        return None
+    uri = latest_checkpoint_uri(cfg) if choice == "latest" else choice
+    if uri is None:
+        log.info("train.warm_start=latest: no earlier run with a checkpoint; training from scratch")
+        return None
+    loc = resolve(uri, cfg.data.storage_options)
+    checkpoint = Checkpoint(path=loc.path, filesystem=loc.fs)
+    try:
+        with checkpoint.as_directory() as path:
+            saved = read_spec(path)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"train.warm_start={uri}: not a readable forecaster checkpoint ({exc})") from None
+    spec.check_same_architecture(saved, f"train.warm_start={uri}: checkpoint")
+    log.info("warm start from %s", uri)
+    return checkpoint
+
+
+def check_resumable(storage: Location, name: str, spec: ModelSpec) -> None:
+    """Ray Train resumes a run whose name exists under the storage path (a retried date). Refuse, before
+    any worker starts, to resume one whose checkpoint holds another architecture (the config changed
+    between the tries): the workers would fail on the weights' shapes."""
+    run = storage.join(name)
+    found = run.fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True))
+    checkpoints = sorted(i.path for i in found if i.type == pafs.FileType.Directory
+                         and i.base_name.startswith("checkpoint_"))
+    if not checkpoints:
+        return
+    try:
+        with run.fs.open_input_stream(f"{checkpoints[-1]}/{SPEC_FILE}") as fh:
+            saved = ModelSpec.from_dict(json.loads(fh.read())["model"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return  # not one of ours: Ray Train's own resume decides
+    spec.check_same_architecture(
+        saved, f"run.name/run.date: the Ray Train run {name} being resumed under {storage.uri} "
+               f"(delete it or pick another run.name to start afresh) holds a checkpoint that")
+
+
+def latest_checkpoint_uri(cfg: Config) -> str | None:
+    """The checkpoint of the newest run before run.date that recorded one in its manifest."""
+    manifests = resolve(cfg.output.uri, cfg.data.storage_options).join(MANIFESTS)
+    if not exists(manifests):
+        return None
+    earlier = []
+    for info in manifests.fs.get_file_info(pafs.FileSelector(manifests.path)):
+        date = partition_date(info.base_name, ".json")
+        if date is not None and date < cfg.forecast_date:
+            earlier.append((date, info.path))
+    for _, path in sorted(earlier, reverse=True):
+        manifest = read_json(Location(manifests.fs, path, path))
+        if manifest.get("checkpoint_uri"):
+            return manifest["checkpoint_uri"]
+    return None

@@ -1,0 +1,17 @@
+"""Model specs for unit tests, built the way the job builds them: from the default config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from forecaster.config import load_config
+from forecaster.spec import ModelSpec
+
+
+def model_spec(*overrides: str, **fields) -> ModelSpec:
+    """`ModelSpec.from_config` of the default config with `overrides` ("model.hidden_size=8"), then
+    `fields` replaced (e.g. features=FeatureSpec() for a hand-made SeriesBlock without covariates)."""
+    return dataclasses.replace(ModelSpec.from_config(load_config(None, list(overrides))), **fields)
+
+
+SMALL = ("model.input_size=8", "model.hidden_size=8", "model.num_layers=1", "model.dropout=0")
