@@ -16,7 +16,7 @@ A reader sees a date's partition complete, old or new, never a mix (docs/reliabi
 
 The manifest, written last, lists the committed files of each table (`files`). Before staging,
 `write_partition` repairs what a crashed earlier attempt of the same date left
-(`storage.recover_partition`).
+(`commit.recover_partition`).
 """
 
 from __future__ import annotations
@@ -29,17 +29,15 @@ import pyarrow.parquet as pq
 import ray
 
 from forecaster.columns import MODEL, partition_name
+from forecaster.commit import commit_partition, recover_partition, staging_dir
 from forecaster.storage import (
     TRANSIENT_PATTERNS,
     Location,
     StorageError,
-    commit_partition,
     exists,
     list_parquet_files,
     read_json,
-    recover_partition,
     retry,
-    staging_dir,
     write_json,
 )
 
@@ -100,8 +98,8 @@ def _stage_and_commit(root: Location, table: str, forecast_date: str, fill) -> L
     staging = staging_dir(root.join(table), name)
     retry(lambda: staging.fs.create_dir(staging.path, recursive=True), staging.uri, "create the staging directory")
     fill(staging)
-    commit = commit_partition(staging, final, record=record)
-    log.info("committed %s (%d files)", final.uri, len(commit.files))
+    files = commit_partition(staging, final, record=record)
+    log.info("committed %s (%d files)", final.uri, len(files))
     return final
 
 

@@ -26,15 +26,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from forecaster import runtime, storage, write
+from forecaster import commit, runtime, storage, write
+from forecaster.commit import commit_partition, staging_dir
 from forecaster.storage import (
     Location,
     StorageError,
-    commit_partition,
     list_parquet_files,
     read_json,
     resolve,
-    staging_dir,
     write_json,
 )
 
@@ -67,7 +66,7 @@ class FlakyHandler(pafs.FileSystemHandler):
         self.inner, self.counter_dir, self.fail, self.permanent = inner, counter_dir, dict(fail), permanent
 
     @property
-    def fs(self):  # storage._forget_listings clears fsspec's listing cache through fs.handler.fs
+    def fs(self):  # storage.forget_listings clears fsspec's listing cache through fs.handler.fs
         return getattr(getattr(self.inner, "handler", None), "fs", None)
 
     def callers(self, method: str) -> list[int]:
@@ -186,7 +185,7 @@ def _committed_values(root: Location) -> list[int]:
 
 def _staging_files(root: Location) -> list[str]:
     selector = pafs.FileSelector(root.join(TABLE, "_staging").path, recursive=True, allow_not_found=True)
-    storage._forget_listings(root.fs)
+    storage.forget_listings(root.fs)
     return [i.path for i in root.fs.get_file_info(selector) if i.type == pafs.FileType.File
             and not i.path.endswith("/")]
 
@@ -316,15 +315,15 @@ def test_local_commit_interrupted_after_the_old_partition_was_moved_aside(ray_se
     root = resolve(str(tmp_path / "out"))
     final = write.partition(root, TABLE, DATE)
     _write_version(root, [1, 2, 3])
-    monkeypatch.setattr(storage, "_exchange", lambda a, b: False)  # the two-rename path (no RENAME_EXCHANGE)
-    rename = storage._local_rename
+    monkeypatch.setattr(commit, "_exchange", lambda a, b: False)  # the two-rename path (no RENAME_EXCHANGE)
+    rename = commit._local_rename
 
     def failing(src, dst):  # the move of the new directory into place fails
         if f"/_staging/{NAME}-" in src:
             raise OSError(errno.EIO, "simulated I/O error")
         rename(src, dst)
 
-    monkeypatch.setattr(storage, "_local_rename", failing)
+    monkeypatch.setattr(commit, "_local_rename", failing)
     with pytest.raises(OSError, match="simulated"):
         write.write_partition(root, TABLE, DATE, _rows([7, 8]), SCHEMA)
     assert _values(final) == [1, 2, 3]  # rolled back: the old directory was renamed back
@@ -335,7 +334,7 @@ def test_local_commit_interrupted_after_the_old_partition_was_moved_aside(ray_se
             raise SimulatedKill
         rename(src, dst)
 
-    monkeypatch.setattr(storage, "_local_rename", killed)
+    monkeypatch.setattr(commit, "_local_rename", killed)
     with pytest.raises(SimulatedKill):
         write.write_partition(root, TABLE, DATE, _rows([7, 8]), SCHEMA)
     assert not os.path.exists(final.path)  # the date is missing (not half-written) until the next run
@@ -344,7 +343,7 @@ def test_local_commit_interrupted_after_the_old_partition_was_moved_aside(ray_se
     assert sorted(pq.read_table(tmp_path / "out" / TABLE / "_staging" / aside[0])["y"].to_pylist()) == [1, 2, 3]
 
     # the next run restores the old partition first, so it is back even if this run fails in turn
-    monkeypatch.setattr(storage, "_local_rename", rename)
+    monkeypatch.setattr(commit, "_local_rename", rename)
     monkeypatch.setattr(write, "commit_partition", _kill)
     with pytest.raises(SimulatedKill):
         write.write_partition(root, TABLE, DATE, _rows([7, 8]), SCHEMA)
@@ -454,23 +453,23 @@ def test_ray_data_write_and_commit_on_flaky_s3(ray_session, s3_server, tmp_path,
 
 
 def test_local_readers_see_one_complete_version_while_commits_swap(tmp_path, monkeypatch):
-    if storage._renameat2() is None:
+    if commit._renameat2() is None:
         pytest.skip("no renameat2 on this platform: commits use the two-rename fallback")
     table = resolve(str(tmp_path / "t"))
     final = table.join(NAME)
     versions = {v: [v * 10 + i for i in range(4)] for v in range(150)}
 
-    def commit(v):
+    def commit_version(v):
         staging = staging_dir(table, NAME)
         os.makedirs(staging.path)
         for i, value in enumerate(versions[v]):  # names unique per version, as Ray Data's are per write
             pq.write_table(pa.table({"y": [value]}), f"{staging.path}/v{v}-{i}.parquet")
         commit_partition(staging, final)
 
-    commit(0)
+    commit_version(0)
     renames = []
-    rename = storage._local_rename
-    monkeypatch.setattr(storage, "_local_rename", lambda src, dst: (renames.append(src), rename(src, dst)))
+    rename = commit._local_rename
+    monkeypatch.setattr(commit, "_local_rename", lambda src, dst: (renames.append(src), rename(src, dst)))
     seen, errors, stop = [], [], threading.Event()
 
     def reader():
@@ -484,7 +483,7 @@ def test_local_readers_see_one_complete_version_while_commits_swap(tmp_path, mon
     thread.start()
     try:
         for v in range(1, len(versions)):
-            commit(v)
+            commit_version(v)
     finally:
         stop.set()
         thread.join()

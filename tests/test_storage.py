@@ -10,15 +10,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from forecaster.commit import commit_partition, staging_dir
 from forecaster.storage import (
     Location,
     StorageError,
-    commit_partition,
     exists,
     list_parquet_files,
     read_json,
     resolve,
-    staging_dir,
     write_json,
 )
 
