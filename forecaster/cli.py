@@ -133,19 +133,8 @@ def _report(cfg: Config, backtest: bool) -> int:
 
 
 def config_reference() -> list[tuple[str, object, str]]:
-    """(key, default, help) for every config key, read from the comments in config.py."""
-    import inspect
+    """(key, default, help) for every config key, from the fields' metadata (forecaster.config.setting)."""
+    from forecaster.config import keys
 
-    from forecaster import config as module
-
-    rows = []
-    for section in dataclasses.fields(Config):
-        cls = section.default_factory().__class__
-        source = inspect.getsource(cls).splitlines()
-        for f in dataclasses.fields(cls):
-            line = next((s for s in source if s.strip().startswith(f"{f.name}:")), "")
-            help_text = line.split("#", 1)[1].strip() if "#" in line else ""
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((f"{section.name}.{f.name}", default, help_text))
-    del module
-    return rows
+    return [(key, f.default if f.default is not dataclasses.MISSING else f.default_factory(), f.metadata["help"])
+            for key, f in keys()]

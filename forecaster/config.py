@@ -24,113 +24,151 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key."""
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,  # noqa: A002
+            choices: tuple | None = None, minimum: int | None = None) -> Any:
+    """A config key: its default (or `factory` for a list or dict), its help line (the config reference,
+    docs/config.md) and what `load_config` checks: one of `choices`, or at least `minimum`."""
+    metadata = {"help": help, "choices": choices, "minimum": minimum}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class DataConfig:
-    uri: str = "examples/data/m1_monthly.parquet"  # Parquet file, directory or Hive dataset (any fsspec URL)
-    freq: str = "MS"  # pandas offset alias: MS, QS, YS, W, D, h ...
-    id_col: str = "unique_id"  # series identifier column
-    time_col: str = "ds"  # timestamp column
-    target_col: str = "y"  # value column
-    storage_options: dict = field(default_factory=dict)  # fsspec options (e.g. endpoint_url); never logged
-    past_covariates: list = field(default_factory=list)  # numeric input columns known only up to each step
-    future_covariates: list = field(default_factory=list)  # numeric input columns known ahead (price, promotion)
-    future_uri: str | None = None  # Parquet (id, time, future_covariates) for the horizon after each series' end
-    static_covariates: list = field(default_factory=list)  # per-series constant columns; text/integer -> embedding
-    static_uri: str | None = None  # Parquet (id, static_covariates), one row per series; default: the input
+    uri: str = setting("examples/data/m1_monthly.parquet", "Parquet file, directory or Hive dataset (any fsspec URL)")
+    freq: str = setting("MS", "pandas offset alias: MS, QS, YS, W, D, h ...")
+    id_col: str = setting("unique_id", "series identifier column")
+    time_col: str = setting("ds", "timestamp column")
+    target_col: str = setting("y", "value column")
+    storage_options: dict = setting(help="fsspec options (e.g. endpoint_url); never logged", factory=dict)
+    past_covariates: list = setting(help="numeric input columns known only up to each step", factory=list)
+    future_covariates: list = setting(help="numeric input columns known ahead (price, promotion)", factory=list)
+    future_uri: str | None = setting(None, "Parquet (id, time, future_covariates) for the horizon after each series' "
+                                           "end")
+    static_covariates: list = setting(help="per-series constant columns; text/integer -> embedding", factory=list)
+    static_uri: str | None = setting(None, "Parquet (id, static_covariates), one row per series; default: the input")
 
 
 @dataclass
 class ModelConfig:
-    horizon: int = 18  # forecast steps
-    input_size: int | None = None  # input window; default max(2h, min(3*season, 5h), 8)
-    hidden_size: int = 64  # LSTM hidden units
-    num_layers: int = 2  # stacked LSTM layers
-    dropout: float = 0.1  # between LSTM layers and before the head
-    loss: str = "mae"  # mae | mse | quantile (pinball loss over the median and model.levels)
-    levels: list = field(default_factory=lambda: [80, 95])  # prediction intervals (percent) for loss=quantile
-    combine: str = "theta"  # theta: forecast = mean of the LSTM and the Theta method | none: the LSTM alone
-    fallback: str = "none"  # none | validation: seasonal naive where it beat the network on the series' last horizon
-    short_series: str = "baseline"  # series under horizon+2 points: baseline (forecast by (seasonal) naive) | reject
-    scaler: str = "window"  # window: stats of each input window | series: per series up to the cutoff
-    scaler_type: str = "standard"  # standard (mean, std) | robust (median, IQR) | minmax | none
-    calendar: str = "auto"  # auto: calendar features of each step's date for data.freq (month, weekday...) | none
-    skip: str = "linear"  # linear: a linear map from the input window to the horizon, added to the LSTM's output | none
-    ensemble_size: int = 1  # networks trained from different seeds; their forecasts are averaged
-    static_buckets: int = 1024  # hash buckets of categorical static values (one shared embedding table)
-    static_embedding_dim: int = 4  # embedding width per categorical static column
+    horizon: int = setting(18, "forecast steps", minimum=1)
+    input_size: int | None = setting(None, "input window; default max(2h, min(3*season, 5h), 8)", minimum=1)
+    hidden_size: int = setting(64, "LSTM hidden units", minimum=1)
+    num_layers: int = setting(2, "stacked LSTM layers", minimum=1)
+    dropout: float = setting(0.1, "between LSTM layers and before the head")
+    loss: str = setting("mae", "mae | mse | quantile (pinball loss over the median and model.levels)",
+                        choices=("mae", "mse", "quantile"))
+    levels: list = setting(help="prediction intervals (percent) for loss=quantile", factory=lambda: [80, 95])
+    combine: str = setting("theta", "theta: forecast = mean of the LSTM and the Theta method | none: the LSTM alone",
+                           choices=("theta", "none"))
+    fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
+                                    "horizon",
+                            choices=("validation", "none"))
+    short_series: str = setting("baseline", "series under horizon+2 points: baseline (forecast by (seasonal) naive) | "
+                                            "reject",
+                                choices=("baseline", "reject"))
+    scaler: str = setting("window", "window: stats of each input window | series: per series up to the cutoff",
+                          choices=("window", "series"))
+    scaler_type: str = setting("standard", "standard (mean, std) | robust (median, IQR) | minmax | none",
+                               choices=("robust", "standard", "minmax", "none"))
+    calendar: str = setting("auto", "auto: calendar features of each step's date for data.freq (month, weekday...) | "
+                                    "none",
+                            choices=("auto", "none"))
+    skip: str = setting("linear", "linear: a linear map from the input window to the horizon, added to the LSTM's "
+                                  "output | none",
+                        choices=("linear", "none"))
+    ensemble_size: int = setting(1, "networks trained from different seeds; their forecasts are averaged", minimum=1)
+    static_buckets: int = setting(1024, "hash buckets of categorical static values (one shared embedding table)",
+                                  minimum=1)
+    static_embedding_dim: int = setting(4, "embedding width per categorical static column", minimum=1)
 
 
 @dataclass
 class TrainConfig:
-    num_workers: int = 2  # Ray Train workers (DDP ranks)
-    min_workers: int | None = None  # elastic: train on as few as this many workers when no more fit; None: fixed
-    cpus_per_worker: float = 1.0  # Ray CPUs per worker; torch threads = max(1, floor(this))
-    use_gpu: bool = False  # one GPU per worker
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; meant for GPUs)
-    max_epochs: int = 30  # upper bound on epochs
-    patience: int = 5  # early stopping: epochs without validation improvement
-    batch_size: int = 256  # windows per optimiser step (global, split across workers)
-    windows_per_series: int = 32  # random training windows cut from each series per epoch
-    series_per_block: int = 512  # series read from the shard at a time (memory bound of the loop)
-    learning_rate: float = 1e-3  # Adam
-    ema_decay: float = 0.99  # forecasts and early stopping use a moving average of the weights; 0: off
-    seed: int = 0  # seeds torch, numpy and window sampling
-    storage_path: str | None = None  # Ray Train storage (checkpoints); default <output.uri>/checkpoints
-    max_failures: int = 1  # worker failures tolerated; training resumes from the last checkpoint
-    warm_start: str = "none"  # none | latest (newest earlier date under output.uri) | a checkpoint URI
-    warm_epochs: int = 10  # epoch limit when warm-starting
-    diagnostics: bool = False  # report per-rank parameter checksums and shard overlap (DDP checks)
+    num_workers: int = setting(2, "Ray Train workers (DDP ranks)", minimum=1)
+    min_workers: int | None = setting(None, "elastic: train on as few as this many workers when no more fit; None: "
+                                            "fixed",
+                                      minimum=1)
+    cpus_per_worker: float = setting(1.0, "Ray CPUs per worker; torch threads = max(1, floor(this))")
+    use_gpu: bool = setting(False, "one GPU per worker")
+    precision: str = setting("fp32", "fp32 | bf16 (autocast of the forward pass; meant for GPUs)",
+                             choices=("fp32", "bf16"))
+    max_epochs: int = setting(30, "upper bound on epochs", minimum=1)
+    patience: int = setting(5, "early stopping: epochs without validation improvement", minimum=1)
+    batch_size: int = setting(256, "windows per optimiser step (global, split across workers)", minimum=1)
+    windows_per_series: int = setting(32, "random training windows cut from each series per epoch", minimum=1)
+    series_per_block: int = setting(512, "series read from the shard at a time (memory bound of the loop)", minimum=1)
+    learning_rate: float = setting(1e-3, "Adam")
+    ema_decay: float = setting(0.99, "forecasts and early stopping use a moving average of the weights; 0: off")
+    seed: int = setting(0, "seeds torch, numpy and window sampling")
+    storage_path: str | None = setting(None, "Ray Train storage (checkpoints); default <output.uri>/checkpoints")
+    max_failures: int = setting(1, "worker failures tolerated; training resumes from the last checkpoint", minimum=0)
+    warm_start: str = setting("none", "none | latest (newest earlier date under output.uri) | a checkpoint URI")
+    warm_epochs: int = setting(10, "epoch limit when warm-starting", minimum=1)
+    diagnostics: bool = setting(False, "report per-rank parameter checksums and shard overlap (DDP checks)")
 
 
 @dataclass
 class PredictConfig:
-    actors: int | None = None  # Ray Data predictor actors; default cluster CPUs - 1 (at least 1)
-    batch_size: int = 4096  # series per map_batches call
+    actors: int | None = setting(None, "Ray Data predictor actors; default cluster CPUs - 1 (at least 1)", minimum=1)
+    batch_size: int = setting(4096, "series per map_batches call", minimum=1)
 
 
 @dataclass
 class OutputConfig:
-    uri: str = "out/demo"  # root of forecasts/, rejects/, manifests/
+    uri: str = setting("out/demo", "root of forecasts/, rejects/, manifests/")
 
 
 @dataclass
 class RunSection:
-    date: str | None = None  # forecast date YYYY-MM-DD; default today (UTC)
-    name: str = "forecaster"  # prefix of the Ray Train run name (one run per date)
+    date: str | None = setting(None, "forecast date YYYY-MM-DD; default today (UTC)")
+    name: str = setting("forecaster", "prefix of the Ray Train run name (one run per date)")
 
 
 @dataclass
 class RaySection:
-    address: str | None = None  # Ray address, 'auto' = this machine's cluster; None, no RAY_ADDRESS: a local Ray
-    num_cpus: int | None = None  # CPUs of a local Ray; default max(cpu_count, workers*cpus_per_worker + 1)
-    data_cpus: float | None = None  # CPU cap for Ray Data stages (resource_limits); default all but training
-    dashboard: bool = False  # start Ray's dashboard with a local Ray (~1 GiB in 10 processes); clusters keep theirs
-    idle_workers: int = 0  # idle worker processes a local Ray keeps (num_workers_soft_limit); others exit after 1 s
-    shared_local_paths: bool = False  # local paths are one shared mount (NFS) on every node of a multi-node cluster
-    log_level: str = "WARNING"  # Ray's own console lines: WARNING (warnings, errors) | INFO (all of them; --verbose)
+    address: str | None = setting(None, "Ray address, 'auto' = this machine's cluster; None, no RAY_ADDRESS: a local "
+                                        "Ray")
+    num_cpus: int | None = setting(None, "CPUs of a local Ray; default max(cpu_count, workers*cpus_per_worker + 1)")
+    data_cpus: float | None = setting(None, "CPU cap for Ray Data stages (resource_limits); default all but training")
+    dashboard: bool = setting(False, "start Ray's dashboard with a local Ray (~1 GiB in 10 processes); clusters keep "
+                                     "theirs")
+    idle_workers: int = setting(0, "idle worker processes a local Ray keeps (num_workers_soft_limit); others exit "
+                                   "after 1 s",
+                                minimum=0)
+    shared_local_paths: bool = setting(False, "local paths are one shared mount (NFS) on every node of a multi-node "
+                                              "cluster")
+    log_level: str = setting("WARNING", "Ray's own console lines: WARNING (warnings, errors) | INFO (all of them; "
+                                        "--verbose)",
+                             choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 @dataclass
 class TuneSection:
-    trials: int = 8  # `forecaster tune`: trials sampled from the search space (--trials)
-    max_epochs: int | None = None  # epoch cap of each trial; default train.max_epochs (the best config keeps that)
-    max_concurrent_trials: int = 1  # trials at once; each runs train.num_workers workers
-    grace_period: int = 2  # ASHA: epochs every trial runs before it may be stopped early
-    reduction_factor: int = 3  # ASHA: at each rung only the best 1/reduction_factor of trials go on
-    seed: int = 0  # seeds the random search
+    trials: int = setting(8, "`forecaster tune`: trials sampled from the search space (--trials)", minimum=1)
+    max_epochs: int | None = setting(None, "epoch cap of each trial; default train.max_epochs (the best config keeps "
+                                           "that)",
+                                     minimum=1)
+    max_concurrent_trials: int = setting(1, "trials at once; each runs train.num_workers workers", minimum=1)
+    grace_period: int = setting(2, "ASHA: epochs every trial runs before it may be stopped early", minimum=1)
+    reduction_factor: int = setting(3, "ASHA: at each rung only the best 1/reduction_factor of trials go on", minimum=2)
+    seed: int = setting(0, "seeds the random search")
 
 
 @dataclass
 class ScoreSection:
-    enabled: bool = True  # score earlier forecast partitions under output.uri against today's actuals (scores/)
-    max_origins: int = 30  # newest earlier forecast dates scored (those with a step observed now)
+    enabled: bool = setting(True, "score earlier forecast partitions under output.uri against today's actuals "
+                                  "(scores/)")
+    max_origins: int = setting(30, "newest earlier forecast dates scored (those with a step observed now)", minimum=1)
 
 
 @dataclass
 class ReportSection:
-    enabled: bool = True  # write reports/forecast_date=<run.date>.html at the end of a run
-    sample_series: int = 6  # series plotted from a reproducible sample (by a hash of unique_id)
-    worst_series: int = 6  # series plotted where the network did worst against seasonal naive on validation
+    enabled: bool = setting(True, "write reports/forecast_date=<run.date>.html at the end of a run")
+    sample_series: int = setting(6, "series plotted from a reproducible sample (by a hash of unique_id)", minimum=0)
+    worst_series: int = setting(6, "series plotted where the network did worst against seasonal naive on validation",
+                                minimum=0)
 
 
 @dataclass
@@ -200,59 +238,25 @@ def season_length(freq: str) -> int:
     return _SEASON_BY_FREQ.get(freq, 1)
 
 
-_CHOICES = {
-    ("model", "loss"): ("mae", "mse", "quantile"),
-    ("model", "scaler"): ("window", "series"),
-    ("model", "scaler_type"): ("robust", "standard", "minmax", "none"),
-    ("model", "calendar"): ("auto", "none"),
-    ("model", "combine"): ("theta", "none"),
-    ("model", "skip"): ("linear", "none"),
-    ("model", "fallback"): ("validation", "none"),
-    ("train", "precision"): ("fp32", "bf16"),
-    ("model", "short_series"): ("baseline", "reject"),
-    ("ray", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
-}
+def keys() -> list[tuple[str, dataclasses.Field]]:
+    """Every config key (`section.name`) with its field, in the order of the dataclasses."""
+    return [(f"{section.name}.{f.name}", f) for section in dataclasses.fields(Config)
+            for f in dataclasses.fields(section.default_factory().__class__)]
 
 
 def _check_values(cfg: Config) -> None:
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(f"{section}.{key}={value!r}: expected one of {', '.join(allowed)}")
-    positive = {
-        "model.horizon": cfg.model.horizon,
-        "model.hidden_size": cfg.model.hidden_size,
-        "model.num_layers": cfg.model.num_layers,
-        "train.num_workers": cfg.train.num_workers,
-        "train.max_epochs": cfg.train.max_epochs,
-        "train.batch_size": cfg.train.batch_size,
-        "train.windows_per_series": cfg.train.windows_per_series,
-        "train.series_per_block": cfg.train.series_per_block,
-        "train.patience": cfg.train.patience,
-        "train.warm_epochs": cfg.train.warm_epochs,
-        "predict.batch_size": cfg.predict.batch_size,
-        "model.ensemble_size": cfg.model.ensemble_size,
-        "model.static_buckets": cfg.model.static_buckets,
-        "model.static_embedding_dim": cfg.model.static_embedding_dim,
-        "tune.trials": cfg.tune.trials,
-        "tune.max_concurrent_trials": cfg.tune.max_concurrent_trials,
-        "tune.grace_period": cfg.tune.grace_period,
-        "score.max_origins": cfg.score.max_origins,
-    }
-    if cfg.predict.actors is not None:
-        positive["predict.actors"] = cfg.predict.actors
-    if cfg.train.min_workers is not None:
-        positive["train.min_workers"] = cfg.train.min_workers
-        if cfg.train.min_workers > cfg.train.num_workers:
-            raise ConfigError(f"train.min_workers={cfg.train.min_workers}: must be at most "
-                              f"train.num_workers={cfg.train.num_workers}")
-    if cfg.model.input_size is not None:
-        positive["model.input_size"] = cfg.model.input_size
-    if cfg.tune.max_epochs is not None:
-        positive["tune.max_epochs"] = cfg.tune.max_epochs
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}={value}: must be a positive integer")
+    for key, f in keys():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        allowed, minimum = f.metadata["choices"], f.metadata["minimum"]
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+        if minimum is not None and value is not None and value < minimum:
+            raise ConfigError(f"{key}={value}: " + ("must be a positive integer" if minimum == 1 else
+                                                    f"must be >= {minimum}"))
+    if cfg.train.min_workers is not None and cfg.train.min_workers > cfg.train.num_workers:
+        raise ConfigError(f"train.min_workers={cfg.train.min_workers}: must be at most "
+                          f"train.num_workers={cfg.train.num_workers}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 100 for v in cfg.model.levels):
         raise ConfigError(f"model.levels={cfg.model.levels!r}: expected a list of percentages in (0, 100)")
     if not 0.0 <= cfg.model.dropout < 1.0:
@@ -263,13 +267,6 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"train.learning_rate={cfg.train.learning_rate}: must be a finite number > 0")
     if not (math.isfinite(cfg.train.cpus_per_worker) and cfg.train.cpus_per_worker > 0):
         raise ConfigError(f"train.cpus_per_worker={cfg.train.cpus_per_worker}: must be a finite number > 0")
-    if cfg.tune.reduction_factor < 2:
-        raise ConfigError(f"tune.reduction_factor={cfg.tune.reduction_factor}: must be >= 2")
-    for key, value in {"train.max_failures": cfg.train.max_failures, "ray.idle_workers": cfg.ray.idle_workers,
-                       "report.sample_series": cfg.report.sample_series,
-                       "report.worst_series": cfg.report.worst_series}.items():
-        if value < 0:
-            raise ConfigError(f"{key}={value}: must be >= 0")
     try:
         with warnings.catch_warnings():
             # pandas 2 only warns on deprecated aliases (H, M, ...) that pandas 3 refuses: refuse both
