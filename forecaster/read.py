@@ -137,9 +137,8 @@ def _use_per_file_parquet_reader() -> None:
     """Ray Data's V1 Parquet reader, which honours `override_num_blocks`.
 
     The V2 reader (Ray 2.60's default) ignores it and bin-packs up to 128 MiB of row groups into one
-    read task: the 20 files of 5 000 series of bench/throughput.py became one task on one core, whose
-    output was two blocks of 15 000 and 85 000 series, so one predictor actor did 85 % of the work.
-    It also lists the files' footers in a task of its own (about 3 s here, mostly waiting).
+    read task, so a few large blocks reach the predictors and one actor does most of the work; it
+    also lists the files' footers in a task of its own (docs/benchmarks.md has the figures).
     """
     ray.data.DataContext.get_current().use_datasource_v2 = False
 
@@ -190,8 +189,8 @@ def _has_split_series(partial: ray.data.MaterializedDataset) -> bool:
 
     One small task per materialised block takes its id column where the block lies (on a cluster
     only the ids travel to the driver, never the series), instead of streaming the blocks through
-    one more Ray Data execution; Arrow counts them instead of a Python set. 200 blocks of 5 000
-    series: 0.6 s on 2 cores (zero-CPU tasks took 2-5 s: Ray started a worker process for each).
+    one more Ray Data execution; Arrow counts them instead of a Python set. The tasks take one CPU
+    each: zero-CPU tasks would make Ray start a worker process for every block at once.
     """
     columns = ray.get([_id_column.remote(block) for block in partial.to_arrow_refs()])
     ids = pa.chunked_array([chunk for column in columns for chunk in column.chunks], type=pa.string())

@@ -292,10 +292,10 @@ def predict_pool(cfg: Config) -> ray.data.ActorPoolStrategy:
     """The predictor actors, all started at once.
 
     Ray Data's actor autoscaler grows a pool from `min_size` only once inputs queue up behind busy
-    actors, and each actor accepts two tasks at a time. With min_size=1 alone the second actor of
-    bench/throughput.py started late (predict + write of 100 000 series in 20 blocks: 24.6 s instead
-    of 17.3 s), or never, when one actor had accepted both blocks of a small input. `initial_size` =
-    `max_size` starts every actor before the first block; `min_size=1` still lets the pool shrink.
+    actors, and each actor accepts two tasks at a time: a pool that starts with one actor leaves the
+    others idle or unstarted while the first takes the early blocks (docs/benchmarks.md has the
+    figures). `initial_size` = `max_size` starts every actor before the first block; `min_size=1`
+    still lets the pool shrink.
     """
     actors = predict_actors(cfg)
     return ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors)
