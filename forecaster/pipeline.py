@@ -142,25 +142,10 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
     return result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
 
 
-def run(cfg: Config) -> dict:
-    """Run the whole job for `cfg.forecast_date`; returns the manifest that was written."""
-    check_output_location(cfg)
-    timer = Timer()
-    forecast_date = cfg.forecast_date
-    root = resolve(cfg.output.uri, cfg.data.storage_options)
-    checked = check_schema(cfg)  # file-level errors stop the job before Ray starts
-    init_ray(cfg)
-    timer.mark("ray_init")
-
-    validated = validate_series(cfg, read_series(cfg, checked))
-    timer.mark("read_validate")
-    scores = score_earlier(cfg, root, validated)  # earlier forecasts against today's actuals
-    timer.mark("score")
-    clean, rejects, counts = split_rejects(validated)
-    del validated  # frees its blocks in the object store: clean and rejects hold what follows
-    timer.mark("split_rejects")
-    checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)
-    timer.mark("train")
+def predict_and_write(cfg: Config, root, clean: ray.data.Dataset, rejects: ray.data.Dataset,
+                      checkpoint: ray.train.Checkpoint | None, counts: dict) -> tuple[dict, list[str]]:
+    """Forecast every clean series and commit the forecasts, then the rejects, as the partitions of
+    run.date (sets counts["by_model"]); returns (their URIs, the nodes the predictor actors ran on)."""
     progress = SeriesProgress(counts["forecast"])  # the console's progress line (off outside the CLI)
     predictors = node_set()  # where the predictor actors run
     if counts["forecast"] > 0:
@@ -169,31 +154,56 @@ def run(cfg: Config) -> dict:
         log.warning("no clean series: writing rejects only")
         forecasts = ray.data.from_arrow(output_schema(cfg).empty_table())
     with progress:
-        forecasts_loc = write_partition(root, FORECASTS, forecast_date, forecasts, output_schema(cfg))
-    # node ids: of each Ray Train rank, one list per attempt; of the predictor actors
-    placement = {"train": metrics.pop("placement", []), "predict": nodes_of(predictors)}
+        forecasts_loc = write_partition(root, FORECASTS, cfg.forecast_date, forecasts, output_schema(cfg))
     counts["by_model"] = count_models(forecasts_loc, cfg.model.horizon)
-    rejects_loc = write_partition(root, REJECTS, forecast_date, rejects, REJECT_SCHEMA)
+    rejects_loc = write_partition(root, REJECTS, cfg.forecast_date, rejects, REJECT_SCHEMA)
+    return {"forecasts": forecasts_loc.uri, "rejects": rejects_loc.uri}, nodes_of(predictors)
+
+
+def run(cfg: Config) -> dict:
+    """Run the whole job for `cfg.forecast_date`; returns the manifest that was written."""
+    check_output_location(cfg)
+    timer = Timer()
+    root = resolve(cfg.output.uri, cfg.data.storage_options)
+    checked = check_schema(cfg)  # file-level errors stop the job before Ray starts
+    init_ray(cfg)
+    timer.mark("ray_init")
+
+    validated = validate_series(cfg, read_series(cfg, checked))  # read, validate
+    timer.mark("read_validate")
+    scores = score_earlier(cfg, root, validated)  # earlier forecasts against today's actuals
+    timer.mark("score")
+    clean, rejects, counts = split_rejects(validated)
+    del validated  # frees its blocks in the object store: clean and rejects hold what follows
+    timer.mark("split_rejects")
+    checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)  # prepare, train
+    timer.mark("train")
+    outputs, predict_nodes = predict_and_write(cfg, root, clean, rejects, checkpoint, counts)  # predict, write
     timer.mark("predict_write")
     plotted = []
     if cfg.report.enabled and counts["forecast"] > 0:
         plotted = report_series(clean, cfg.data.freq, cfg.model.horizon, cfg.report.sample_series,
                                 metrics.get("worst_series", []))
         timer.mark("report_series")
+    return _write_books(cfg, root, counts, metrics, timer, checkpoint_uri, outputs, scores, plotted,
+                        {"train": metrics.pop("placement", []), "predict": predict_nodes})
 
-    outputs = {"forecasts": forecasts_loc.uri, "rejects": rejects_loc.uri,
-               "manifest": manifest_location(root, forecast_date).uri}
+
+def _write_books(cfg: Config, root, counts: dict, metrics: dict, timer: Timer, checkpoint_uri: str | None,
+                 outputs: dict, scores: dict | None, plotted: list, placement: dict) -> dict:
+    """The manifest (written last: it names what the run committed), then the report."""
+    outputs["manifest"] = manifest_location(root, cfg.forecast_date).uri
     if scores is not None:
         outputs["scores"] = scores["uri"]
     if cfg.report.enabled:
-        outputs["report"] = report_location(root, forecast_date).uri
+        outputs["report"] = report_location(root, cfg.forecast_date).uri
     manifest = build_manifest(cfg.to_dict(), counts, metrics, timer.total(), checkpoint_uri, outputs)
-    manifest["placement"] = placement
+    manifest["placement"] = placement  # node ids: of each Ray Train rank, one list per attempt; of the predictors
     if scores is not None:
         manifest["scores"] = {"origins": scores["origins"]}
     if plotted:
         manifest["report_series"] = plotted
-    write_manifest(root, forecast_date, manifest)
+    write_manifest(root, cfg.forecast_date, manifest)
     if cfg.report.enabled:
         _write_report(cfg)
     return manifest
