@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup browser demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ browser:
 	  { [ -z "$$CI" ] && echo "chromium not installed: tests/test_report.py's browser test will skip"; }
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# the edit-test loop: no Ray, no subprocess, no browser (tests marked ray or slow are left out)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not ray and not slow" --durations=5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check forecaster jobs tests bench

@@ -37,3 +37,11 @@ def ray_session(request):
     ray.shutdown()
 
 from tests.s3server import s3_server  # noqa: E402, F401
+
+
+def pytest_collection_modifyitems(items):
+    """A test on the session's Ray is a `ray` test whether or not it says so: `make test-fast` leaves
+    out every test marked `ray` or `slow`."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)

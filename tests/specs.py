@@ -15,3 +15,12 @@ def model_spec(*overrides: str, **fields) -> ModelSpec:
 
 
 SMALL = ("model.input_size=8", "model.hidden_size=8", "model.num_layers=1", "model.dropout=0")
+
+
+def job_config(data, out, date: str, horizon: int, *overrides: str, freq: str = "MS"):
+    """A job as the command line runs it: the contract's keys (data.uri, data.freq, model.horizon,
+    output.uri, run.date), then `overrides`, later ones winning."""
+    from forecaster.config import load_config
+
+    return load_config(None, [f"data.uri={data}", f"data.freq={freq}", f"model.horizon={horizon}",
+                              f"output.uri={out}", f"run.date={date}", *overrides])

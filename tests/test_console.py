@@ -388,6 +388,7 @@ def test_verbose_brings_rays_lines_back_and_a_failure_shows_its_cause_either_way
     assert "execution finished" not in output
 
 
+@pytest.mark.slow
 def test_a_bad_data_uri_stops_with_the_path_and_exit_code_2(tmp_path):
     missing = tmp_path / "nowhere.parquet"
     done = subprocess.run([str(FORECASTER), "run", "--set", f"data.uri={missing}", "--set",

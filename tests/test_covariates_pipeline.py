@@ -11,6 +11,7 @@ import pytest
 
 from forecaster.config import load_config
 from forecaster.pipeline import run
+from tests.specs import job_config
 
 pytestmark = pytest.mark.ray
 
@@ -41,13 +42,10 @@ def _write(tmp_path):
 def test_covariates_end_to_end(ray_session, tmp_path):
     _write(tmp_path)
     out = tmp_path / "out"
-    cfg = load_config(None, [
-        f"data.uri={tmp_path / 'input'}", "data.freq=MS", f"model.horizon={HORIZON}", f"output.uri={out}",
-        f"run.date={DATE}", "data.past_covariates=[temp]", "data.future_covariates=[promo]",
-        f"data.future_uri={tmp_path / 'future'}", "data.static_covariates=[store]",
-        f"data.static_uri={tmp_path / 'static'}", "model.hidden_size=8", "train.max_epochs=2",
-        "train.windows_per_series=8", "model.ensemble_size=2",
-    ])
+    cfg = job_config(tmp_path / "input", out, DATE, HORIZON, "data.past_covariates=[temp]",
+                     "data.future_covariates=[promo]", f"data.future_uri={tmp_path / 'future'}",
+                     "data.static_covariates=[store]", f"data.static_uri={tmp_path / 'static'}", "model.hidden_size=8",
+                     "train.max_epochs=2", "train.windows_per_series=8", "model.ensemble_size=2")
     manifest = run(cfg)
 
     rejects = pq.read_table(out / "rejects" / f"forecast_date={DATE}").to_pandas().set_index("unique_id")

@@ -282,6 +282,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.ray
 def test_a_stopped_clusters_address_file_does_not_stop_a_local_run(tmp_path_factory):
     """A `ray start` cluster killed without `ray stop` leaves <tmp>/ray/ray_current_cluster behind; a plain
     ray.init(num_cpus=...) then tries to join it and fails with ValueError. The job starts its own Ray and
@@ -345,6 +346,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.ray
 def test_local_ray_workers_exit_once_idle():
     """A local Ray started by the job keeps no idle worker process (Ray's default keeps one per CPU,
     each holding the object-store pages it ever wrote)."""

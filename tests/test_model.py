@@ -131,6 +131,7 @@ print("SUPPORTED", bf16_supported("cpu"), "LOSS", np.isfinite(loss))
 """
 
 
+@pytest.mark.slow
 def test_bf16_on_a_cpu_without_it_trains_in_fp32_with_a_warning():
     """What CI's CPU did: oneDNN capped below the bf16 instructions refuses the bf16 LSTM primitive. The
     probe says so once, and train_step runs in fp32 instead of failing."""

@@ -11,9 +11,9 @@ import pytest
 import ray
 
 from forecaster.cli import main
-from forecaster.config import load_config
 from forecaster.pipeline import run
 from forecaster.synthetic import seasonal_series
+from tests.specs import job_config
 
 pytestmark = pytest.mark.ray
 
@@ -44,11 +44,8 @@ def _write_input(root):
 
 
 def _config(data, out, date, **extra):
-    overrides = [
-        f"data.uri={data}", "data.freq=MS", f"model.horizon={HORIZON}", f"output.uri={out}", f"run.date={date}",
-        "model.hidden_size=32", "train.windows_per_series=64", "train.batch_size=128", "train.seed=7",
-    ] + [f"{k}={v}" for k, v in extra.items()]
-    return load_config(None, overrides)
+    return job_config(data, out, date, HORIZON, "model.hidden_size=32", "train.windows_per_series=64",
+                      "train.batch_size=128", "train.seed=7", *(f"{k}={v}" for k, v in extra.items()))
 
 
 def _read(out, table, date):

@@ -136,6 +136,7 @@ def test_report_survives_a_bare_manifest(tmp_path):
     assert "Validation metrics: not recorded by this run" in html
 
 
+@pytest.mark.slow
 def test_size_is_bounded(tmp_path):
     """Many series, rejects, origins and plotted series asked for: the page stays small."""
     stored_run(str(tmp_path), n_series=60_000, n_rejects=20_000, n_origins=300, horizon=24, history=400,
@@ -170,6 +171,7 @@ def test_user_strings_are_escaped(tmp_path):
     assert_self_contained(html)
 
 
+@pytest.mark.slow
 def test_cli_report_needs_no_ray_torch_or_model(tmp_path):
     """`forecaster report` in a fresh interpreter: rebuilt from storage, Ray never started, torch and Ray
     Train never imported (so it takes seconds)."""
@@ -197,6 +199,7 @@ def test_cli_report_without_a_run_names_the_manifest(tmp_path, capsys):
         assert expected in err and f"manifests/forecast_date={DATE}.json" in err
 
 
+@pytest.mark.slow
 def test_report_on_s3_reads_and_writes_through_storage(tmp_path, s3_server):
     """The fixture run uploaded to a local S3: the report is read from there and written back in one PUT,
     served as text/html (so a browser opens it from the bucket)."""
@@ -283,6 +286,7 @@ def _browser(chromium: str, *args: str) -> subprocess.CompletedProcess:
             capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_report_renders_in_a_browser(tmp_path):
     chromium = _chromium()
     stored_run(str(tmp_path), n_series=40, n_rejects=5)

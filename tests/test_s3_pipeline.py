@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from forecaster.config import load_config
 from forecaster.pipeline import run
 from forecaster.synthetic import seasonal_series
+from tests.specs import job_config
 
 pytestmark = pytest.mark.ray
 
@@ -50,11 +50,8 @@ def _upload_input(bucket: str) -> pd.DataFrame:
 
 
 def _config(bucket: str):
-    return load_config(None, [
-        f"data.uri=s3://{bucket}/input", "data.freq=MS", f"model.horizon={HORIZON}",
-        f"output.uri=s3://{bucket}/out", f"train.storage_path=s3://{bucket}/ckpt", f"run.date={DATE}",
-        "train.max_epochs=2", "model.hidden_size=16",
-    ])
+    return job_config(f"s3://{bucket}/input", f"s3://{bucket}/out", DATE, HORIZON,
+                      f"train.storage_path=s3://{bucket}/ckpt", "train.max_epochs=2", "model.hidden_size=16")
 
 
 def _read(bucket: str, table: str) -> pd.DataFrame:

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from forecaster.config import load_config
 from forecaster.pipeline import run
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.synthetic import seasonal_series
+from tests.specs import job_config
 from tests.test_score import _expected
 
 pytestmark = pytest.mark.ray
@@ -27,11 +27,8 @@ DATES = ("2026-01-01", "2026-01-02", "2026-01-03")
 
 
 def _config(data, out, date):
-    return load_config(None, [
-        f"data.uri={data}", "data.freq=MS", f"model.horizon={HORIZON}", f"output.uri={out}", f"run.date={date}",
-        "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1", "train.max_epochs=1",
-        "train.windows_per_series=4", "report.enabled=false",
-    ])
+    return job_config(data, out, date, HORIZON, "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1",
+                      "train.max_epochs=1", "train.windows_per_series=4", "report.enabled=false")
 
 
 def _inputs(root, full: pd.DataFrame):

@@ -7,11 +7,12 @@ import pytest
 
 from forecaster.checkpoint import check_resumable, warm_start_checkpoint
 from forecaster.config import ConfigError, load_config
-from forecaster.pipeline import run, validate_series
+from forecaster.pipeline import clean_series, run, validate_series
 from forecaster.read import read_series
 from forecaster.spec import ModelSpec
 from forecaster.synthetic import seasonal_series
 from forecaster.train import fit
+from tests.specs import job_config
 
 pytestmark = pytest.mark.ray
 
@@ -31,14 +32,12 @@ def data_dir(tmp_path_factory):
 
 
 def _cfg(data, out, *extra):
-    return load_config(None, [f"data.uri={data}", "data.freq=MS", "model.horizon=6", f"output.uri={out}",
-                              "run.date=2024-01-01", "model.hidden_size=16", "train.windows_per_series=16",
-                              "train.batch_size=64", "train.seed=3", *extra])
+    return job_config(data, out, "2024-01-01", 6, "model.hidden_size=16", "train.windows_per_series=16",
+                      "train.batch_size=64", "train.seed=3", *extra)
 
 
 def _clean(cfg):
-    validated = validate_series(cfg, read_series(cfg))
-    return validated.drop_columns(["reject_reason", "reject_detail"]).materialize()
+    return clean_series(validate_series(cfg, read_series(cfg)))
 
 
 def test_ddp_ranks_get_disjoint_shards_and_identical_parameters(ray_session, data_dir, tmp_path):
