@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.config import load_config, season_length  # noqa: E402
-from forecaster.evaluate import mase, mase_scale, seasonal_naive, smape  # noqa: E402
+from forecaster.evaluate import coverage, mase, mase_scale, scaled_width, seasonal_naive, smape  # noqa: E402
 from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
 from forecaster.predict import without_fallback  # noqa: E402
@@ -56,6 +56,17 @@ class Truth:
         scaled = mase(self.actual, predicted, self.scale)[self.scale > 0]  # MASE is undefined on flat histories
         return {"MASE": float(np.mean(scaled)), "sMAPE": float(np.mean(smape(self.actual, predicted))),
                 "series": len(self.ids)}
+
+    def coverage(self, forecast: pd.DataFrame, level: int) -> dict:
+        """Share of test points inside `forecast`'s `level` % interval, and its mean width in units of the
+        series' MASE scale (forecaster.evaluate, as the backtest reports them)."""
+        lo, hi = f"forecast-lo-{level}", f"forecast-hi-{level}"
+        merged = self.keys.merge(forecast[["unique_id", "ds", lo, hi]], on=["unique_id", "ds"], how="left")
+        lower, upper = (merged[c].to_numpy(dtype=float).reshape(self.actual.shape) for c in (lo, hi))
+        inside = coverage(self.actual, lower, upper)
+        return {"coverage": float(np.nanmean(inside)), "width": float(np.nanmean(scaled_width(lower, upper,
+                                                                                                self.scale))),
+                "series": int(np.isfinite(inside).sum())}
 
     def seasonal_naive(self) -> pd.DataFrame:
         values = seasonal_naive(self.block, self.block.lengths, self.horizon, self.season)
@@ -92,14 +103,21 @@ def main() -> None:
         rows = {column: truth.score(forecast, column) for column in columns}
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")
         rows.update(statistical(truth, train, freq, horizon))
-        table.append((name, rows, manifest["counts"], seconds, manifest["metrics"].get("epochs")))
+        covered = {level: truth.coverage(forecast, level) for level in cfg.model.levels}
+        table.append((name, rows, manifest["counts"], seconds, manifest["metrics"].get("epochs"), covered))
     print()
     print(f"{'dataset':10} {'model':14} {'MASE':>7} {'sMAPE':>7}   series rejected epochs seconds")
-    for name, rows, counts, seconds, epochs in table:
+    for name, rows, counts, seconds, epochs, _ in table:
         for model, result in rows.items():
             extra = (f"   {counts['input']:6d} {counts['rejected']:8d} {epochs!s:>6} {seconds:7.1f}"
                      if model == "forecast" else "")
             print(f"{name:10} {model:14} {result['MASE']:7.3f} {result['sMAPE']:7.2f}{extra}")
+    print()
+    print(f"{'dataset':10} {'interval':>8} {'coverage':>9} {'width':>7}   (intervals of forecast on the test set; "
+          "width in units of each series' MASE scale)")
+    for name, *_, covered in table:
+        for level, result in covered.items():
+            print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f}")
 
 
 def statistical(truth: Truth, train: pd.DataFrame, freq: str, horizon: int) -> dict:

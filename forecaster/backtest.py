@@ -52,7 +52,7 @@ from forecaster.columns import (
     Y,
 )
 from forecaster.config import Config, ConfigError
-from forecaster.evaluate import coverage, forecast_scores, mase_scale
+from forecaster.evaluate import coverage, forecast_scores, mase_scale, scaled_width
 from forecaster.features import SeriesBlock
 from forecaster.manifest import versions
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
@@ -157,7 +157,11 @@ class WindowScorer(SeriesPredictor):
         scores[LSTM] = forecast_scores(actual, f.lstm, scale, self.spec.quantiles if self.spec else (0.5,))
         for level in f.levels:
             scores[LSTM][f"coverage_{level}"] = coverage(actual, f.bound("lo", level), f.bound("hi", level))
-        metrics = list(scores[LSTM])
+            scores[LSTM][f"width_{level}"] = scaled_width(f.bound("lo", level), f.bound("hi", level), scale)
+        for level, (lo, hi) in f.intervals.items():  # the calibrated intervals of `forecast`
+            scores[FORECAST][f"coverage_{level}"] = coverage(actual, lo, hi)
+            scores[FORECAST][f"width_{level}"] = scaled_width(lo, hi, scale)
+        metrics = list(dict.fromkeys(k for model in (LSTM, FORECAST) for k in scores[model]))
         each = np.repeat(np.arange(n), len(metrics))
         missing = np.full(n, np.nan)
         return pa.table({

@@ -50,6 +50,9 @@ class TrainingState:
     ema: dict | None = None  # the weight average's own state
     history: list = field(default_factory=list)  # {epoch, train_loss, val_loss} of every epoch
     placement: list = field(default_factory=list)  # node id of each rank, one list per attempt
+    # the best epoch's interval calibration: {"levels": [L...], "quantiles": [[q per step] per level]}
+    # (forecaster.intervals); None in checkpoints from before it
+    calibration: dict | None = None
 
 
 def save(directory: str, model: torch.nn.Module, spec: ModelSpec, settings: LoopSettings | None = None,
@@ -81,10 +84,11 @@ def load_state(directory: str) -> tuple[dict, dict, TrainingState]:
     return saved["model"], saved["optimizer"], TrainingState(**{k: v for k, v in saved.items() if k in names})
 
 
-def load_best(directory: str) -> tuple[dict, ModelSpec]:
-    """(weights of the best epoch, the model's spec): what a forecast or a warm start uses."""
+def load_best(directory: str) -> tuple[dict, ModelSpec, dict | None]:
+    """(weights of the best epoch, the model's spec, its interval calibration or None): what a
+    forecast or a warm start uses."""
     saved = _payload(directory)
-    return saved.get("best_model") or saved["model"], read_spec(directory)
+    return saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration")
 
 
 # ---- which checkpoint --------------------------------------------------------------------------

@@ -42,12 +42,16 @@ def interval(model: str, side: str, level: int | float) -> str:
     return f"{model}-{side}-{level}"
 
 
-def forecast_schema(levels: tuple[int, ...] | list[int] = ()) -> pa.Schema:
-    """Columns of the forecasts table, with the LSTM's interval bounds for `levels`."""
-    bounds = [(interval(LSTM, side, level), pa.float64()) for level in levels for side in ("lo", "hi")]
-    return pa.schema([(ID, pa.string()), (DS, pa.timestamp("us")), (LSTM, pa.float64()), *bounds,
-                      *[(name, pa.float64()) for name in BASELINES], (FORECAST, pa.float64()), (MODEL, pa.string()),
-                      (CUTOFF, pa.timestamp("us"))])
+def forecast_schema(levels: tuple[int, ...] | list[int] = (),
+                    forecast_levels: tuple[int, ...] | list[int] = ()) -> pa.Schema:
+    """Columns of the forecasts table: the LSTM's own interval bounds for `levels` (loss=quantile), the
+    calibrated intervals of `forecast` for `forecast_levels` (model.levels, forecaster.intervals)."""
+    def bounds(model: str, of: tuple[int, ...] | list[int]) -> list[tuple[str, pa.DataType]]:
+        return [(interval(model, side, level), pa.float64()) for level in of for side in ("lo", "hi")]
+
+    return pa.schema([(ID, pa.string()), (DS, pa.timestamp("us")), (LSTM, pa.float64()), *bounds(LSTM, levels),
+                      *[(name, pa.float64()) for name in BASELINES], (FORECAST, pa.float64()),
+                      *bounds(FORECAST, forecast_levels), (MODEL, pa.string()), (CUTOFF, pa.timestamp("us"))])
 
 
 # ---- the rejects table: validate -> write -----------------------------------------------------------

@@ -91,6 +91,13 @@ def coverage(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(lo).all(axis=1) & np.isfinite(hi).all(axis=1), inside, np.nan)
 
 
+def scaled_width(lo: np.ndarray, hi: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Mean width of an interval over the steps, in units of the series' MASE scale (NaN where either
+    is missing): comparable across series, like MASE."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, (hi - lo).mean(axis=1) / scale, np.nan)
+
+
 def forecast_scores(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray,
                     quantiles: list[float] = (0.5,)) -> dict[str, np.ndarray]:
     """Per-series MASE, sMAPE, MAE, RMSE and pinball of one model against `actual` (series, horizon).

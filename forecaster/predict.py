@@ -8,6 +8,8 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
     LSTM-lo-80, LSTM-hi-80, ...   interval bounds for loss=quantile (sorted: they never cross)
     Naive, SeasonalNaive, Theta   baselines, computed for every series (Theta: forecaster/theta.py)
     forecast, model               the forecast to use and which model made it
+    forecast-lo-80, forecast-hi-80, ...  its intervals at model.levels, calibrated on the validation
+                                  window (forecaster/intervals.py)
 
 `model` is the network's forecast: `LSTM+Theta` (the mean of the two, model.combine=theta, the
 default) or `LSTM` (model.combine=none); unless the series is too short for the network (fewer than
@@ -26,6 +28,7 @@ import ray
 import torch
 
 from forecaster import checkpoint as checkpoints
+from forecaster import intervals
 from forecaster.columns import (
     CUTOFF,
     DS,
@@ -50,8 +53,9 @@ from forecaster.validate import min_length
 
 
 def output_schema(cfg: Config) -> pa.Schema:
-    """The forecasts table of this config (for an empty partition): interval bounds with loss=quantile."""
-    return forecast_schema(cfg.model.levels if cfg.model.loss == "quantile" else ())
+    """The forecasts table of this config: the LSTM's interval bounds with loss=quantile, the calibrated
+    intervals of `forecast` at model.levels always."""
+    return forecast_schema(cfg.model.levels if cfg.model.loss == "quantile" else (), cfg.model.levels)
 
 
 def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, method: str) -> np.ndarray:
@@ -71,6 +75,7 @@ class Forecasts:
     theta: np.ndarray
     forecast: np.ndarray  # what users are told to use
     model: np.ndarray  # (series,): which model made `forecast`
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lo, hi) of `forecast`, forecaster.intervals
 
     def bound(self, side: str, level: int) -> np.ndarray:
         """(series, horizon): the `side` (lo, hi) of the LSTM's `level` % interval."""
@@ -79,10 +84,11 @@ class Forecasts:
 
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
-                 fallback: str, combine: str, threads: int = 1, use_gpu: bool = False, progress=None,
-                 placement=None):
+                 fallback: str, combine: str, levels: tuple[int, ...] = (), threads: int = 1, use_gpu: bool = False,
+                 progress=None, placement=None):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
-        model.combine, how the network's forecast is made from the LSTM and Theta. `progress`: called
+        model.combine, how the network's forecast is made from the LSTM and Theta. `levels`: model.levels,
+        the intervals of `forecast` (NaN where the checkpoint holds no calibration for a level). `progress`: called
         with the number of series of each batch once it is forecast (forecaster.console.Tally).
         `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on."""
         torch.set_num_threads(threads)
@@ -92,9 +98,14 @@ class SeriesPredictor:
         self.freq, self.season, self.horizon = freq, season, horizon
         self.fallback, self.combine = fallback, combine
         self.model = self.spec = None
+        self.interval_levels = tuple(levels)
+        self.quantiles: dict[int, np.ndarray] = {}  # level -> (horizon,) calibrated scaled-error quantiles
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
-                weights, self.spec = checkpoints.load_best(path)
+                weights, self.spec, calibration = checkpoints.load_best(path)
+            if calibration is not None:
+                self.quantiles = {level: np.asarray(q, dtype=float)
+                                  for level, q in zip(calibration["levels"], calibration["quantiles"], strict=True)}
             self.model = build_model(self.spec)
             self.model.load_state_dict(weights)
             self.model.eval()
@@ -142,8 +153,12 @@ class SeriesPredictor:
         chosen = np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.combine), snaive)
         name = "LSTM+Theta" if self.combine == "theta" else LSTM
         model = np.where(use_lstm, name, np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE))
+        scale = intervals.scales(block, block.lengths, self.season)
+        missing = np.full(h, np.nan)
+        bounds = {level: intervals.bounds(chosen, scale, self.quantiles.get(level, missing))
+                  for level in self.interval_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
-                         seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model)
+                         seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model, intervals=bounds)
 
     def to_arrow(self, batch: pa.Table, f: Forecasts) -> pa.Table:
         """Long forecast rows (forecast_schema): `horizon` rows per series."""
@@ -163,9 +178,13 @@ class SeriesPredictor:
             columns[interval(LSTM, "lo", level)] = flat(f.bound("lo", level))
             columns[interval(LSTM, "hi", level)] = flat(f.bound("hi", level))
         columns.update({NAIVE: flat(f.naive), SEASONAL_NAIVE: flat(f.seasonal_naive), THETA: flat(f.theta),
-                        FORECAST: flat(f.forecast), MODEL: pa.array(np.repeat(f.model, h)),
+                        FORECAST: flat(f.forecast)})
+        for level, (lo, hi) in f.intervals.items():
+            columns[interval(FORECAST, "lo", level)] = flat(lo)
+            columns[interval(FORECAST, "hi", level)] = flat(hi)
+        columns.update({MODEL: pa.array(np.repeat(f.model, h)),
                         CUTOFF: pa.array(np.repeat(last.astype("datetime64[us]"), h))})
-        return pa.table(columns, schema=forecast_schema(f.levels))
+        return pa.table(columns, schema=forecast_schema(f.levels, tuple(f.intervals)))
 
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
         """Per series: is the network forecast's MAE on the held-out last `horizon` points (the LSTM's,

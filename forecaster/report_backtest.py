@@ -101,11 +101,12 @@ def cards(summary: dict, windows: list[dict]) -> list[dict]:
 
 
 def metric_table(means: dict, models: list[str]) -> dict:
-    """One row per metric: the mean of each model, the lowest marked (not for coverage: no 'lower is better')."""
+    """One row per metric: the mean of each model, the lowest marked (not for an interval's coverage or
+    width: there lower is not better)."""
     rows = []
     for metric, row in list(means.items())[:MAX_ROWS]:
         values = {m: number(row.get(m)) for m in models}
-        best = None if metric.startswith("coverage") else lowest(values)
+        best = None if metric.startswith(("coverage", "width")) else lowest(values)
         rows.append({"metric": metric, "series": count(row.get("series")),
                      "cells": [(fmt(values[m], 4), m == best) for m in models]})
     return {"models": models, "rows": rows}

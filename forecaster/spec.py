@@ -122,6 +122,7 @@ class LoopSettings:
     combine: str  # model.combine: validation scores the forecast as the predictor makes it
     worst_series: int  # report.worst_series: the series validation names for the report
     diagnostics: bool
+    levels: tuple[int, ...] = ()  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
 
     @classmethod
     def from_config(cls, cfg: Config) -> LoopSettings:
@@ -130,7 +131,7 @@ class LoopSettings:
                    windows_per_series=t.windows_per_series, series_per_block=t.series_per_block,
                    learning_rate=t.learning_rate, ema_decay=t.ema_decay, seed=t.seed,
                    threads=max(1, int(t.cpus_per_worker)), precision=t.precision, combine=cfg.model.combine,
-                   worst_series=cfg.report.worst_series, diagnostics=t.diagnostics)
+                   worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

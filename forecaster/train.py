@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 
-from forecaster import checkpoint
+from forecaster import checkpoint, intervals
 from forecaster.checkpoint import TrainingState
 from forecaster.columns import FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
 from forecaster.config import Config
@@ -145,12 +145,16 @@ SCORES = tuple(f"{metric}_{name}" for name in VALIDATED_COLUMNS for metric in ("
 
 
 @torch.no_grad()
-def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device) -> tuple[float, dict, list]:
-    """Loss, mean scores (SCORES) over the last `horizon` points of every series of all shards, and the
+def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device) -> tuple[float, dict, list,
+                                                                                         dict | None]:
+    """Loss, mean scores (SCORES) over the last `horizon` points of every series of all shards, the
     `settings.worst_series` series where the network forecast's MASE exceeds seasonal naive's the most
-    (dicts of unique_id and both MASEs, worst first). MASE is averaged over series where it is defined."""
+    (dicts of unique_id and both MASEs, worst first), and the interval calibration of `forecast` at
+    settings.levels (forecaster.intervals; None without a scaled error). MASE is averaged over series
+    where it is defined."""
     model.eval()
     sums = np.zeros(2 + 2 * len(SCORES))  # loss total, loss count, then (sum, count) per score
+    errors = np.zeros((spec.horizon, intervals.BINS))  # scaled absolute errors of `forecast`
     keep = settings.worst_series
     worst: list[tuple[float, str, float, float]] = []
     for batch, block in _blocks(shard, spec, settings):
@@ -165,6 +169,10 @@ def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device)
         forecasts = {"forecast": network_forecast(lstm, statistical, settings.combine), "lstm": lstm,
                      "theta": statistical}
         scores = validation_scores(block, forecasts, spec.horizon, spec.season)
+        cutoffs = block.lengths - spec.horizon
+        actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(spec.horizon)[None, :]]
+        scale = intervals.scales(block, cutoffs, spec.season)
+        errors += intervals.error_histogram(actual, forecasts["forecast"], scale)
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
             sums[2 + 2 * i] += scores[name][defined].sum()
@@ -177,10 +185,13 @@ def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device)
                                     for i in np.flatnonzero(np.isfinite(gap))], reverse=True)[:keep]
     sums = _all_sum(sums.tolist(), device)
     means = {name: sums[2 + 2 * i] / sums[3 + 2 * i] if sums[3 + 2 * i] else None for i, name in enumerate(SCORES)}
+    counts = np.asarray(_all_sum(errors.reshape(-1).tolist(), device)).reshape(errors.shape)
+    quantiles = intervals.quantiles(counts, settings.levels)
+    calibration = None if quantiles is None else {"levels": list(settings.levels), "quantiles": quantiles.tolist()}
     if keep:
         worst = sorted((row for rank in _all_gather(worst) for row in rank), reverse=True)[:keep]
     worst = [{"unique_id": uid, "mase_forecast": fc, "mase_seasonal_naive": sn} for _, uid, fc, sn in worst]
-    return sums[0] / max(sums[1], 1.0), means, worst
+    return sums[0] / max(sums[1], 1.0), means, worst, calibration
 
 
 def _maybe_fail(epoch: int, rank: int) -> None:
@@ -208,7 +219,7 @@ def _restore(model, warm_start) -> tuple[TrainingState, dict | None]:
     state = TrainingState()
     if warm_start is not None:
         with warm_start.as_directory() as path:
-            weights, _ = checkpoint.load_best(path)
+            weights, _, _ = checkpoint.load_best(path)
         model.load_state_dict(weights)
         state.warm_started = True
     return state, None
@@ -247,7 +258,7 @@ def train_loop_per_worker(config: dict) -> None:
     state.placement = [*state.placement, _all_gather(ray.get_runtime_context().get_node_id())]
     diagnostics = _shard_diagnostics(shard, settings) if settings.diagnostics else {}
     if state.epoch < 0:  # where training begins: untrained, or the warm start's weights
-        state.initial_val, _, _ = _holdout_pass(scored, shard, spec, settings, device)
+        state.initial_val, _, _, _ = _holdout_pass(scored, shard, spec, settings, device)
 
     for epoch in range(state.epoch + 1, max_epochs):
         if state.bad_epochs >= settings.patience:
@@ -259,11 +270,12 @@ def train_loop_per_worker(config: dict) -> None:
         train_loss, windows = train_epoch(model, optimizer, minibatches(blocks, spec, settings, rng, local_batch),
                                           spec, settings, device, ema)
         train_seconds = time.perf_counter() - started
-        val_loss, scores, worst = _holdout_pass(scored, shard, spec, settings, device)
+        val_loss, scores, worst, calibration = _holdout_pass(scored, shard, spec, settings, device)
         train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
         if val_loss < state.best_val:
             state.best_val, state.bad_epochs, state.best_epoch, state.worst = val_loss, 0, epoch, worst
             state.best_model = copy.deepcopy(scored.state_dict())
+            state.calibration = calibration
             state.best_scores = {f"val_{k}": v for k, v in scores.items()}
         else:
             state.bad_epochs += 1
@@ -285,6 +297,7 @@ def train_loop_per_worker(config: dict) -> None:
             "worst_series": state.worst,  # of the best epoch
             "placement": state.placement,  # node ids by rank, one list per attempt
             "initial_val_loss": state.initial_val,
+            "calibration": state.calibration,  # of the best epoch: the intervals of `forecast`
             **state.best_scores,
         }
         if diagnostics:  # evidence that DDP works, for tests and debugging (train.diagnostics)

@@ -120,7 +120,7 @@ def backtest_run(ray_session, tmp_path_factory):
     try:
         settings = [f"data.uri={data}", f"output.uri={out}", f"model.horizon={HORIZON}", "run.date=2024-06-01",
                     "model.loss=quantile", "model.levels=[80]", "model.hidden_size=16", "train.max_epochs=2",
-                    "train.windows_per_series=8"]
+                    "train.windows_per_series=8", "model.fallback=validation"]
         code = main(["backtest", "--windows", "2", *(a for s in settings for a in ("--set", s))])
     finally:
         bt.train_clean = real_train
@@ -158,15 +158,23 @@ def test_backtest_files_windows_and_cutoffs(backtest_run):
 def test_backtest_metrics_are_finite(backtest_run):
     out = backtest_run[2]
     windows, overall = pd.read_parquet(out / "windows.parquet"), pd.read_parquet(out / "overall.parquet")
-    assert list(overall.metric) == ["mase", "smape", "mae", "rmse", "pinball", "coverage_80"]
+    assert list(overall.metric) == ["mase", "smape", "mae", "rmse", "pinball", "coverage_80", "width_80"]
     assert len(windows) == 2 * len(overall)
-    points = windows[windows.metric != "coverage_80"]
+    points = windows[~windows.metric.isin(["coverage_80", "width_80"])]
     assert np.isfinite(points[list(bt.MODELS)].to_numpy()).all() and (points.series == 12).all()
     series = pd.read_parquet(out / "series.parquet")
-    network = series[series.model == "LSTM+Theta"]  # the fallback kept the network: the same forecast
-    assert len(network) and np.allclose(network.no_fallback, network.forecast, equal_nan=True)
-    cover = overall.set_index("metric").loc["coverage_80"]
-    assert 0 <= cover.LSTM <= 1 and np.isnan(cover.Naive)
+    # model.fallback=validation: where it kept the network, no_fallback is the forecast; where it chose
+    # seasonal naive (nearly exact on these seasonal series), no_fallback is still the network's forecast
+    network = series[series.model == "LSTM+Theta"]
+    assert np.allclose(network.no_fallback, network.forecast, equal_nan=True)
+    fell_back = series[(series.model == "SeasonalNaive") & series.LSTM.notna() & (series.metric == "mae")]
+    assert len(fell_back), "the barely trained network never lost to seasonal naive: no fallback to check"
+    np.testing.assert_allclose(fell_back.forecast, fell_back.SeasonalNaive)
+    assert (fell_back.no_fallback != fell_back.forecast).all()
+    cover, width = overall.set_index("metric").loc["coverage_80"], overall.set_index("metric").loc["width_80"]
+    # the LSTM's quantile interval and the calibrated interval of `forecast`
+    assert 0 <= cover.LSTM <= 1 and 0 <= cover.forecast <= 1 and np.isnan(cover.Naive)
+    assert width.LSTM > 0 and width.forecast > 0 and np.isnan(width.Naive)
 
 
 def test_backtest_writes_its_report(backtest_run):

@@ -1,0 +1,117 @@
+"""The calibrated intervals of `forecast` (forecaster/intervals.py): the histogram's quantiles, their
+coverage on new errors, and what the predictor writes from a checkpoint's calibration."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import ray.train
+import torch
+
+from forecaster import checkpoint, intervals
+from forecaster.checkpoint import TrainingState
+from forecaster.evaluate import mase_scale
+from forecaster.features import SeriesBlock
+from forecaster.model import build_model
+from forecaster.predict import SeriesPredictor
+from tests.specs import SMALL, model_spec
+
+HORIZON = 3
+
+
+def _errors(rng, n):
+    """(n, HORIZON) errors whose spread grows with the step, around forecasts of 0, scale 1."""
+    return rng.exponential(np.array([1.0, 2.0, 4.0]), size=(n, HORIZON))
+
+
+@pytest.mark.parametrize("level", [50, 80, 95])
+def test_the_histogram_quantile_is_the_conformal_one_to_a_bin(level):
+    rng = np.random.default_rng(0)
+    errors = _errors(rng, 5000)
+    counts = intervals.error_histogram(errors, np.zeros_like(errors), np.ones(len(errors)))
+    q = intervals.quantiles(counts, [level])[0]
+    n = len(errors)
+    exact = np.sort(errors, axis=0)[int(np.ceil((n + 1) * level / 100)) - 1]  # the split-conformal rank
+    assert (q >= exact).all() and (q <= exact * 1.012).all(), (q, exact)  # the bin's upper edge
+
+
+def test_new_errors_fall_inside_at_the_level():
+    rng = np.random.default_rng(1)
+    calibration, new = _errors(rng, 4000), _errors(rng, 20000)
+    counts = intervals.error_histogram(calibration, np.zeros_like(calibration), np.ones(len(calibration)))
+    q80, q95 = intervals.quantiles(counts, [80, 95])
+    for q, level in ((q80, 0.80), (q95, 0.95)):
+        inside = (new <= q).mean(axis=0)
+        assert np.all(np.abs(inside - level) < 0.015), inside
+
+
+def test_histograms_of_shards_add_up_to_the_whole():
+    """What the ranks' all-reduce relies on; errors are scaled by each series' own scale; series
+    without a scale (NaN) or an actual are left out."""
+    rng = np.random.default_rng(2)
+    actual, forecast = rng.normal(100, 10, (40, HORIZON)), np.full((40, HORIZON), 100.0)
+    scale = rng.uniform(1, 5, 40)
+    scale[3] = np.nan
+    actual[5, 1] = np.nan
+    whole = intervals.error_histogram(actual, forecast, scale)
+    halves = (intervals.error_histogram(actual[:17], forecast[:17], scale[:17])
+              + intervals.error_histogram(actual[17:], forecast[17:], scale[17:]))
+    np.testing.assert_array_equal(whole, halves)
+    assert whole.sum(axis=1).tolist() == [39, 38, 39]
+    largest = np.nanmax(np.abs(actual - forecast) / scale[:, None], axis=0)
+    assert (intervals.quantiles(whole, [100])[0] >= largest).all()
+
+
+def test_no_errors_no_calibration():
+    assert intervals.quantiles(np.zeros((HORIZON, intervals.BINS)), [80]) is None
+    assert intervals.quantiles(np.ones((HORIZON, intervals.BINS)), []) is None
+
+
+def _checkpoint(tmp_path, calibration):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    spec = model_spec(*SMALL, f"model.horizon={HORIZON}")
+    torch.manual_seed(0)
+    checkpoint.save(str(tmp_path), build_model(spec), spec, state=TrainingState(calibration=calibration))
+    return ray.train.Checkpoint.from_directory(str(tmp_path))
+
+
+def _batch(series):
+    lengths = [len(v) for v in series.values()]
+    return pa.table({
+        "unique_id": list(series),
+        "y": pa.array([list(map(float, v)) for v in series.values()], pa.list_(pa.float64())),
+        "first_ds": pa.array(np.array([np.datetime64("2020-12", "M") - (n - 1) for n in lengths]).astype(
+            "datetime64[us]")),
+        "last_ds": pa.array(np.array(["2020-12-01"] * len(series), dtype="datetime64[us]")),
+        "length": lengths,
+    })
+
+
+OPTIONS = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "none", "combine": "theta"}
+
+
+def test_the_predictor_writes_intervals_of_forecast_from_the_calibration(tmp_path):
+    calibration = {"levels": [80, 95], "quantiles": [[0.5, 1.0, 1.5], [1.0, 2.0, 3.0]]}
+    predictor = SeriesPredictor(_checkpoint(tmp_path, calibration), **OPTIONS, levels=(80, 95))
+    rng = np.random.default_rng(3)
+    series = {"a": 100 + rng.normal(0, 5, 30), "short": [5.0, 7.0, 6.0]}  # short: a baseline's forecast
+    out = predictor(_batch(series)).to_pandas()
+    assert [c for c in out.columns if c.startswith("forecast")] == [
+        "forecast", "forecast-lo-80", "forecast-hi-80", "forecast-lo-95", "forecast-hi-95"]
+    for uid, values in series.items():
+        rows = out[out.unique_id == uid]
+        scale = mase_scale(SeriesBlock([np.asarray(values)]), np.array([len(values)]), 4)[0]
+        np.testing.assert_allclose(rows["forecast-hi-80"] - rows.forecast, np.array([0.5, 1.0, 1.5]) * scale)
+        np.testing.assert_allclose(rows.forecast - rows["forecast-lo-95"], np.array([1.0, 2.0, 3.0]) * scale)
+    assert (out["forecast-lo-95"] <= out["forecast-lo-80"]).all()
+    assert (out["forecast-hi-80"] <= out["forecast-hi-95"]).all()
+
+
+def test_a_checkpoint_without_calibration_gives_empty_interval_columns(tmp_path):
+    """A checkpoint from before the calibration, or a level it was not calibrated for: the columns are
+    there (one schema for every partition), their values null."""
+    calibration = {"levels": [80], "quantiles": [[0.5, 1.0, 1.5]]}
+    predictor = SeriesPredictor(_checkpoint(tmp_path / "a", calibration), **OPTIONS, levels=(80, 95))
+    out = predictor(_batch({"a": np.arange(30.0)})).to_pandas()
+    assert out["forecast-hi-80"].notna().all() and out["forecast-hi-95"].isna().all()
+    old = SeriesPredictor(_checkpoint(tmp_path / "b", None), **OPTIONS, levels=(80,))
+    assert old(_batch({"a": np.arange(30.0)})).to_pandas()["forecast-lo-80"].isna().all()
