@@ -280,7 +280,8 @@ def train_loop_per_worker(config: dict) -> None:
         else:
             state.bad_epochs += 1
         state.epoch = epoch
-        state.history = [*state.history, {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}]
+        state.history = [*state.history, {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                          "seconds": time.perf_counter() - started}]
         state.ema = ema.state_dict() if ema is not None else None
         metrics = {
             "epoch": epoch,

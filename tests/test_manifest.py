@@ -1,0 +1,22 @@
+"""What the summary says about a run's time (forecaster/manifest.py)."""
+
+from forecaster.manifest import summary_lines
+
+
+def _manifest(history):
+    return {"counts": {"input": 3, "forecast": 3, "rejected": 0}, "metrics": {"history": history},
+            "outputs": {"forecasts": "f", "rejects": "r", "manifest": "m"},
+            "timings_s": {"ray_init": 4.04, "read_validate": 2.0, "score": 0.1, "split_rejects": 0.5, "train": 30.0,
+                          "predict_write": 6.25, "total": 42.9}}
+
+
+def test_the_wall_time_line_says_where_the_time_went():
+    history = [{"epoch": 0, "seconds": 10.0}, {"epoch": 1, "seconds": 11.5}]
+    assert summary_lines(_manifest(history))[-1] == (
+        "wall time: 42.9 s (Ray start 4.0 s, read + validate 2.0 s, scoring 0.1 s, split 0.5 s, "
+        "training 30.0 s (21.5 s in epochs), predict + write 6.2 s)")
+
+
+def test_an_older_manifest_without_epoch_times_still_reads():
+    line = summary_lines(_manifest([{"epoch": 0, "train_loss": 1.0}]))[-1]
+    assert "training 30.0 s," in line and "in epochs" not in line
