@@ -256,7 +256,7 @@ def make_windows(block: SeriesBlock, series: np.ndarray, cutoffs: np.ndarray, li
     return windows
 
 
-def _add_covariates(w: Windows, block: SeriesBlock, series: np.ndarray, cutoffs: np.ndarray,
+def _add_covariates(windows: Windows, block: SeriesBlock, series: np.ndarray, cutoffs: np.ndarray,
                     input_size: int, horizon: int, limit: np.ndarray, scaler_type: str) -> None:
     """Covariates of each window: numeric ones over the input window (and, for known-future ones,
     the horizon), scaled by statistics of their input-window values; calendar at every step."""
@@ -285,8 +285,8 @@ def _add_covariates(w: Windows, block: SeriesBlock, series: np.ndarray, cutoffs:
         end = block.anchor[series][:, None] + (cutoffs[:, None] + np.arange(horizon)) * block.step
         steps = np.concatenate([steps, calendar_features(start, spec.calendar)], axis=-1)
         ahead = np.concatenate([ahead, calendar_features(end, spec.calendar)], axis=-1)
-    w.steps, w.ahead = steps, ahead
-    w.static_num, w.static_cat = block.static_num[series], block.static_cat[series]
+    windows.steps, windows.ahead = steps, ahead
+    windows.static_num, windows.static_cat = block.static_num[series], block.static_cat[series]
 
 
 def series_stats(block: SeriesBlock, series: np.ndarray, end: np.ndarray,
