@@ -98,6 +98,10 @@ class TrainConfig:
     patience: int = setting(5, "early stopping: epochs without validation improvement", minimum=1)
     batch_size: int = setting(256, "windows per optimiser step (global, split across workers)", minimum=1)
     windows_per_series: int = setting(32, "random training windows cut from each series per epoch", minimum=1)
+    max_windows_per_epoch: int | None = setting(None, "cap on the windows of an epoch, whatever the number of "
+                                                      "series: fewer windows per series beyond cap / "
+                                                      "windows_per_series series (e.g. 262144); null: no cap",
+                                                minimum=1)
     series_per_block: int = setting(512, "series read from the shard at a time (memory bound of the loop)", minimum=1)
     learning_rate: float = setting(1e-3, "Adam")
     ema_decay: float = setting(0.99, "forecasts and early stopping use a moving average of the weights; 0: off")

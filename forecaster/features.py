@@ -297,7 +297,16 @@ def series_stats(block: SeriesBlock, series: np.ndarray, end: np.ndarray,
     return window_stats(values, mask, scaler_type)
 
 
-def training_cutoffs(train_lengths: np.ndarray, horizon: int, windows_per_series: int,
+def windows_of_each(series: int, windows_per_series: float, rng: np.random.Generator) -> np.ndarray | int:
+    """How many windows each of `series` series gets: `windows_per_series` itself when whole, else its
+    whole part plus one with probability of its fraction (the expected total is series x the rate)."""
+    if float(windows_per_series).is_integer():
+        return int(windows_per_series)
+    whole = int(windows_per_series)
+    return whole + (rng.random(series) < windows_per_series - whole).astype(np.int64)
+
+
+def training_cutoffs(train_lengths: np.ndarray, horizon: int, windows_per_series: int | np.ndarray,
                      rng: np.random.Generator, min_inputs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Random cutoffs inside each series' training part -> (series index, cutoff) per window.
 
@@ -318,11 +327,13 @@ def min_training_inputs(input_size: int, horizon: int) -> int:
     return min(input_size, max(2, horizon // 2))
 
 
-def training_windows(block: SeriesBlock, spec: ModelSpec, windows_per_series: int,
+def training_windows(block: SeriesBlock, spec: ModelSpec, windows_per_series: float,
                      rng: np.random.Generator) -> Windows:
-    """Random windows from the training part (all but the last `horizon` points) of each series."""
+    """Random windows from the training part (all but the last `horizon` points) of each series
+    (`windows_per_series` may be a fraction: see windows_of_each)."""
     train_lengths = block.lengths - spec.horizon
-    series, cutoffs = training_cutoffs(train_lengths, spec.horizon, windows_per_series, rng,
+    counts = windows_of_each(len(block), windows_per_series, rng)
+    series, cutoffs = training_cutoffs(train_lengths, spec.horizon, counts, rng,
                                        min_training_inputs(spec.input_size, spec.horizon))
     return make_windows(block, series, cutoffs, train_lengths[series], spec)
 

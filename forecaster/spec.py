@@ -104,6 +104,16 @@ class ModelSpec:
                 raise ConfigError(f"{what} has model {key}={show(value)}, this run has {show(wanted)}")
 
 
+def windows_per_series(cfg: Config, series: int | None) -> float:
+    """Training windows per series and epoch: train.windows_per_series, or fewer (a fraction: each series
+    gets the whole part or one more, at random) where `series` x that would pass train.max_windows_per_epoch.
+    The epoch's cost then stays bounded however many series a nightly run brings."""
+    wanted, cap = cfg.train.windows_per_series, cfg.train.max_windows_per_epoch
+    if cap is None or not series or series * wanted <= cap:
+        return wanted
+    return cap / series
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """How the training loop runs (not part of the model: a checkpoint records them for reading only)."""
@@ -112,7 +122,7 @@ class LoopSettings:
     warm_epochs: int
     patience: int
     batch_size: int
-    windows_per_series: int
+    windows_per_series: float  # per series and epoch: train.windows_per_series, fewer under train.max_windows_per_epoch
     series_per_block: int
     learning_rate: float
     ema_decay: float
@@ -125,10 +135,12 @@ class LoopSettings:
     levels: tuple[int, ...] = ()  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
 
     @classmethod
-    def from_config(cls, cfg: Config) -> LoopSettings:
+    def from_config(cls, cfg: Config, series: int | None = None) -> LoopSettings:
+        """The loop's settings for training on `series` series (None: as many as train.windows_per_series
+        allows under any cap)."""
         t = cfg.train
         return cls(max_epochs=t.max_epochs, warm_epochs=t.warm_epochs, patience=t.patience, batch_size=t.batch_size,
-                   windows_per_series=t.windows_per_series, series_per_block=t.series_per_block,
+                   windows_per_series=windows_per_series(cfg, series), series_per_block=t.series_per_block,
                    learning_rate=t.learning_rate, ema_decay=t.ema_decay, seed=t.seed,
                    threads=max(1, int(t.cpus_per_worker)), precision=t.precision, combine=cfg.model.combine,
                    worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels))

@@ -371,9 +371,15 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
     spec = ModelSpec.from_config(cfg, feature_spec(cfg, train_ds.schema().base_schema))
     warm_start = checkpoint.warm_start_checkpoint(cfg, spec)
     checkpoint.check_resumable(storage, checkpoint.run_name(cfg), spec)
+    series = train_ds.count()
+    settings = LoopSettings.from_config(cfg, series)
+    if settings.windows_per_series < cfg.train.windows_per_series:
+        log.info("train.max_windows_per_epoch=%d: %.2f windows per series and epoch for %d series "
+                 "(train.windows_per_series=%d)", cfg.train.max_windows_per_epoch, settings.windows_per_series,
+                 series, cfg.train.windows_per_series)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec, "settings": LoopSettings.from_config(cfg), "warm_start": warm_start},
+        train_loop_config={"spec": spec, "settings": settings, "warm_start": warm_start},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling(cfg),
             use_gpu=cfg.train.use_gpu,

@@ -157,3 +157,30 @@ def test_series_block_from_sliced_and_chunked_arrow():
     chunked = SeriesBlock.from_arrow(pa.chunked_array([column.slice(0, 1), column.slice(2)]))
     np.testing.assert_array_equal(chunked.values, [1, 2, 4, 5, 6])
     np.testing.assert_array_equal(chunked.starts, [0, 2])
+
+
+def test_an_epochs_windows_are_capped_whatever_the_number_of_series():
+    """train.max_windows_per_epoch: the nightly budget does not grow with the series count."""
+    from forecaster.config import load_config
+    from forecaster.spec import LoopSettings, windows_per_series
+
+    cfg = load_config(None, ["train.windows_per_series=32", "train.max_windows_per_epoch=1000"])
+    assert windows_per_series(cfg, 10) == 32 and isinstance(windows_per_series(cfg, 31), int)  # under the cap
+    assert windows_per_series(cfg, 100) == pytest.approx(10.0) and windows_per_series(cfg, 4000) == 0.25
+    assert LoopSettings.from_config(cfg, 4000).windows_per_series == 0.25
+    uncapped = load_config(None, ["train.windows_per_series=32", "train.max_windows_per_epoch=null"])
+    assert windows_per_series(uncapped, 10**6) == 32
+
+
+def test_a_fractional_rate_gives_that_many_windows_on_average():
+    from forecaster.features import windows_of_each
+
+    counts = windows_of_each(20000, 2.25, np.random.default_rng(0))
+    assert set(np.unique(counts)) == {2, 3} and counts.mean() == pytest.approx(2.25, abs=0.02)
+    assert windows_of_each(5, 4.0, np.random.default_rng(0)) == 4  # whole: no draw, the stream stays as it was
+    block = _block(*[np.arange(40.0) + i for i in range(50)])
+    whole = training_windows(block, _spec(8, 4), 4.0, np.random.default_rng(1))
+    same = training_windows(block, _spec(8, 4), 4, np.random.default_rng(1))
+    np.testing.assert_array_equal(whole.inputs, same.inputs)
+    few = training_windows(block, _spec(8, 4), 0.5, np.random.default_rng(1))
+    assert 10 < len(few) < 40
