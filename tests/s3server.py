@@ -9,6 +9,7 @@ must start (or restart) Ray after this fixture, or pass the variables in `runtim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -93,8 +94,10 @@ def _forget_s3fs_instances() -> None:
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-@pytest.fixture(scope="session")
-def s3_server():
+@contextlib.contextmanager
+def local_s3():
+    """moto's S3 server on a free port of 127.0.0.1, with the AWS_* variables pointing at it while the
+    block runs (the fixture below; bench/multinode.py uses it outside pytest)."""
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([*_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
@@ -121,3 +124,9 @@ def s3_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    with local_s3() as server:
+        yield server
