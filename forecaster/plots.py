@@ -158,7 +158,10 @@ def scores_over_time(frame: pd.DataFrame, models: list[str], key: str = "scores"
             _date_axis(ax)
         ax.set_xlabel("forecast origin (forecast_date)")
         ax.set_ylabel("MASE (lower is better)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
+        if ax.get_lines():
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
+        else:  # every origin's MASE undefined (e.g. flat histories): say so instead of an empty legend
+            ax.text(0.5, 0.5, "no MASE defined for these origins", transform=ax.transAxes, ha="center")
         return to_svg(fig, key)
 
 

@@ -309,3 +309,14 @@ def test_report_renders_in_a_browser(tmp_path):
         assert f">{heading}</h2>" in dom.stdout
     assert dom.stdout.count("<svg") == 14
     assert_self_contained(dom.stdout)
+
+
+def test_scores_over_time_without_a_defined_mase_says_so(recwarn):
+    """Earlier forecasts whose MASE is undefined everywhere (nothing to draw): a note, not an empty legend."""
+    import pandas as pd
+
+    from forecaster import plots
+
+    frame = pd.DataFrame({"origin_date": ["2024-06-01"], "forecast": [float("nan")], "SeasonalNaive": [float("nan")]})
+    assert plots.scores_over_time(frame, ["forecast", "SeasonalNaive"]).lstrip().startswith("<")
+    assert not [w for w in recwarn if "legend" in str(w.message)]  # matplotlib's "No artists with labels" warning
