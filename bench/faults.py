@@ -11,7 +11,12 @@
 4. nothing lost: for every run, forecasts and rejects are disjoint and together are the input series,
    with `horizon` rows per forecast series;
 5. nobody let in: fake credentials in the environment and in data.storage_options appear in no file the
-   runs wrote, and in no file of the Ray session directory.
+   runs wrote, and in no file of the Ray session directory;
+6. with --multinode, nodes lost (tests/raycluster.py: a head without CPUs and two 2-CPU worker nodes on
+   loopback, storage on a loopback S3, the job through `ray job submit`): the node of a training rank
+   killed once a checkpoint exists (the job must resume and forecast every series), and a worker node
+   killed while the forecasts are predicted and written (the job must either commit the whole partition
+   or fail without one: never a partial partition).
 
 Starts one local Ray; run it under `flock /tmp/ray.lock` where others share the machine.
 """
@@ -333,12 +338,96 @@ def scan_for_secrets(roots: list[pathlib.Path]) -> tuple[int, list[str]]:
     return scanned, found
 
 
+def check_multinode() -> tuple[int, int, list[str]]:
+    """(cases survived, cases, one line per case) of the node-loss cases (section 6 of the docstring)."""
+    import json
+    import signal
+    import uuid
+
+    import s3fs
+
+    from tests.raycluster import cmdline, pids_naming, start_head
+    from tests.s3server import local_s3
+
+    date, details, survived = "2024-01-01", [], 0
+
+    def files(fs, prefix: str) -> list[str]:
+        return fs.find(prefix) if fs.exists(prefix) else []
+
+    with local_s3() as s3:
+        env = {"AWS_ENDPOINT_URL": s3.endpoint}
+        cluster = start_head(num_cpus=0, env=env)
+        try:
+            for _ in range(2):
+                cluster.add_worker(num_cpus=2, env=env)
+            cluster.wait_for_nodes(3)
+            # (stage, its Ray process, the first file that says it runs (None: the process is enough), series,
+            # settings); the predictors start with the predict + write stage, before its first block
+            cases = (("training", "RayTrainWorker", ("checkpoints", "model.pt"), 64,
+                      ["train.max_failures=2", "train.max_epochs=8", "train.patience=8"]),
+                     ("predict + write", "MapWorker", None, 3000, ["train.max_epochs=1", "predict.batch_size=64"]))
+            for name, process, watched, series, extra in cases:
+                fs = s3fs.S3FileSystem(skip_instance_cache=True)
+                bucket = s3.bucket("faults")
+                table = seasonal_series(series, 96, freq="MS", seed=3, noise=0.05)
+                pq.write_table(table, f"{bucket}/input/part-0.parquet", filesystem=fs)
+                settings = [f"data.uri=s3://{bucket}/input", "data.freq=MS", f"model.horizon={HORIZON}",
+                            f"output.uri=s3://{bucket}/out", f"run.date={date}", "model.hidden_size=16",
+                            "report.enabled=false", *extra]
+                job_id = f"faults-{uuid.uuid4().hex[:8]}"
+                done = cluster.cli("job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
+                                   "--working-dir", str(ROOT), "--runtime-env-json",
+                                   json.dumps({"excludes": [".git", "bench/work", "out"]}), "--no-wait", "--",
+                                   "python", "-m", "jobs.nightly", *[a for kv in settings for a in ("--set", kv)])
+                if done.returncode != 0:
+                    details.append(f"{name}: NOT SUBMITTED {done.stderr[-300:]}")
+                    continue
+                deadline, victim = time.monotonic() + 600, None
+                while victim is None and time.monotonic() < deadline:  # the moment: the stage's first file
+                    if cluster.job_status(job_id) in ("SUCCEEDED", "FAILED", "STOPPED"):
+                        break
+                    if watched is None or any(f.endswith(watched[1]) for f in files(fs, f"{bucket}/out/{watched[0]}")):
+                        pids = [p for p in pids_naming(process) if cmdline(p).startswith(f"ray::{process}".encode())]
+                        hosts = [node for node in cluster.workers if any(node.started(pid) for pid in pids)]
+                        victim = hosts[0] if hosts else None
+                    time.sleep(0.05 if watched is None else 0.2)
+                if victim is None:
+                    details.append(f"{name}: NOT TRIED (the job ended or no {process} found before the kill)")
+                    continue
+                os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole node: raylet, object store, workers
+                victim.proc.wait()
+                status = cluster.wait_for_job(job_id, 900)
+                cluster.workers.remove(victim)
+                victim.stop()
+                cluster.wait_for_nodes(2)
+                cluster.add_worker(num_cpus=2, env=env)
+                partition = f"{bucket}/out/forecasts/forecast_date={date}"
+                written = [f for f in files(fs, partition) if f.endswith(".parquet")]
+                ids = set(pq.read_table(written, filesystem=fs, columns=["unique_id"])["unique_id"].to_pylist()) \
+                    if written else set()
+                rows = sum(pq.read_metadata(f, filesystem=fs).num_rows for f in written)
+                complete = ids == set(table["unique_id"].to_pylist()) and rows == series * HORIZON
+                good = (status == "SUCCEEDED" and complete) or (status == "FAILED" and not written)
+                survived += good
+                restarts = ""
+                if status == "SUCCEEDED":
+                    with fs.open(f"{bucket}/out/manifests/forecast_date={date}.json") as fh:
+                        restarts = f", restarts {json.load(fh)['metrics'].get('restarts')}"
+                details.append(f"a worker node lost during {name}: job {status}{restarts}, forecasts partition "
+                               f"{'complete' if complete else 'absent' if not written else 'PARTIAL'} "
+                               f"({len(ids)}/{series} series, {rows} rows): {'ok' if good else 'NOT OK'}")
+        finally:
+            cluster.stop()
+    return survived, len(cases), details
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--keep", help="write the runs here and keep them (default: a temporary directory)")
     parser.add_argument("--inputs-only", action="store_true", help="only the bad-input catalogue (no Ray)")
+    parser.add_argument("--multinode", action="store_true", help="also the node-loss cases on a 3-node cluster")
     args = parser.parse_args()
     work = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="forecaster-faults-"))
     lines = [f"forecaster fault bench, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
@@ -425,6 +514,11 @@ def main() -> int:
                  f"{len(found)} of {scanned} files (outputs, checkpoints, Ray session dir)")
     lines.extend(f"    FOUND in {f}" for f in found[:10])
     ok &= not found
+    if args.multinode:
+        survived, cases, details = check_multinode()
+        lines.append(f"multi-node faults survived: {survived}/{cases}")
+        lines.extend(f"    {d}" for d in details)
+        ok &= survived == cases
     print("\n".join(line for line in lines if line))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
