@@ -346,7 +346,7 @@ def check_multinode() -> tuple[int, int, list[str]]:
 
     import s3fs
 
-    from tests.raycluster import cmdline, pids_naming, start_head
+    from tests.raycluster import cmdline, pids_naming, running_cluster
     from tests.s3server import local_s3
 
     date, details, survived = "2024-01-01", [], 0
@@ -354,70 +354,63 @@ def check_multinode() -> tuple[int, int, list[str]]:
     def files(fs, prefix: str) -> list[str]:
         return fs.find(prefix) if fs.exists(prefix) else []
 
-    with local_s3() as s3:
+    with local_s3() as s3, running_cluster(0, [2, 2], env={"AWS_ENDPOINT_URL": s3.endpoint}) as cluster:
         env = {"AWS_ENDPOINT_URL": s3.endpoint}
-        cluster = start_head(num_cpus=0, env=env)
-        try:
-            for _ in range(2):
-                cluster.add_worker(num_cpus=2, env=env)
-            cluster.wait_for_nodes(3)
-            # (stage, its Ray process, the first file that says it runs (None: the process is enough), series,
-            # settings); the predictors start with the predict + write stage, before its first block
-            cases = (("training", "RayTrainWorker", ("checkpoints", "model.pt"), 64,
-                      ["train.max_failures=2", "train.max_epochs=8", "train.patience=8"]),
-                     ("predict + write", "MapWorker", None, 3000, ["train.max_epochs=1", "predict.batch_size=64"]))
-            for name, process, watched, series, extra in cases:
-                fs = s3fs.S3FileSystem(skip_instance_cache=True)
-                bucket = s3.bucket("faults")
-                table = seasonal_series(series, 96, freq="MS", seed=3, noise=0.05)
-                pq.write_table(table, f"{bucket}/input/part-0.parquet", filesystem=fs)
-                settings = [f"data.uri=s3://{bucket}/input", "data.freq=MS", f"model.horizon={HORIZON}",
-                            f"output.uri=s3://{bucket}/out", f"run.date={date}", "model.hidden_size=16",
-                            "report.enabled=false", *extra]
-                job_id = f"faults-{uuid.uuid4().hex[:8]}"
-                done = cluster.cli("job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
-                                   "--working-dir", str(ROOT), "--runtime-env-json",
-                                   json.dumps({"excludes": [".git", "bench/work", "out"]}), "--no-wait", "--",
-                                   "python", "-m", "jobs.nightly", *[a for kv in settings for a in ("--set", kv)])
-                if done.returncode != 0:
-                    details.append(f"{name}: NOT SUBMITTED {done.stderr[-300:]}")
-                    continue
-                deadline, victim = time.monotonic() + 600, None
-                while victim is None and time.monotonic() < deadline:  # the moment: the stage's first file
-                    if cluster.job_status(job_id) in ("SUCCEEDED", "FAILED", "STOPPED"):
-                        break
-                    if watched is None or any(f.endswith(watched[1]) for f in files(fs, f"{bucket}/out/{watched[0]}")):
-                        pids = [p for p in pids_naming(process) if cmdline(p).startswith(f"ray::{process}".encode())]
-                        hosts = [node for node in cluster.workers if any(node.started(pid) for pid in pids)]
-                        victim = hosts[0] if hosts else None
-                    time.sleep(0.05 if watched is None else 0.2)
-                if victim is None:
-                    details.append(f"{name}: NOT TRIED (the job ended or no {process} found before the kill)")
-                    continue
-                os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole node: raylet, object store, workers
-                victim.proc.wait()
-                status = cluster.wait_for_job(job_id, 900)
-                cluster.workers.remove(victim)
-                victim.stop()
-                cluster.wait_for_nodes(2)
-                cluster.add_worker(num_cpus=2, env=env)
-                partition = f"{bucket}/out/forecasts/forecast_date={date}"
-                written = [f for f in files(fs, partition) if f.endswith(".parquet")]
-                ids = set(pq.read_table(written, filesystem=fs, columns=["unique_id"])["unique_id"].to_pylist()) \
-                    if written else set()
-                rows = sum(pq.read_metadata(f, filesystem=fs).num_rows for f in written)
-                complete = ids == set(table["unique_id"].to_pylist()) and rows == series * HORIZON
-                good = (status == "SUCCEEDED" and complete) or (status == "FAILED" and not written)
-                survived += good
-                restarts = ""
-                if status == "SUCCEEDED":
-                    with fs.open(f"{bucket}/out/manifests/forecast_date={date}.json") as fh:
-                        restarts = f", restarts {json.load(fh)['metrics'].get('restarts')}"
-                details.append(f"a worker node lost during {name}: job {status}{restarts}, forecasts partition "
-                               f"{'complete' if complete else 'absent' if not written else 'PARTIAL'} "
-                               f"({len(ids)}/{series} series, {rows} rows): {'ok' if good else 'NOT OK'}")
-        finally:
-            cluster.stop()
+        # (stage, its Ray process, the first file that says it runs (None: the process is enough), series,
+        # settings); the predictors start with the predict + write stage, before its first block
+        cases = (("training", "RayTrainWorker", ("checkpoints", "model.pt"), 64,
+                  ["train.max_failures=2", "train.max_epochs=8", "train.patience=8"]),
+                 ("predict + write", "MapWorker", None, 3000, ["train.max_epochs=1", "predict.batch_size=64"]))
+        for name, process, watched, series, extra in cases:
+            fs = s3fs.S3FileSystem(skip_instance_cache=True)
+            bucket = s3.bucket("faults")
+            table = seasonal_series(series, 96, freq="MS", seed=3, noise=0.05)
+            pq.write_table(table, f"{bucket}/input/part-0.parquet", filesystem=fs)
+            settings = [f"data.uri=s3://{bucket}/input", "data.freq=MS", f"model.horizon={HORIZON}",
+                        f"output.uri=s3://{bucket}/out", f"run.date={date}", "model.hidden_size=16",
+                        "report.enabled=false", *extra]
+            job_id = f"faults-{uuid.uuid4().hex[:8]}"
+            done = cluster.cli("job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
+                               "--working-dir", str(ROOT), "--runtime-env-json",
+                               json.dumps({"excludes": [".git", "bench/work", "out"]}), "--no-wait", "--",
+                               "python", "-m", "jobs.nightly", *[a for kv in settings for a in ("--set", kv)])
+            if done.returncode != 0:
+                details.append(f"{name}: NOT SUBMITTED {done.stderr[-300:]}")
+                continue
+            deadline, victim = time.monotonic() + 600, None
+            while victim is None and time.monotonic() < deadline:  # the moment: the stage's first file
+                if cluster.job_status(job_id) in ("SUCCEEDED", "FAILED", "STOPPED"):
+                    break
+                if watched is None or any(f.endswith(watched[1]) for f in files(fs, f"{bucket}/out/{watched[0]}")):
+                    pids = [p for p in pids_naming(process) if cmdline(p).startswith(f"ray::{process}".encode())]
+                    hosts = [node for node in cluster.workers if any(node.started(pid) for pid in pids)]
+                    victim = hosts[0] if hosts else None
+                time.sleep(0.05 if watched is None else 0.2)
+            if victim is None:
+                details.append(f"{name}: NOT TRIED (the job ended or no {process} found before the kill)")
+                continue
+            os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole node: raylet, object store, workers
+            victim.proc.wait()
+            status = cluster.wait_for_job(job_id, 900)
+            cluster.workers.remove(victim)
+            victim.stop()
+            cluster.wait_for_nodes(2)
+            cluster.add_worker(num_cpus=2, env=env)
+            partition = f"{bucket}/out/forecasts/forecast_date={date}"
+            written = [f for f in files(fs, partition) if f.endswith(".parquet")]
+            ids = set(pq.read_table(written, filesystem=fs, columns=["unique_id"])["unique_id"].to_pylist()) \
+                if written else set()
+            rows = sum(pq.read_metadata(f, filesystem=fs).num_rows for f in written)
+            complete = ids == set(table["unique_id"].to_pylist()) and rows == series * HORIZON
+            good = (status == "SUCCEEDED" and complete) or (status == "FAILED" and not written)
+            survived += good
+            restarts = ""
+            if status == "SUCCEEDED":
+                with fs.open(f"{bucket}/out/manifests/forecast_date={date}.json") as fh:
+                    restarts = f", restarts {json.load(fh)['metrics'].get('restarts')}"
+            details.append(f"a worker node lost during {name}: job {status}{restarts}, forecasts partition "
+                           f"{'complete' if complete else 'absent' if not written else 'PARTIAL'} "
+                           f"({len(ids)}/{series} series, {rows} rows): {'ok' if good else 'NOT OK'}")
     return survived, len(cases), details
 
 

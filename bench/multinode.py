@@ -30,7 +30,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import s3fs  # noqa: E402
 
 from forecaster.manifest import stage_line  # noqa: E402
-from tests.raycluster import start_head  # noqa: E402
+from tests.raycluster import running_cluster  # noqa: E402
 from tests.s3server import local_s3  # noqa: E402
 
 DATE = "2026-01-01"
@@ -56,12 +56,7 @@ def _run(cluster, bucket: str, settings: list[str]) -> tuple[float, dict]:
 
 
 def _setup(name: str, head_cpus: int, workers: list[int], s3, data: pathlib.Path, overrides: list[str]) -> dict:
-    env = {"AWS_ENDPOINT_URL": s3.endpoint}
-    cluster = start_head(num_cpus=head_cpus, env=env)
-    try:
-        for cpus in workers:
-            cluster.add_worker(num_cpus=cpus, env=env)
-        cluster.wait_for_nodes(1 + len(workers))
+    with running_cluster(head_cpus, workers, env={"AWS_ENDPOINT_URL": s3.endpoint}) as cluster:
         bucket = s3.bucket(name)
         pq.write_table(pq.read_table(data), f"{bucket}/input/part-0.parquet",
                        filesystem=s3fs.S3FileSystem(skip_instance_cache=True))
@@ -70,8 +65,6 @@ def _setup(name: str, head_cpus: int, workers: list[int], s3, data: pathlib.Path
         seconds, manifest = _run(cluster, bucket, settings)
         nodes = {n["raylet"]["nodeId"]: "head" if n["raylet"].get("isHeadNode") else f"worker {i}"
                  for i, n in enumerate(cluster.alive_nodes())}
-    finally:
-        cluster.stop()
     placement = manifest.get("placement") or {}
     train = sorted({nodes.get(n, "?") for attempt in placement.get("train", []) for n in attempt}, key=str)
     predict = sorted({nodes.get(n, "?") for n in placement.get("predict", [])}, key=str)

@@ -18,6 +18,7 @@ nodes and the clients. Here every node and client gets RAY_AUTH_MODE=disabled (a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -238,6 +239,20 @@ def start_head(num_cpus: int, env: dict | None = None) -> Cluster:
         cluster.stop()
         raise
     return cluster
+
+
+@contextlib.contextmanager
+def running_cluster(head_cpus: int, worker_cpus: list[int], env: dict | None = None):
+    """A head of `head_cpus` CPUs and one worker node per entry of `worker_cpus`, all alive when the
+    block starts and stopped when it ends (the multi-node tests' cluster: head_cpus=0, [2, 2])."""
+    cluster = start_head(num_cpus=head_cpus, env=env)
+    try:
+        for cpus in worker_cpus:
+            cluster.add_worker(num_cpus=cpus, env=env)
+        cluster.wait_for_nodes(1 + len(worker_cpus))
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def _wait_for_job_api(cluster: Cluster, timeout: float = 120) -> None:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from forecaster.synthetic import seasonal_series
-from tests.raycluster import VENV_BIN, cmdline, pids_naming, ray_env, start_head
+from tests.raycluster import VENV_BIN, cmdline, pids_naming, ray_env, running_cluster
 
 pytestmark = pytest.mark.ray
 
@@ -40,15 +40,8 @@ JOB_RUNTIME_ENV = {"excludes": [".git"]}
 
 @pytest.fixture(scope="module")
 def cluster(s3_server):
-    env = {"AWS_ENDPOINT_URL": s3_server.endpoint}
-    cluster = start_head(num_cpus=0, env=env)
-    try:
-        for _ in range(2):
-            cluster.add_worker(num_cpus=2, env=env)
-        cluster.wait_for_nodes(3)
+    with running_cluster(0, [2, 2], env={"AWS_ENDPOINT_URL": s3_server.endpoint}) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def _fs():
