@@ -36,13 +36,20 @@ def mase_scale(block: SeriesBlock, ends: np.ndarray, season: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def validation_scores(block: SeriesBlock, forecasts: dict[str, np.ndarray], horizon: int,
-                      season: int) -> dict[str, np.ndarray]:
-    """Per-series MASE and sMAPE on the last `horizon` points of each series: of `forecasts` (name ->
-    (series, horizon)) and of the naive and seasonal-naive baselines; keys `mase_<name>`, `smape_<name>`."""
+def holdout_actual(block: SeriesBlock, horizon: int) -> np.ndarray:
+    """(series, horizon): the last `horizon` points of each series, the validation window."""
     cutoffs = block.lengths - horizon
-    actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(horizon)[None, :]]
-    scale = mase_scale(block, cutoffs, season)
+    return block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(horizon)[None, :]]
+
+
+def validation_scores(block: SeriesBlock, forecasts: dict[str, np.ndarray], horizon: int, season: int,
+                      scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-series MASE and sMAPE on the last `horizon` points of each series: of `forecasts` (name ->
+    (series, horizon)) and of the naive and seasonal-naive baselines; keys `mase_<name>`, `smape_<name>`.
+    `scale`: mase_scale up to the cutoffs, if the caller has it already."""
+    cutoffs = block.lengths - horizon
+    actual = holdout_actual(block, horizon)
+    scale = mase_scale(block, cutoffs, season) if scale is None else scale
     every = {**forecasts, "seasonal_naive": seasonal_naive(block, cutoffs, horizon, season),
              "naive": seasonal_naive(block, cutoffs, horizon, 1)}
     scores = {}

@@ -45,7 +45,7 @@ from forecaster.columns import (
 )
 from forecaster.config import Config
 from forecaster.covariates import future_dates
-from forecaster.evaluate import seasonal_naive
+from forecaster.evaluate import holdout_actual, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, member_mean
 from forecaster.theta import network_forecast, theta
@@ -98,7 +98,7 @@ class SeriesPredictor:
         self.freq, self.season, self.horizon = freq, season, horizon
         self.fallback, self.combine = fallback, combine
         self.model = self.spec = None
-        self.interval_levels = tuple(levels)
+        self.forecast_levels = tuple(levels)
         self.quantiles: dict[int, np.ndarray] = {}  # level -> (horizon,) calibrated scaled-error quantiles
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
@@ -156,7 +156,7 @@ class SeriesPredictor:
         scale = intervals.scales(block, block.lengths, self.season)
         missing = np.full(h, np.nan)
         bounds = {level: intervals.bounds(chosen, scale, self.quantiles.get(level, missing))
-                  for level in self.interval_levels}
+                  for level in self.forecast_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
                          seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model, intervals=bounds)
 
@@ -194,6 +194,6 @@ class SeriesPredictor:
         statistical = theta(block, cutoffs, h, self.season) if self.combine == "theta" else None
         forecast = network_forecast(self._network(validation_windows(block, self.spec))[..., 0], statistical,
                                     self.combine)
-        actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(h)[None, :]]
+        actual = holdout_actual(block, h)
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

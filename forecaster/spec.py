@@ -96,12 +96,10 @@ class ModelSpec:
 
     def check_same_architecture(self, saved: ModelSpec, what: str) -> None:
         """ConfigError naming the first ARCHITECTURE key where `saved` (described by `what`) differs."""
+        value, wanted = saved.to_dict(), self.to_dict()  # as config.json shows them
         for key in self.ARCHITECTURE:
-            value, wanted = getattr(saved, key), getattr(self, key)
-            if value != wanted:
-                show = (lambda v: v.to_dict()) if key == "features" else (lambda v: list(v) if isinstance(v, tuple)
-                                                                          else v)
-                raise ConfigError(f"{what} has model {key}={show(value)}, this run has {show(wanted)}")
+            if value[key] != wanted[key]:
+                raise ConfigError(f"{what} has model {key}={value[key]}, this run has {wanted[key]}")
 
 
 def windows_per_series(cfg: Config, series: int | None) -> float:

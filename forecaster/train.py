@@ -31,7 +31,7 @@ from forecaster.checkpoint import TrainingState
 from forecaster.columns import FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
-from forecaster.evaluate import validation_scores
+from forecaster.evaluate import holdout_actual, mase_scale, validation_scores
 from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
 from forecaster.model import autocast_bf16, build_model, masked_loss, member_mean, per_step_loss
 from forecaster.runtime import fault_hook_env
@@ -168,11 +168,10 @@ def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device)
         statistical = theta(block, block.lengths - spec.horizon, spec.horizon, spec.season)
         forecasts = {"forecast": network_forecast(lstm, statistical, settings.combine), "lstm": lstm,
                      "theta": statistical}
-        scores = validation_scores(block, forecasts, spec.horizon, spec.season)
-        cutoffs = block.lengths - spec.horizon
-        actual = block.values[block.starts[:, None] + cutoffs[:, None] + np.arange(spec.horizon)[None, :]]
-        scale = intervals.scales(block, cutoffs, spec.season)
-        errors += intervals.error_histogram(actual, forecasts["forecast"], scale)
+        scale = mase_scale(block, block.lengths - spec.horizon, spec.season)  # for the scores and the intervals
+        scores = validation_scores(block, forecasts, spec.horizon, spec.season, scale)
+        errors += intervals.error_histogram(holdout_actual(block, spec.horizon), forecasts["forecast"],
+                                            np.where(scale > 0, scale, np.nan))
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
             sums[2 + 2 * i] += scores[name][defined].sum()
