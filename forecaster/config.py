@@ -65,7 +65,7 @@ class ModelConfig:
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))
-    short_series: str = setting("baseline", "series under horizon+2 points: baseline (forecast by (seasonal) naive) | "
+    short_series: str = setting("baseline", "series under horizon+2 points: baseline (forecast by Theta) | "
                                             "reject",
                                 choices=("baseline", "reject"))
     scaler: str = setting("window", "window: stats of each input window | series: per series up to the cutoff",

@@ -94,7 +94,7 @@ def test_every_series_is_forecast_or_rejected(first_run):
     assert (counts["input"], counts["forecast"], counts["rejected"], counts["trained_on"]) == (39, 37, 2, 36)
     assert counts["reject_reasons"] == {"non_finite_y": 1, "duplicate_ds": 1}
     # the 5-point series is too short for the LSTM: a baseline forecasts it
-    assert counts["by_model"]["Naive"] == 1 and sum(counts["by_model"].values()) == 37
+    assert counts["by_model"]["Theta"] == 1 and sum(counts["by_model"].values()) == 37
 
 
 def test_forecast_rows_dates_and_values(first_run):
@@ -107,7 +107,7 @@ def test_forecast_rows_dates_and_values(first_run):
     long = forecasts[forecasts.unique_id != "short"]
     assert np.isfinite(long.LSTM).all() and forecasts[forecasts.unique_id == "short"].LSTM.isna().all()
     combined = forecasts[forecasts.model == "LSTM+Theta"]  # model.combine=theta, the default
-    assert len(combined) > 0 and set(forecasts.model) <= {"LSTM+Theta", "SeasonalNaive", "Naive"}
+    assert len(combined) > 0 and set(forecasts.model) == {"LSTM+Theta", "Theta"}
     np.testing.assert_allclose(combined.forecast, (combined.LSTM + combined.Theta) / 2)
     last = frame.groupby("unique_id").ds.max()
     for uid, rows in forecasts.groupby("unique_id"):

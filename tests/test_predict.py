@@ -44,12 +44,13 @@ def test_columns_dates_and_short_series(tmp_path):
     assert list(long.ds.dt.strftime("%Y-%m-%d")) == ["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"]
     assert (long.model == "LSTM").all() and np.isfinite(long.LSTM).all()
     np.testing.assert_allclose(long.forecast, long.LSTM)
-    tiny = out[out.unique_id == "tiny"]  # 2 points < horizon + 2: naive, no LSTM value
-    assert (tiny.model == "Naive").all() and tiny.LSTM.isna().all()
-    np.testing.assert_allclose(tiny.forecast, [6, 6, 6, 6])
-    three = out[out.unique_id == "three"]  # one full season: seasonal naive
-    assert (three.model == "SeasonalNaive").all()
-    np.testing.assert_allclose(three.forecast, [1, 2, 3, 4])
+    tiny = out[out.unique_id == "tiny"]  # 2 points < horizon + 2: Theta, no LSTM value
+    assert (tiny.model == "Theta").all() and tiny.LSTM.isna().all()
+    np.testing.assert_allclose(tiny.forecast, tiny.Theta)
+    three = out[out.unique_id == "three"]  # a linear trend of 4 points: Theta follows half its slope
+    assert (three.model == "Theta").all() and (three.SeasonalNaive.to_numpy() == [1, 2, 3, 4]).all()
+    np.testing.assert_allclose(three.forecast, three.Theta)
+    assert (np.diff(three.forecast) > 0).all() and three.forecast.iloc[0] > 4
 
 
 def test_quantile_columns_never_cross(tmp_path):
@@ -81,9 +82,9 @@ def test_combine_theta_averages_the_network_and_theta(tmp_path):
     assert (long.model == "LSTM+Theta").all() and np.isfinite(long.Theta).all()
     np.testing.assert_allclose(long.forecast, (long.LSTM + long.Theta) / 2)
     assert not np.allclose(long.forecast, long.LSTM)
-    tiny = combined[combined.unique_id == "tiny"]  # too short for the network: a baseline, not the mean
-    assert (tiny.model == "Naive").all()
-    np.testing.assert_allclose(tiny.forecast, 6.0)
+    tiny = combined[combined.unique_id == "tiny"]  # too short for the network: Theta, not the mean
+    assert (tiny.model == "Theta").all()
+    np.testing.assert_allclose(tiny.forecast, tiny.Theta)
 
 
 def test_fallback_judges_the_combined_forecast(tmp_path):
@@ -121,7 +122,8 @@ def test_future_dates_follow_the_frequency(tmp_path, freq, expected):
 def test_baselines_only_without_checkpoint():
     predictor = SeriesPredictor(None, **PLAIN)
     out = predictor(_batch({"a": np.arange(10)})).to_pandas()
-    assert (out.model == "SeasonalNaive").all() and out.LSTM.isna().all()
+    assert (out.model == "Theta").all() and out.LSTM.isna().all()
+    np.testing.assert_allclose(out.forecast, out.Theta)
 
 
 def test_a_checkpoint_of_the_first_format_still_forecasts(tmp_path):
