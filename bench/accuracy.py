@@ -97,8 +97,9 @@ def main() -> None:
         seconds = time.perf_counter() - started
         forecast = pd.read_parquet(out / "forecasts" / f"forecast_date={cfg.forecast_date}")
         # the combination without the validation fallback (model.fallback=none), from the same run
+        weight = manifest["metrics"].get("combine_weight") or 0.5  # the LSTM's in forecast
         forecast["LSTM+Theta"] = without_fallback(forecast["LSTM"].to_numpy(), forecast["Theta"].to_numpy(),
-                                                  forecast["forecast"].to_numpy(), "theta")
+                                                  forecast["forecast"].to_numpy(), weight)
         columns = ("forecast", "LSTM", "LSTM+Theta", "Theta")
         rows = {column: truth.score(forecast, column) for column in columns}
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")

@@ -53,6 +53,8 @@ class TrainingState:
     # the best epoch's interval calibration: {"levels": [L...], "quantiles": [[q per step] per level]}
     # (forecaster.intervals); None in checkpoints from before it
     calibration: dict | None = None
+    combine_weight: float | None = None  # the best epoch's LSTM weight in `forecast` (None: older checkpoints)
+    refit_done: int = 0  # train.refit_epochs done (best_model is then the refit weights)
 
 
 def save(directory: str, model: torch.nn.Module, spec: ModelSpec, settings: LoopSettings | None = None,
@@ -84,11 +86,12 @@ def load_state(directory: str) -> tuple[dict, dict, TrainingState]:
     return saved["model"], saved["optimizer"], TrainingState(**{k: v for k, v in saved.items() if k in names})
 
 
-def load_best(directory: str) -> tuple[dict, ModelSpec, dict | None]:
-    """(weights of the best epoch, the model's spec, its interval calibration or None): what a
-    forecast or a warm start uses."""
+def load_best(directory: str) -> tuple[dict, ModelSpec, dict | None, float | None]:
+    """(weights of the best epoch, the model's spec, its interval calibration or None, the LSTM's weight in
+    `forecast` or None): what a forecast or a warm start uses. None: a checkpoint from before them."""
     saved = _payload(directory)
-    return saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration")
+    return (saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration"),
+            saved.get("combine_weight"))
 
 
 # ---- which checkpoint --------------------------------------------------------------------------

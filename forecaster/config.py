@@ -60,8 +60,10 @@ class ModelConfig:
     loss: str = setting("mae", "mae | mse | quantile (pinball loss over the median and model.levels)",
                         choices=("mae", "mse", "quantile"))
     levels: list = setting(help="prediction intervals (percent) for loss=quantile", factory=lambda: [80, 95])
-    combine: str = setting("theta", "theta: forecast = mean of the LSTM and the Theta method | none: the LSTM alone",
-                           choices=("theta", "none"))
+    combine: str = setting("theta", "theta: forecast = mean of the LSTM and the Theta method | fitted: their "
+                                    "weighted mean, the LSTM's weight (0, 0.1 .. 1) chosen by MASE on the validation "
+                                    "window | none: the LSTM alone",
+                           choices=("theta", "fitted", "none"))
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))
@@ -96,11 +98,18 @@ class TrainConfig:
                              choices=("fp32", "bf16"))
     max_epochs: int = setting(30, "upper bound on epochs", minimum=1)
     patience: int = setting(5, "early stopping: epochs without validation improvement", minimum=1)
+    refit_epochs: int = setting(0, "after early stopping, epochs that go on training the best weights on whole "
+                                   "series, the validation window included (otherwise the last horizon points are "
+                                   "never a target); 0: off", minimum=0)
     batch_size: int = setting(256, "windows per optimiser step (global, split across workers)", minimum=1)
     windows_per_series: int = setting(32, "random training windows cut from each series per epoch", minimum=1)
-    max_windows_per_epoch: int | None = setting(None, "cap on the windows of an epoch, whatever the number of "
-                                                      "series: fewer windows per series beyond cap / "
-                                                      "windows_per_series series (e.g. 262144); null: no cap",
+    max_windows_per_epoch: int | None = setting(262144, "cap on the training windows of an epoch, whatever the "
+                                                        "number of series: fewer windows per series beyond cap / "
+                                                        "windows_per_series series (8192 at the defaults); null: "
+                                                        "no cap", minimum=1)
+    max_validation_series: int | None = setting(65536, "validation (early stopping, its scores, the interval "
+                                                       "calibration) on at most this many series, the same ones "
+                                                       "every epoch (by a hash of the series id); null: every series",
                                                 minimum=1)
     series_per_block: int = setting(512, "series read from the shard at a time (memory bound of the loop)", minimum=1)
     learning_rate: float = setting(1e-3, "Adam")

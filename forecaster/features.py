@@ -328,10 +328,11 @@ def min_training_inputs(input_size: int, horizon: int) -> int:
 
 
 def training_windows(block: SeriesBlock, spec: ModelSpec, windows_per_series: float,
-                     rng: np.random.Generator) -> Windows:
-    """Random windows from the training part (all but the last `horizon` points) of each series
+                     rng: np.random.Generator, whole: bool = False) -> Windows:
+    """Random windows from the training part (all but the last `horizon` points) of each series, or
+    with `whole` from the whole series (train.refit_epochs: the validation window has been used)
     (`windows_per_series` may be a fraction: see windows_of_each)."""
-    train_lengths = block.lengths - spec.horizon
+    train_lengths = block.lengths - (0 if whole else spec.horizon)
     counts = windows_of_each(len(block), windows_per_series, rng)
     series, cutoffs = training_cutoffs(train_lengths, spec.horizon, counts, rng,
                                        min_training_inputs(spec.input_size, spec.horizon))

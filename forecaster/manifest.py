@@ -52,9 +52,16 @@ def summary_lines(manifest: dict) -> list[str]:
     validation = metrics.get("validation") or {}
     if validation.get("forecast", {}).get("mase") is not None:
         shown = [c for c in ("forecast", "LSTM", "Theta", "SeasonalNaive") if c in validation]
-        lines.append("validation MASE (last horizon of each series): " + ", ".join(
+        validated, trained = metrics.get("val_series"), counts.get("trained_on")
+        which = (f"of {validated} of the {trained} series (train.max_validation_series)"
+                 if validated and trained and validated < trained else "of each series")
+        lines.append(f"validation MASE (last horizon {which}): " + ", ".join(
             f"{c} {validation[c]['mase']:.3f}" for c in shown if validation[c].get("mase") is not None)
             + f"; sMAPE forecast {validation['forecast']['smape']:.2f}")
+        weight = metrics.get("combine_weight")
+        if (manifest.get("config") or {}).get("model", {}).get("combine") == "fitted" and weight is not None:
+            lines.append(f"forecast = {weight:g} x LSTM + {1 - weight:g} x Theta (model.combine=fitted, chosen on "
+                         "validation)")
     elif metrics.get("val_mase_lstm") is not None:  # an older manifest: the LSTM and seasonal naive only
         lines.append(
             "validation (last horizon of each series): "

@@ -226,7 +226,9 @@ def _training_metrics(result) -> dict:
     return {
         "epochs": int(history.get("epoch", -1)) + 1,
         "best_epoch": history.get("best_epoch"),
+        "refit_epochs": history.get("refit_epochs", 0),  # epochs on whole series after best_epoch
         "best_val_loss": history.get("best_val_loss"),
+        "combine_weight": history.get("combine_weight"),  # the LSTM's weight in forecast
         "last_val_loss": history.get("val_loss"),
         "restarts": history.get("restarts", 0),
         "warm_started": history.get("warm_started", False),

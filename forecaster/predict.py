@@ -48,7 +48,7 @@ from forecaster.covariates import future_dates
 from forecaster.evaluate import holdout_actual, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, member_mean
-from forecaster.theta import network_forecast, theta
+from forecaster.theta import combine_weights, network_forecast, theta
 from forecaster.validate import min_length
 
 
@@ -58,10 +58,11 @@ def output_schema(cfg: Config) -> pa.Schema:
     return forecast_schema(cfg.model.levels if cfg.model.loss == "quantile" else (), cfg.model.levels)
 
 
-def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, method: str) -> np.ndarray:
-    """`forecast` as model.fallback=none makes it, from the output columns: the network's forecast
-    wherever the network forecast (LSTM not NaN), the chosen baseline of a short series elsewhere."""
-    return np.where(np.isfinite(lstm), network_forecast(lstm, statistical, method), chosen)
+def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, weight: float) -> np.ndarray:
+    """`forecast` as model.fallback=none makes it, from the output columns and the LSTM's `weight` in it
+    (SeriesPredictor.weight; the manifest's metrics.combine_weight): the network's forecast wherever the
+    network forecast (LSTM not NaN), the chosen baseline of a short series elsewhere."""
+    return np.where(np.isfinite(lstm), network_forecast(lstm, statistical, weight), chosen)
 
 
 @dataclass
@@ -87,7 +88,8 @@ class SeriesPredictor:
                  fallback: str, combine: str, levels: tuple[int, ...] = (), threads: int = 1, use_gpu: bool = False,
                  progress=None, placement=None):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
-        model.combine, how the network's forecast is made from the LSTM and Theta. `levels`: model.levels,
+        model.combine, how the network's forecast is made from the LSTM and Theta (`weight`: the LSTM's
+        share, the one training chose for model.combine=fitted). `levels`: model.levels,
         the intervals of `forecast` (NaN where the checkpoint holds no calibration for a level). `progress`: called
         with the number of series of each batch once it is forecast (forecaster.console.Tally).
         `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on."""
@@ -96,13 +98,16 @@ class SeriesPredictor:
             placement.add.remote(ray.get_runtime_context().get_node_id())
         self.progress = progress
         self.freq, self.season, self.horizon = freq, season, horizon
-        self.fallback, self.combine = fallback, combine
+        self.fallback = fallback
+        self.weight = combine_weights(combine)[0] if len(combine_weights(combine)) == 1 else 0.5
         self.model = self.spec = None
         self.forecast_levels = tuple(levels)
         self.quantiles: dict[int, np.ndarray] = {}  # level -> (horizon,) calibrated scaled-error quantiles
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
-                weights, self.spec, calibration = checkpoints.load_best(path)
+                weights, self.spec, calibration, weight = checkpoints.load_best(path)
+            if weight is not None:  # what training chose (fitted) or was told
+                self.weight = weight
             if calibration is not None:
                 self.quantiles = {level: np.asarray(q, dtype=float)
                                   for level, q in zip(calibration["levels"], calibration["quantiles"], strict=True)}
@@ -153,8 +158,8 @@ class SeriesPredictor:
         # too short for the network: Theta (on the M1 series cut short, 10-20 % lower MASE than seasonal naive);
         # the network's forecast lost the validation window (model.fallback=validation): seasonal naive
         baseline = np.where(network[:, None], snaive, statistical)
-        chosen = np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.combine), baseline)
-        name = "LSTM+Theta" if self.combine == "theta" else LSTM
+        chosen = np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.weight), baseline)
+        name = "LSTM+Theta" if self.weight < 1 else LSTM
         model = np.where(use_lstm, name, np.where(~network, THETA,
                                                   np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE)))
         scale = intervals.scales(block, block.lengths, self.season)
@@ -195,9 +200,9 @@ class SeriesPredictor:
         or its combination with Theta fitted on the points before them) <= seasonal naive's?"""
         h = self.horizon
         cutoffs = block.lengths - h
-        statistical = theta(block, cutoffs, h, self.season) if self.combine == "theta" else None
+        statistical = theta(block, cutoffs, h, self.season) if self.weight < 1 else None
         forecast = network_forecast(self._network(validation_windows(block, self.spec))[..., 0], statistical,
-                                    self.combine)
+                                    self.weight)
         actual = holdout_actual(block, h)
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

@@ -102,6 +102,14 @@ class ModelSpec:
                 raise ConfigError(f"{what} has model {key}={value[key]}, this run has {wanted[key]}")
 
 
+def validation_share(cfg: Config, series: int | None) -> float:
+    """The share of series validation scores (train.max_validation_series over the series count; 1: all)."""
+    cap = cfg.train.max_validation_series
+    if cap is None or not series or series <= cap:
+        return 1.0
+    return cap / series
+
+
 def windows_per_series(cfg: Config, series: int | None) -> float:
     """Training windows per series and epoch: train.windows_per_series, or fewer (a fraction: each series
     gets the whole part or one more, at random) where `series` x that would pass train.max_windows_per_epoch.
@@ -131,6 +139,8 @@ class LoopSettings:
     worst_series: int  # report.worst_series: the series validation names for the report
     diagnostics: bool
     levels: tuple[int, ...] = ()  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
+    refit_epochs: int = 0  # train.refit_epochs: epochs on whole series after early stopping
+    validation_share: float = 1.0  # of the series, validated on (train.max_validation_series)
 
     @classmethod
     def from_config(cls, cfg: Config, series: int | None = None) -> LoopSettings:
@@ -141,7 +151,8 @@ class LoopSettings:
                    windows_per_series=windows_per_series(cfg, series), series_per_block=t.series_per_block,
                    learning_rate=t.learning_rate, ema_decay=t.ema_decay, seed=t.seed,
                    threads=max(1, int(t.cpus_per_worker)), precision=t.precision, combine=cfg.model.combine,
-                   worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels))
+                   worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels),
+                   refit_epochs=t.refit_epochs, validation_share=validation_share(cfg, series))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

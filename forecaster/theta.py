@@ -137,7 +137,16 @@ def _slope(y: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.where(var > 0, (dt * dy).sum(axis=1) / np.where(var > 0, var, 1.0), 0.0)
 
 
-def network_forecast(lstm: np.ndarray, statistical: np.ndarray | None, method: str) -> np.ndarray:
-    """The forecast made with the network by model.combine=`method`: the LSTM's (none), or its mean
-    with Theta's (theta)."""
-    return (lstm + statistical) / 2 if method == "theta" else lstm
+def combine_weights(method: str) -> tuple[float, ...]:
+    """The LSTM's weights in `forecast` that model.combine=`method` chooses from: one (theta: the mean
+    with Theta; none: the LSTM alone) or a grid (fitted: the weight with the lowest mean MASE on the
+    validation window, chosen by training)."""
+    if method == "fitted":
+        return tuple(i / 10 for i in range(11))
+    return (1.0,) if method == "none" else (0.5,)
+
+
+def network_forecast(lstm: np.ndarray, statistical: np.ndarray | None, weight: float) -> np.ndarray:
+    """The forecast made with the network: weight x the LSTM's + (1 - weight) x Theta's (weight 1: the
+    LSTM alone; `statistical` may then be None)."""
+    return lstm if weight == 1 else weight * lstm + (1 - weight) * statistical

@@ -3,9 +3,14 @@
 Each worker reads its shard of series rows with `get_dataset_shard("train")`, cuts random windows
 from a block of series at a time (never all windows at once), and steps the DDP model. After each
 epoch every worker scores the validation windows of its shard (the last `horizon` points of each
-series); the sums are all-reduced so that every rank sees the same validation loss and takes the
-same early-stopping decision. Rank 0 writes the checkpoint (current and best weights, optimiser,
-early-stopping state, config); every rank calls `report`.
+series; beyond train.max_validation_series series, of a fixed subset); the sums are all-reduced so
+that every rank sees the same validation loss and takes the same early-stopping decision. With
+train.refit_epochs the best weights then go on training on whole series. Rank 0 writes the
+checkpoint (current and best weights, optimiser, early-stopping state, config); every rank calls
+`report`.
+
+An epoch's cost is bounded whatever the series count: train.max_windows_per_epoch training
+windows and train.max_validation_series validation windows at most (forecaster.spec).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import os
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import ray
 import ray.train
 import ray.train.torch
@@ -31,13 +39,13 @@ from forecaster.checkpoint import TrainingState
 from forecaster.columns import FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
-from forecaster.evaluate import holdout_actual, mase_scale, validation_scores
+from forecaster.evaluate import holdout_actual, mase, mase_scale, smape, validation_scores
 from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
 from forecaster.model import autocast_bf16, build_model, masked_loss, member_mean, per_step_loss
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
 from forecaster.storage import resolve
-from forecaster.theta import network_forecast, theta
+from forecaster.theta import combine_weights, network_forecast, theta
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +83,11 @@ def _all_sum(values: list[float], device) -> list[float]:
 
 
 def minibatches(blocks: Iterable[SeriesBlock], spec: ModelSpec, settings: LoopSettings, rng: np.random.Generator,
-                local_batch: int) -> Iterator[tuple[Windows, np.ndarray]]:
-    """(windows, rows of one step) from random training windows of each block in turn, shuffled."""
+                local_batch: int, whole: bool = False) -> Iterator[tuple[Windows, np.ndarray]]:
+    """(windows, rows of one step) from random training windows of each block in turn, shuffled
+    (`whole`: from whole series, features.training_windows)."""
     for block in blocks:
-        windows = training_windows(block, spec, settings.windows_per_series, rng)
+        windows = training_windows(block, spec, settings.windows_per_series, rng, whole)
         order = rng.permutation(len(windows))
         for i in range(0, len(order), local_batch):
             yield windows, order[i:i + local_batch]
@@ -144,53 +153,93 @@ VALIDATED_COLUMNS = {"forecast": FORECAST, "lstm": LSTM, "theta": THETA, "season
 SCORES = tuple(f"{metric}_{name}" for name in VALIDATED_COLUMNS for metric in ("mase", "smape"))
 
 
+@dataclass
+class Holdout:
+    """One validation pass (_holdout_pass)."""
+
+    loss: float  # the network's own loss: early stopping
+    scores: dict  # SCORES' means over series, and `series`
+    worst: list
+    calibration: dict | None
+    weight: float  # the LSTM's weight in `forecast`
+
+
+def validated(ids: pa.ChunkedArray | pa.Array, share: float) -> np.ndarray:
+    """Which of these series validation scores when it takes `share` of them: the same ones every epoch, on
+    every rank and in every run (a CRC-32 of the id below share x 2**32), whatever block they come in."""
+    hashes = np.fromiter((zlib.crc32(str(i).encode()) for i in ids.to_pylist()), dtype=np.uint64, count=len(ids))
+    return hashes < share * 2.0 ** 32
+
+
 @torch.no_grad()
-def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device) -> tuple[float, dict, list,
-                                                                                         dict | None]:
-    """Loss, mean scores (SCORES) over the last `horizon` points of every series of all shards, the
-    `settings.worst_series` series where the network forecast's MASE exceeds seasonal naive's the most
-    (dicts of unique_id and both MASEs, worst first), and the interval calibration of `forecast` at
+def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device) -> Holdout:
+    """The network's loss and the scores (SCORES, and `series`: how many were validated) over the last
+    `horizon` points of every series of all shards (of the `validated` ones beyond
+    train.max_validation_series); the LSTM's weight in `forecast` (model.combine: fixed, or the one of
+    theta.combine_weights with the lowest mean MASE over all ranks' series); the
+    `settings.worst_series` series where `forecast`'s MASE exceeds seasonal naive's the most (dicts of
+    unique_id and both MASEs, worst first); and the interval calibration of `forecast` at
     settings.levels (forecaster.intervals; None without a scaled error). MASE is averaged over series
-    where it is defined."""
+    where it is defined.
+
+    The blocks' forecasts are kept until the weight is chosen (at most train.max_validation_series
+    series x horizon x 4 numbers in all)."""
     model.eval()
-    sums = np.zeros(2 + 2 * len(SCORES))  # loss total, loss count, then (sum, count) per score
-    errors = np.zeros((spec.horizon, intervals.BINS))  # scaled absolute errors of `forecast`
-    keep = settings.worst_series
-    worst: list[tuple[float, str, float, float]] = []
+    weights = np.asarray(combine_weights(settings.combine))
+    loss = np.zeros(3)  # loss total, loss count, series
+    by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
+    kept = []
     for batch, block in _blocks(shard, spec, settings):
+        if settings.validation_share < 1:
+            chosen = validated(batch[ID], settings.validation_share)
+            if not chosen.any():
+                continue
+            batch, block = batch.filter(pa.array(chosen)), block.take(chosen)
         windows = validation_windows(block, spec)
         inputs, targets, mask = _to_tensors(windows, np.arange(len(windows)), device)
         prediction = member_mean(model(**inputs))  # an ensemble is scored by its mean forecast
-        sums[0] += float((per_step_loss(prediction, targets, spec.loss, spec.quantiles) * mask).sum())
-        sums[1] += float(mask.sum())
+        loss += [float((per_step_loss(prediction, targets, spec.loss, spec.quantiles) * mask).sum()),
+                 float(mask.sum()), len(block)]
         # the point forecast (the median for quantile loss), in the series' units
         lstm = windows.unscale(prediction[..., 0].float().cpu().numpy().astype(np.float64))
         statistical = theta(block, block.lengths - spec.horizon, spec.horizon, spec.season)
-        forecasts = {"forecast": network_forecast(lstm, statistical, settings.combine), "lstm": lstm,
-                     "theta": statistical}
         scale = mase_scale(block, block.lengths - spec.horizon, spec.season)  # for the scores and the intervals
-        scores = validation_scores(block, forecasts, spec.horizon, spec.season, scale)
-        errors += intervals.error_histogram(holdout_actual(block, spec.horizon), forecasts["forecast"],
-                                            np.where(scale > 0, scale, np.nan))
+        actual = holdout_actual(block, spec.horizon)
+        scores = validation_scores(block, {"lstm": lstm, "theta": statistical}, spec.horizon, spec.season, scale)
+        if len(weights) > 1:
+            defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
+            for i, weight in enumerate(weights):
+                by_weight[i] += mase(actual, network_forecast(lstm, statistical, weight), scale)[defined].sum()
+            by_weight[-1] += defined.sum()
+        kept.append((batch[ID].to_pylist(), lstm, statistical, actual, scale, scores))
+    loss = _all_sum(loss.tolist(), device)
+    weight = float(weights[np.argmin(_all_sum(by_weight.tolist(), device)[:-1])] if len(weights) > 1 else weights[0])
+    sums = np.zeros(2 * len(SCORES))  # (sum, count) per score
+    errors = np.zeros((spec.horizon, intervals.BINS))  # scaled absolute errors of `forecast`
+    worst: list[tuple[float, str, float, float]] = []
+    for ids, lstm, statistical, actual, scale, scores in kept:
+        forecast = network_forecast(lstm, statistical, weight)
+        scores.update(mase_forecast=mase(actual, forecast, scale), smape_forecast=smape(actual, forecast))
+        errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
-            sums[2 + 2 * i] += scores[name][defined].sum()
-            sums[3 + 2 * i] += defined.sum()
-        if keep:
+            sums[2 * i] += scores[name][defined].sum()
+            sums[2 * i + 1] += defined.sum()
+        if settings.worst_series:
             gap = scores["mase_forecast"] - scores["mase_seasonal_naive"]
-            ids = batch[ID].to_pylist()
             worst = sorted(worst + [(float(gap[i]), ids[i], float(scores["mase_forecast"][i]),
                                      float(scores["mase_seasonal_naive"][i]))
-                                    for i in np.flatnonzero(np.isfinite(gap))], reverse=True)[:keep]
+                                    for i in np.flatnonzero(np.isfinite(gap))], reverse=True)[:settings.worst_series]
     sums = _all_sum(sums.tolist(), device)
-    means = {name: sums[2 + 2 * i] / sums[3 + 2 * i] if sums[3 + 2 * i] else None for i, name in enumerate(SCORES)}
+    means = {name: sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else None for i, name in enumerate(SCORES)}
+    means["series"] = int(loss[2])
     counts = np.asarray(_all_sum(errors.reshape(-1).tolist(), device)).reshape(errors.shape)
     quantiles = intervals.quantiles(counts, settings.levels)
     calibration = None if quantiles is None else {"levels": list(settings.levels), "quantiles": quantiles.tolist()}
-    if keep:
-        worst = sorted((row for rank in _all_gather(worst) for row in rank), reverse=True)[:keep]
+    if settings.worst_series:
+        worst = sorted((row for rank in _all_gather(worst) for row in rank), reverse=True)[:settings.worst_series]
     worst = [{"unique_id": uid, "mase_forecast": fc, "mase_seasonal_naive": sn} for _, uid, fc, sn in worst]
-    return sums[0] / max(sums[1], 1.0), means, worst, calibration
+    return Holdout(loss[0] / max(loss[1], 1.0), means, worst, calibration, weight)
 
 
 def _maybe_fail(epoch: int, rank: int) -> None:
@@ -218,7 +267,7 @@ def _restore(model, warm_start) -> tuple[TrainingState, dict | None]:
     state = TrainingState()
     if warm_start is not None:
         with warm_start.as_directory() as path:
-            weights, _, _ = checkpoint.load_best(path)
+            weights, *_ = checkpoint.load_best(path)
         model.load_state_dict(weights)
         state.warm_started = True
     return state, None
@@ -257,7 +306,7 @@ def train_loop_per_worker(config: dict) -> None:
     state.placement = [*state.placement, _all_gather(ray.get_runtime_context().get_node_id())]
     diagnostics = _shard_diagnostics(shard, settings) if settings.diagnostics else {}
     if state.epoch < 0:  # where training begins: untrained, or the warm start's weights
-        state.initial_val, _, _, _ = _holdout_pass(scored, shard, spec, settings, device)
+        state.initial_val = _holdout_pass(scored, shard, spec, settings, device).loss
 
     for epoch in range(state.epoch + 1, max_epochs):
         if state.bad_epochs >= settings.patience:
@@ -269,47 +318,85 @@ def train_loop_per_worker(config: dict) -> None:
         train_loss, windows = train_epoch(model, optimizer, minibatches(blocks, spec, settings, rng, local_batch),
                                           spec, settings, device, ema)
         train_seconds = time.perf_counter() - started
-        val_loss, scores, worst, calibration = _holdout_pass(scored, shard, spec, settings, device)
+        holdout = _holdout_pass(scored, shard, spec, settings, device)
+        val_loss = holdout.loss
         train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
         if val_loss < state.best_val:
-            state.best_val, state.bad_epochs, state.best_epoch, state.worst = val_loss, 0, epoch, worst
+            state.best_val, state.bad_epochs, state.best_epoch, state.worst = val_loss, 0, epoch, holdout.worst
             state.best_model = copy.deepcopy(scored.state_dict())
-            state.calibration = calibration
-            state.best_scores = {f"val_{k}": v for k, v in scores.items()}
+            state.calibration, state.combine_weight = holdout.calibration, holdout.weight
+            state.best_scores = {f"val_{k}": v for k, v in holdout.scores.items()}
         else:
             state.bad_epochs += 1
         state.epoch = epoch
-        state.history = [*state.history, {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                          "seconds": time.perf_counter() - started}]
-        state.ema = ema.state_dict() if ema is not None else None
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "best_val_loss": state.best_val,
-            "windows": int(windows),
-            "restarts": state.restarts,
-            "warm_started": state.warm_started,
-            "train_seconds": train_seconds,
-            "epoch_seconds": time.perf_counter() - started,
-            "history": state.history,  # every epoch so far, the resumed ones included
-            "best_epoch": state.best_epoch,
-            "worst_series": state.worst,  # of the best epoch
-            "placement": state.placement,  # node ids by rank, one list per attempt
-            "initial_val_loss": state.initial_val,
-            "calibration": state.calibration,  # of the best epoch: the intervals of `forecast`
-            **state.best_scores,
-        }
-        if diagnostics:  # evidence that DDP works, for tests and debugging (train.diagnostics)
-            metrics.update(diagnostics, param_checksums=_param_checksums(plain))
+        _report(epoch, train_loss, val_loss, windows, train_seconds, started, state, ema, plain, optimizer, spec,
+                settings, diagnostics, rank)
+
+    # train.refit_epochs: the best weights go on learning from whole series, the validation window included
+    refit_epochs = settings.refit_epochs if state.best_model is not None else 0
+    for step in range(state.refit_done, refit_epochs):
+        if step == 0:
+            _start_refit(plain, ema, state)
+        epoch = state.epoch + 1 + step  # numbered after the epochs of early stopping
+        rng = np.random.default_rng([settings.seed, rank, epoch])
+        _maybe_fail(epoch, rank)
+        started = time.perf_counter()
+        blocks = (block for _, block in _blocks(shard, spec, settings))
+        train_loss, windows = train_epoch(model, optimizer,
+                                          minibatches(blocks, spec, settings, rng, local_batch, whole=True),
+                                          spec, settings, device, ema)
+        train_seconds = time.perf_counter() - started
+        train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
+        state.refit_done = step + 1
+        state.best_model = copy.deepcopy(scored.state_dict())  # what forecasts use: nothing is left to validate on
+        _report(epoch, train_loss, None, windows, train_seconds, started, state, ema, plain, optimizer, spec,
+                settings, diagnostics, rank)
+
+
+def _start_refit(plain, ema, state: TrainingState) -> None:
+    """The model (and its weight average) back to the best epoch's weights, where the refit starts."""
+    plain.load_state_dict(state.best_model)
+    if ema is not None:
+        ema.module.load_state_dict(state.best_model)
+
+
+def _report(epoch: int, train_loss: float, val_loss: float | None, windows: float, train_seconds: float,
+            started: float, state: TrainingState, ema, plain, optimizer, spec: ModelSpec, settings: LoopSettings,
+            diagnostics: dict, rank: int) -> None:
+    """One epoch's metrics and checkpoint to Ray Train (val_loss None: a refit epoch, nothing held out)."""
+    state.history = [*state.history, {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                      "seconds": time.perf_counter() - started}]
+    state.ema = ema.state_dict() if ema is not None else None
+    metrics = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "best_val_loss": state.best_val,
+        "windows": int(windows),
+        "restarts": state.restarts,
+        "warm_started": state.warm_started,
+        "train_seconds": train_seconds,
+        "epoch_seconds": time.perf_counter() - started,
+        "history": state.history,  # every epoch so far, the resumed ones included
+        "best_epoch": state.best_epoch,
+        "refit_epochs": state.refit_done,
+        "worst_series": state.worst,  # of the best epoch
+        "placement": state.placement,  # node ids by rank, one list per attempt
+        "initial_val_loss": state.initial_val,
+        "calibration": state.calibration,  # of the best epoch: the intervals of `forecast`
+        "combine_weight": state.combine_weight,  # of the best epoch: the LSTM's weight in `forecast`
+        **state.best_scores,
+    }
+    if diagnostics:  # evidence that DDP works, for tests and debugging (train.diagnostics)
+        metrics.update(diagnostics, param_checksums=_param_checksums(plain))
+    if rank == 0:
+        _progress(metrics, improved=state.bad_epochs == 0 and val_loss is not None)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = None
         if rank == 0:
-            _progress(metrics, improved=state.bad_epochs == 0)
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = None
-            if rank == 0:
-                checkpoint.save(tmp, plain, spec, settings, optimizer, state)
-                saved = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=saved)
+            checkpoint.save(tmp, plain, spec, settings, optimizer, state)
+            saved = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=saved)
 
 
 def _all_gather(value) -> list:
@@ -342,9 +429,10 @@ def _progress(metrics: dict, improved: bool) -> None:
         progress.addHandler(handler)
         progress.setLevel(logging.INFO)
         progress.propagate = False
+    val = "refit " if metrics["val_loss"] is None else f"{metrics['val_loss']:.4f}"
     progress.info(
-        "epoch %3d  train_loss %.4f  val_loss %.4f  best %.4f  %d windows in %.1f s (%.0f windows/s)%s",
-        metrics["epoch"], metrics["train_loss"], metrics["val_loss"], metrics["best_val_loss"],
+        "epoch %3d  train_loss %.4f  val_loss %s  best %.4f  %d windows in %.1f s (%.0f windows/s)%s",
+        metrics["epoch"], metrics["train_loss"], val, metrics["best_val_loss"],
         metrics["windows"], metrics["epoch_seconds"], metrics["windows"] / max(metrics["train_seconds"], 1e-9),
         "  *" if improved else "",
     )
@@ -372,6 +460,9 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
     checkpoint.check_resumable(storage, checkpoint.run_name(cfg), spec)
     series = train_ds.count()
     settings = LoopSettings.from_config(cfg, series)
+    if settings.validation_share < 1:
+        log.info("train.max_validation_series=%d: validation on about %d of %d series", cfg.train.max_validation_series,
+                 round(settings.validation_share * series), series)
     if settings.windows_per_series < cfg.train.windows_per_series:
         log.info("train.max_windows_per_epoch=%d: %.2f windows per series and epoch for %d series "
                  "(train.windows_per_series=%d)", cfg.train.max_windows_per_epoch, settings.windows_per_series,

@@ -86,6 +86,17 @@ def test_training_cutoffs_keep_min_inputs_where_possible():
     assert set(cutoffs[series == 1]) == {2}  # 3 points: the only cutoff with a target is 2
 
 
+def test_refit_windows_take_targets_from_the_validation_part_too():
+    """train.refit_epochs: windows from whole series reach the last point; only those see it."""
+    horizon = 4
+    y = np.arange(40, dtype=float)
+    spec = _spec(8, horizon)
+    part = training_windows(_block(y), spec, 200, np.random.default_rng(1))
+    whole = training_windows(_block(y), spec, 200, np.random.default_rng(1), whole=True)
+    last = lambda w: (w.targets * w.scale + w.loc)[w.target_mask > 0].max()  # noqa: E731
+    assert last(part) == pytest.approx(35) and last(whole) == pytest.approx(39)
+
+
 def test_training_windows_never_see_the_validation_part():
     """No look-ahead: values in the last `horizon` points change nothing in training windows."""
     horizon = 4
@@ -170,6 +181,37 @@ def test_an_epochs_windows_are_capped_whatever_the_number_of_series():
     assert LoopSettings.from_config(cfg, 4000).windows_per_series == 0.25
     uncapped = load_config(None, ["train.windows_per_series=32", "train.max_windows_per_epoch=null"])
     assert windows_per_series(uncapped, 10**6) == 32
+
+
+def test_the_default_budget_leaves_m1_alone_and_bounds_a_million_series():
+    """The defaults: M1 monthly (617 series) trains and validates as without any cap; 1 M series get
+    train.max_windows_per_epoch windows an epoch and train.max_validation_series validated series."""
+    from forecaster.config import load_config
+    from forecaster.spec import LoopSettings
+
+    cfg = load_config(None, [])
+    m1 = LoopSettings.from_config(cfg, 617)
+    assert m1.windows_per_series == cfg.train.windows_per_series and isinstance(m1.windows_per_series, int)
+    assert m1.validation_share == 1.0
+    million = LoopSettings.from_config(cfg, 10**6)
+    assert million.windows_per_series * 10**6 == pytest.approx(cfg.train.max_windows_per_epoch)
+    assert million.validation_share * 10**6 == pytest.approx(cfg.train.max_validation_series)
+    off = LoopSettings.from_config(load_config(None, ["train.max_validation_series=null"]), 10**6)
+    assert off.validation_share == 1.0
+
+
+def test_validation_takes_the_same_series_whatever_their_blocks():
+    import pyarrow as pa
+
+    from forecaster.train import validated
+
+    ids = pa.array([f"series-{i}" for i in range(20000)])
+    chosen = validated(ids, 0.1)
+    assert chosen.mean() == pytest.approx(0.1, abs=0.01)
+    in_blocks = np.concatenate([validated(ids.slice(i, 999), 0.1) for i in range(0, 20000, 999)])
+    np.testing.assert_array_equal(in_blocks, chosen)  # the same series, however the shard is cut
+    assert validated(pa.chunked_array([ids]), 1.0).all() and not validated(ids, 0.0).any()
+    assert (chosen <= validated(ids, 0.2)).all()  # a larger share keeps the smaller one's series
 
 
 def test_a_fractional_rate_gives_that_many_windows_on_average():

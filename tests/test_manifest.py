@@ -20,3 +20,18 @@ def test_the_wall_time_line_says_where_the_time_went():
 def test_an_older_manifest_without_epoch_times_still_reads():
     line = summary_lines(_manifest([{"epoch": 0, "train_loss": 1.0}]))[-1]
     assert "training 30.0 s," in line and "in epochs" not in line
+
+
+def _validated(**metrics):
+    manifest = _manifest([])
+    manifest["counts"]["trained_on"] = 100_000
+    manifest["metrics"].update(validation={"forecast": {"mase": 0.9, "smape": 12.0}}, **metrics)
+    manifest["config"] = {"model": {"combine": "fitted"}}
+    return summary_lines(manifest)
+
+
+def test_the_summary_says_which_weight_and_how_many_series_validation_used():
+    lines = _validated(combine_weight=0.7, val_series=65_536)
+    assert "validation MASE (last horizon of 65536 of the 100000 series (train.max_validation_series))" in lines[1]
+    assert lines[2] == "forecast = 0.7 x LSTM + 0.3 x Theta (model.combine=fitted, chosen on validation)"
+    assert "of each series" in _validated(val_series=100_000)[1]  # every series validated

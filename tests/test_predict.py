@@ -87,6 +87,26 @@ def test_combine_theta_averages_the_network_and_theta(tmp_path):
     np.testing.assert_allclose(tiny.forecast, tiny.Theta)
 
 
+@pytest.mark.parametrize("saved,model", [(0.8, "LSTM+Theta"), (1.0, "LSTM")])
+def test_the_weight_training_chose_makes_the_forecast(tmp_path, saved, model):
+    """model.combine=fitted: the checkpoint's combine_weight, not the config's method, weighs the LSTM."""
+    spec = model_spec(*SMALL, f"model.horizon={HORIZON}")
+    checkpoint.save(str(tmp_path), build_model(spec), spec, state=checkpoint.TrainingState(combine_weight=saved))
+    rng = np.random.default_rng(0)
+    batch = _batch({f"s{i}": 100 + rng.normal(size=30).cumsum() for i in range(5)})
+    out = SeriesPredictor(ray.train.Checkpoint.from_directory(str(tmp_path)),
+                          **{**PLAIN, "combine": "fitted"})(batch).to_pandas()
+    assert (out.model == model).all()
+    np.testing.assert_allclose(out.forecast, saved * out.LSTM + (1 - saved) * out.Theta)
+
+
+def test_a_checkpoint_without_a_weight_makes_the_mean_for_fitted(tmp_path):
+    rng = np.random.default_rng(0)
+    batch = _batch({f"s{i}": 100 + rng.normal(size=30).cumsum() for i in range(3)})
+    out = SeriesPredictor(_checkpoint(tmp_path), **{**PLAIN, "combine": "fitted"})(batch).to_pandas()
+    np.testing.assert_allclose(out.forecast, (out.LSTM + out.Theta) / 2)
+
+
 def test_fallback_judges_the_combined_forecast(tmp_path):
     """A noiseless trend: Theta (fitted before the held-out part) is near exact there and seasonal
     naive is not, so with combine=theta the combination is kept where the untrained network alone
@@ -100,15 +120,15 @@ def test_fallback_judges_the_combined_forecast(tmp_path):
     assert (combined.model == "LSTM+Theta").all()
 
 
-@pytest.mark.parametrize("combine,expected", [("theta", [[2.0, 3.0], [5.0, 5.0]]),
-                                              ("none", [[1.0, 2.0], [5.0, 5.0]])])
-def test_without_fallback_is_the_network_forecast_wherever_the_network_forecast(combine, expected):
+@pytest.mark.parametrize("weight,expected", [(0.5, [[2.0, 3.0], [5.0, 5.0]]), (1.0, [[1.0, 2.0], [5.0, 5.0]]),
+                                             (0.75, [[1.5, 2.5], [5.0, 5.0]])])
+def test_without_fallback_is_the_network_forecast_wherever_the_network_forecast(weight, expected):
     """What the backtest's no_fallback and the accuracy bench score. Series a: the fallback chose
     seasonal naive (9, 9); without it the network's forecast stands. Series b: too short for the
     network (LSTM NaN), its baseline stays."""
     lstm, statistical = np.array([[1.0, 2.0], [np.nan, np.nan]]), np.array([[3.0, 4.0], [6.0, 6.0]])
     chosen = np.array([[9.0, 9.0], [5.0, 5.0]])
-    np.testing.assert_array_equal(without_fallback(lstm, statistical, chosen, combine), expected)
+    np.testing.assert_array_equal(without_fallback(lstm, statistical, chosen, weight), expected)
 
 
 @pytest.mark.parametrize("freq,expected", [("D", "2020-12-02"), ("W-SUN", "2020-12-06"), ("QS", "2021-01-01")])

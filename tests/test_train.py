@@ -2,6 +2,9 @@
 
 import json
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -11,7 +14,7 @@ from forecaster.pipeline import clean_series, run, validate_series
 from forecaster.read import read_series
 from forecaster.spec import ModelSpec
 from forecaster.synthetic import seasonal_series
-from forecaster.train import fit
+from forecaster.train import fit, validated
 from tests.specs import job_config
 
 pytestmark = pytest.mark.ray
@@ -41,14 +44,18 @@ def _clean(cfg):
 
 
 def test_ddp_ranks_get_disjoint_shards_and_identical_parameters(ray_session, data_dir, tmp_path):
+    """...and validate on train.max_validation_series of the 40 series, the same subset on both ranks."""
     cfg = _cfg(data_dir, tmp_path, "train.num_workers=2", "train.max_epochs=2", "train.patience=5",
-               "train.diagnostics=true", "run.name=ddp")
-    result = fit(cfg, _clean(cfg))
+               "train.diagnostics=true", "run.name=ddp", "train.max_validation_series=10")
+    clean = _clean(cfg)
+    result = fit(cfg, clean)
     metrics = result.metrics
     assert metrics["shard_overlap"] == 0
     assert sum(metrics["shard_sizes"]) == 40 and min(metrics["shard_sizes"]) > 0
     first, second = metrics["param_checksums"]
     assert first == pytest.approx(second, rel=1e-9, abs=1e-9)  # all-reduced gradients, same steps
+    ids = pa.array(sorted(clean.to_pandas()["unique_id"]))
+    assert metrics["val_series"] == int(validated(ids, 10 / 40).sum()) and 0 < metrics["val_series"] < 40
 
 
 def test_one_and_two_workers_reach_the_same_validation_loss(ray_session, data_dir, tmp_path):
@@ -142,6 +149,47 @@ def test_a_saved_spec_lacking_a_key_of_the_first_format_is_refused():
         ModelSpec.from_dict({k: v for k, v in FIRST_FORMAT.items() if k != "hidden_size"})
 
 
+class _Shard:
+    """A Ray Data shard's iter_batches over one pyarrow table, for the loop's functions without Ray."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def iter_batches(self, batch_size, batch_format):
+        for start in range(0, self.table.num_rows, batch_size):
+            yield self.table.slice(start, batch_size)
+
+
+@pytest.mark.parametrize("combine,weight", [("fitted", 0.0), ("theta", 0.5), ("none", 1.0)])
+def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
+    """Straight lines: Theta (drift) is far closer on the held-out points than an untrained network,
+    so model.combine=fitted gives the LSTM no weight, and `forecast`'s scores and calibration are
+    those of the weighted forecast; fixed methods keep their weight."""
+    import dataclasses
+
+    import torch
+
+    from forecaster.model import build_model
+    from forecaster.spec import LoopSettings
+    from forecaster.train import _holdout_pass
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS", f"model.combine={combine}"])
+    spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
+    settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)  # two blocks
+    torch.manual_seed(0)
+    rows = _batch({f"line{i}": 10.0 * i + (1 + i) * np.arange(30.0) for i in range(6)})
+    holdout = _holdout_pass(build_model(spec), _Shard(rows), spec, settings, torch.device("cpu"))
+    assert holdout.weight == weight and holdout.scores["series"] == 6
+    if combine == "fitted":
+        assert holdout.scores["mase_forecast"] == pytest.approx(holdout.scores["mase_theta"])
+        assert holdout.scores["mase_forecast"] < holdout.scores["mase_lstm"]
+    if combine == "none":
+        assert holdout.scores["mase_forecast"] == pytest.approx(holdout.scores["mase_lstm"])
+    assert holdout.calibration is not None and len(holdout.calibration["quantiles"][0]) == 4
+
+
 def test_weight_average_warms_up_then_keeps_the_decay():
     import torch
 
@@ -161,13 +209,16 @@ def test_weight_average_warms_up_then_keeps_the_decay():
     assert expected != pytest.approx(2.0)  # the average is not the last weights
 
 
-def test_forecasts_use_the_moving_average_of_the_weights(ray_session, data_dir, tmp_path):
-    """One epoch is always the best: its checkpoint's best weights are the average's, not the model's."""
+def test_forecasts_use_the_moving_average_of_the_weights_after_the_refit(ray_session, data_dir, tmp_path):
+    """One epoch (always the best), then two refit epochs on whole series (train.refit_epochs): the
+    checkpoint's best weights are the average's at the end of the refit, not the model's and not the
+    best epoch's; forecast weighs the LSTM as the best epoch's validation chose (model.combine=fitted)."""
     import os
 
     import torch
 
-    manifest = run(_cfg(data_dir, tmp_path, "train.num_workers=2", "train.max_epochs=1", "train.ema_decay=0.9"))
+    manifest = run(_cfg(data_dir, tmp_path, "train.num_workers=2", "train.max_epochs=1", "train.ema_decay=0.9",
+                        "train.refit_epochs=2", "model.combine=fitted"))
     path = manifest["checkpoint_uri"].removeprefix("file://")
     saved = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
     averaged = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k.startswith("module.")}
@@ -175,3 +226,12 @@ def test_forecasts_use_the_moving_average_of_the_weights(ray_session, data_dir, 
     assert int(saved["ema"]["n_averaged"]) > 1
     assert all(torch.equal(saved["best_model"][k], averaged[k]) for k in averaged)
     assert not all(torch.equal(saved["model"][k], averaged[k]) for k in averaged)
+    metrics = manifest["metrics"]
+    assert saved["refit_done"] == metrics["refit_epochs"] == 2 and metrics["epochs"] == 3
+    assert metrics["best_epoch"] == 0 and metrics["best_val_loss"] == metrics["history"][0]["val_loss"]
+    assert [h["val_loss"] is None for h in metrics["history"]] == [False, True, True]
+    # model.combine=fitted: the weight validation chose (both ranks' series) makes every forecast
+    weight = metrics["combine_weight"]
+    assert saved["combine_weight"] == weight and weight in [i / 10 for i in range(11)]
+    forecasts = pd.read_parquet(tmp_path / "forecasts")
+    np.testing.assert_allclose(forecasts.forecast, weight * forecasts.LSTM + (1 - weight) * forecasts.Theta)
