@@ -1,14 +1,16 @@
 """Accuracy on M1 (monthly, quarterly, yearly): the job's default config against baselines.
 
-    .venv/bin/python bench/accuracy.py [--data ../shared/data/m1] [--only monthly] [--set key=value ...]
+    .venv/bin/python bench/accuracy.py [--data ../shared/data/m1] [--only monthly] [--set key=value ...] [--dev]
 
-Trains on each train.parquet through the normal job (`forecaster run` contract), then scores
-against test.parquet: MASE (seasonal lag from the frequency, scale from the training part) and
-sMAPE, averaged over series. Rows: `forecast` (what the job recommends: by default the mean of the
-LSTM and Theta; with --set model.fallback=validation, seasonal naive where that won the series'
-validation window), `LSTM` (the network alone), `LSTM+Theta` (the mean, never the fallback: the
-same as `forecast` under the defaults), `Theta` (the job's own Theta baseline), seasonal naive,
-and, when statsforecast is installed (`pip install -e '.[bench]'`), AutoETS and AutoTheta.
+Trains on each train.parquet through the normal job (`forecaster run` contract), then scores against
+test.parquet (with --dev: against the last horizon points of each training series, the job training
+on the points before them, so that choices are made without the test sets): MASE (seasonal lag from
+the frequency, scale from the training part) and sMAPE, averaged over series. Rows: `forecast` (what
+the job recommends: by default the mean of the LSTM and Theta; with --set model.fallback=validation,
+seasonal naive where that won the series' validation window), `LSTM` (the network alone),
+`LSTM+Theta` (the combination as training weighed it, never the fallback: the same as `forecast`
+under the defaults), `Theta` (the job's own Theta baseline), seasonal naive, and, when statsforecast
+is installed (`pip install -e '.[bench]'`), AutoETS and AutoTheta.
 """
 
 from __future__ import annotations
@@ -79,16 +81,25 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "work" / "accuracy"))
     parser.add_argument("--only", nargs="*", default=list(DATASETS))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--dev", action="store_true",
+                        help="score on the last horizon points of each training series instead of test.parquet "
+                             "(the job trains on the points before them): for choosing, never touching the test sets")
     args = parser.parse_args()
     table = []
     for name in args.only:
         freq, horizon = DATASETS[name]
         train_path = pathlib.Path(args.data) / name / "train.parquet"
         train = pd.read_parquet(train_path).sort_values(["unique_id", "ds"])
-        test = pd.read_parquet(pathlib.Path(args.data) / name / "test.parquet")
+        out = pathlib.Path(args.out) / name
+        if args.dev:
+            train, test = held_out(train, horizon)
+            train_path = out.parent / f"{name}-dev-train.parquet"
+            train_path.parent.mkdir(parents=True, exist_ok=True)
+            train.to_parquet(train_path, index=False)
+        else:
+            test = pd.read_parquet(pathlib.Path(args.data) / name / "test.parquet")
         truth = Truth(train, test, freq)
         cutoff = (train.ds.max() + pd.tseries.frequencies.to_offset(freq)).date().isoformat()
-        out = pathlib.Path(args.out) / name
         cfg = load_config(None, [f"data.uri={train_path}", f"data.freq={freq}", f"model.horizon={horizon}",
                                  f"output.uri={out}", f"run.date={cutoff}",
                                  f"run.name=bench-{name}-{int(time.time())}", *args.overrides])
@@ -119,6 +130,15 @@ def main() -> None:
     for name, *_, covered in table:
         for level, result in covered.items():
             print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f}")
+
+
+def held_out(train: pd.DataFrame, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """--dev: (each series but its last `horizon` points, those points), for the series with more than
+    horizon + 2 points (the others could not be scored with a training part left)."""
+    length = train.groupby("unique_id").y.transform("size")
+    train = train[length > horizon + 2]
+    from_end = train.groupby("unique_id").cumcount(ascending=False)  # 0: the last point
+    return train[from_end >= horizon], train[from_end < horizon]
 
 
 def statistical(truth: Truth, train: pd.DataFrame, freq: str, horizon: int) -> dict:
