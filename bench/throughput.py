@@ -7,13 +7,15 @@ warm-up epoch) and of a bare single-process loop that cuts the same windows from
 and steps the same model with the same batch size and the same number of threads. Ray Train's
 fixed start-up is printed separately.
 
-Inference: series/s of the Ray Data path (read Parquet + validate + predict + write Parquet)
-against the bare predictor: the same `SeriesPredictor` (windows, forward, un-scale, baselines,
-validation fallback) called in one process on blocks already in memory. The start-up of the Ray
-Data path (actor start, model load) is measured on a tiny input and printed separately; the rate is
-(N series) / (wall time - start-up). The wall time of each Ray stage is printed too. A first run on
-the whole input (printed as the cold run) starts Ray's worker processes; before each later run the
-bench waits for the previous run's actors to go and starts a worker process per CPU again (`settle`).
+Inference: series/s of the Ray Data path (read Parquet + validate + predict + write Parquet) and of
+the bare predictor against the limit, the network's forward pass alone on the same windows (fp32,
+and in bf16 weights for comparison); the Ray path against the bare predictor: the same
+`SeriesPredictor` (windows, forward, un-scale, baselines, validation fallback) called in one process
+on blocks already in memory. The start-up of the Ray Data path (actor start, model load) is measured
+on a tiny input and printed separately; the rate is (N series) / (wall time - start-up). The wall
+time of each Ray stage is printed too. A first run on the whole input (printed as the cold run)
+starts Ray's worker processes; before each later run the bench waits for the previous run's actors
+to go and starts a worker process per CPU again (`settle`).
 
 The bare predictor does not read, group, validate or write. The bench runs those steps in one
 process on the same files and forecasts (the same functions the Ray path maps over its blocks) and
@@ -45,7 +47,7 @@ from forecaster import checkpoint as checkpoint_format  # noqa: E402
 from forecaster.columns import DS, ID, Y  # noqa: E402
 from forecaster.config import load_config  # noqa: E402
 from forecaster.covariates import feature_spec  # noqa: E402
-from forecaster.features import SeriesBlock  # noqa: E402
+from forecaster.features import SeriesBlock, forecast_windows  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
 from forecaster.pipeline import clean_series, predict, predictor_options, validate_options, validate_series  # noqa: E402
 from forecaster.predict import SeriesPredictor  # noqa: E402
@@ -114,6 +116,26 @@ def bare_inference(cfg, batches: list, checkpoint) -> tuple[float, float, list[p
     return time.perf_counter() - started, time.process_time() - cpu_started, forecasts
 
 
+def forward_limit(batches: list, checkpoint, precision: str = "fp32", batch: int = 8192) -> float:
+    """Series/s of the network's forward pass alone, the limit of any inference path on these cores: the
+    predictor's model (predict.precision=`precision`: bf16 weights where the CPU has bf16 units) on the
+    same blocks' forecast windows, made (and turned into tensors) before the clock starts, `batch` windows
+    per call, as many torch threads as cores."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    predictor = SeriesPredictor(checkpoint, freq="MS", season=12, horizon=18, fallback="none", combine="theta",
+                                precision=precision)
+    windows = [forecast_windows(predictor.block(b), predictor.spec) for b in batches]
+    inputs = [{k: torch.from_numpy(v).to(predictor.dtype if v.dtype == np.float32 else None)
+               for k, v in w.model_inputs(slice(i, i + batch)).items()}
+              for w in windows for i in range(0, len(w), batch)]
+    with torch.no_grad():
+        predictor.model(**inputs[0])  # warm-up (one-off allocations, oneDNN kernels)
+        started = time.perf_counter()
+        for kwargs in inputs:
+            predictor.model(**kwargs)
+    return sum(len(w) for w in windows) / (time.perf_counter() - started)
+
+
 def bare_other_steps(cfg, files: list[pathlib.Path], forecasts: list[pa.Table], out: pathlib.Path) -> dict:
     """Seconds of the steps the bare predictor skips, run in this process (one core): read Parquet and
     group rows into series, validate, write the forecasts as Parquet. The same functions the Ray path
@@ -175,8 +197,10 @@ def ray_inference(cfg, checkpoint, out: pathlib.Path) -> dict:
     return seconds
 
 
-def print_inference(n_series: int, ray_stages: dict, startup: dict, bare: tuple[float, float], other: dict) -> None:
-    """The rates, and the breakdown that bounds the ratio on this machine's cores."""
+def print_inference(n_series: int, ray_stages: dict, startup: dict, bare: tuple[float, float], other: dict,
+                    forward: dict) -> None:
+    """The rates against the forward-only limit, and the breakdown that bounds the ratio on this machine's
+    cores."""
     cores = os.cpu_count() or 1
     (bare_seconds, bare_cpu), extra = bare, sum(other.values())
     wall, startup_s = sum(ray_stages.values()), sum(startup.values())
@@ -194,6 +218,10 @@ def print_inference(n_series: int, ray_stages: dict, startup: dict, bare: tuple[
     print(f"  bare predictor, in-memory blocks     {bare_rate:10.0f} series/s "
           f"({bare_seconds:.1f} s, {bare_cpu:.1f} CPU-s on {cores} torch threads)")
     print(f"  ratio                                {ray_rate / bare_rate:10.2f}")
+    limit = forward["fp32"]
+    print(f"  forward pass alone, fp32 (the limit) {limit:10.0f} series/s; bf16 weights {forward['bf16']:.0f} "
+          f"series/s ({forward['bf16'] / limit:.2f}x)")
+    print(f"  against the limit: Ray path {ray_rate / limit:.2f}, bare predictor {bare_rate / limit:.2f}")
     print(f"  steps the bare predictor skips, one process: {seconds(other)}  (sum {extra:.1f} CPU-s)")
     print(f"  bound if prediction ran at the bare rate and those steps on all {cores} cores: "
           f"N / ({bare_seconds:.1f} s + {extra:.1f} CPU-s / {cores}) = {bound:.0f} series/s, "
@@ -206,17 +234,19 @@ def main() -> None:
     parser.add_argument("--infer-series", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--gpu", action="store_true", help="train on CUDA (cuDNN LSTM) in both loops")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both loops (train.precision=bf16)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both training loops "
+                        "(train.precision=bf16), bf16 weights in both inference paths (predict.precision=bf16)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the bare loop is one process)")
     parser.add_argument("--only", choices=("train", "infer"), help="run one half only")
     args = parser.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="throughput-", dir=ROOT / "bench"))
     cpus = os.cpu_count() or 1
     threads = max(1, cpus // args.workers)
+    precision = "bf16" if args.bf16 else "fp32"
     common = [f"output.uri={work / 'out'}", "data.freq=MS", "model.horizon=18", "run.date=2030-01-01",
               f"train.num_workers={args.workers}", f"train.cpus_per_worker={threads}",
               f"train.max_epochs={args.epochs}", f"train.patience={args.epochs}", f"train.use_gpu={args.gpu}",
-              f"train.precision={'bf16' if args.bf16 else 'fp32'}",
+              f"train.precision={precision}", f"predict.precision={precision}",
               f"run.name=throughput-{int(time.time())}"]
     try:
         write_series(work / "train", args.train_series, files=4)
@@ -258,7 +288,8 @@ def main() -> None:
                                                                    batch_format="pyarrow"))
         bare_seconds, bare_cpu, forecasts = bare_inference(big, blocks, checkpoint)
         other = bare_other_steps(big, sorted((work / "infer").glob("*.parquet")), forecasts, work / "pred-bare")
-        print_inference(args.infer_series, ray_stages, startup, (bare_seconds, bare_cpu), other)
+        forward = {"fp32": forward_limit(blocks, checkpoint), "bf16": forward_limit(blocks, checkpoint, "bf16")}
+        print_inference(args.infer_series, ray_stages, startup, (bare_seconds, bare_cpu), other, forward)
         print(f"  (the first, cold run of the Ray path took {cold:.1f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

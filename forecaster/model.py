@@ -158,6 +158,20 @@ def bf16_supported(device_type: str) -> bool:
     return True
 
 
+def bf16_units(device_type: str) -> bool:
+    """Whether the device computes in bfloat16 natively (CUDA: the driver says so; CPU: oneDNN's bf16
+    kernels, e.g. AVX-512 BF16 or AMX); elsewhere bf16 weights are emulated and slower than fp32."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def inference_dtype(precision: str, device_type: str) -> torch.dtype:
+    """The predictor's weights' dtype for predict.precision (bf16: bfloat16 where the device has bf16
+    units, float32 elsewhere)."""
+    return torch.bfloat16 if precision == "bf16" and bf16_units(device_type) else torch.float32
+
+
 def autocast_bf16(precision: str, device_type: str) -> bool:
     """True where `precision` asks for bf16 and the device runs it (see bf16_supported); fp32 otherwise."""
     return precision == "bf16" and bf16_supported(device_type)

@@ -98,7 +98,7 @@ def predictor_options(cfg: Config) -> dict:
     """Keyword arguments of `SeriesPredictor` from the config (all but the checkpoint)."""
     return {"freq": cfg.data.freq, "season": cfg.season, "horizon": cfg.model.horizon,
             "fallback": cfg.model.fallback, "combine": cfg.model.combine, "levels": tuple(cfg.model.levels),
-            "use_gpu": cfg.train.use_gpu}
+            "use_gpu": cfg.train.use_gpu, "precision": cfg.predict.precision}
 
 
 def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoint | None,

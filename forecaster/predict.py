@@ -47,7 +47,7 @@ from forecaster.config import Config
 from forecaster.covariates import future_dates
 from forecaster.evaluate import holdout_actual, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
-from forecaster.model import build_model, member_mean
+from forecaster.model import build_model, inference_dtype, member_mean
 from forecaster.theta import combine_weights, network_forecast, theta
 from forecaster.validate import min_length
 
@@ -86,13 +86,15 @@ class Forecasts:
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
                  fallback: str, combine: str, levels: tuple[int, ...] = (), threads: int = 1, use_gpu: bool = False,
-                 progress=None, placement=None):
+                 progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
         model.combine, how the network's forecast is made from the LSTM and Theta (`weight`: the LSTM's
         share, the one training chose for model.combine=fitted). `levels`: model.levels,
         the intervals of `forecast` (NaN where the checkpoint holds no calibration for a level). `progress`: called
         with the number of series of each batch once it is forecast (forecaster.console.Tally).
-        `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on."""
+        `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on. `precision`:
+        predict.precision (bf16: the network's weights and inputs in bfloat16 where the device has bf16 units,
+        model.inference_dtype; its outputs back in float64)."""
         torch.set_num_threads(threads)
         if placement is not None:
             placement.add.remote(ray.get_runtime_context().get_node_id())
@@ -115,7 +117,8 @@ class SeriesPredictor:
             self.model.load_state_dict(weights)
             self.model.eval()
             self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-            self.model.to(self.device)
+            self.dtype = inference_dtype(precision, self.device.type)
+            self.model.to(self.device, self.dtype)
 
     @property
     def levels(self) -> tuple[int, ...]:
@@ -134,7 +137,8 @@ class SeriesPredictor:
     @torch.no_grad()
     def _network(self, windows: Windows) -> np.ndarray:
         """(series, horizon, outputs) in original units; quantile outputs sorted per step."""
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in windows.model_inputs().items()}
+        inputs = {k: torch.from_numpy(v).to(self.device, self.dtype if v.dtype == np.float32 else None)
+                  for k, v in windows.model_inputs().items()}
         scaled = member_mean(self.model(**inputs)).float().cpu().numpy().astype(np.float64)
         values = windows.unscale(scaled)
         if values.shape[-1] > 1:

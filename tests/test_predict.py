@@ -166,3 +166,23 @@ def test_a_checkpoint_of_the_first_format_still_forecasts(tmp_path):
     out = predictor(_batch({"a": 100 + np.arange(20.0)})).to_pandas()
     assert (out.model == "LSTM").all() and np.isfinite(out.LSTM).all() and list(out.columns) == [
         "unique_id", "ds", "LSTM", "Naive", "SeasonalNaive", "Theta", "forecast", "model", "cutoff"]
+
+
+def test_bf16_prediction_stays_within_bf16_rounding_of_fp32(tmp_path, monkeypatch):
+    """predict.precision=bf16: bfloat16 weights where the CPU has bf16 units (this one: AVX-512 BF16),
+    forecasts within bf16's rounding of fp32's; without the units, fp32 as before."""
+    from forecaster import model as model_module
+
+    rng = np.random.default_rng(0)
+    batch = _batch({f"s{i}": 100 + rng.normal(size=30).cumsum() for i in range(50)})
+    fp32 = SeriesPredictor(_checkpoint(tmp_path), **PLAIN)(batch).to_pandas()
+    if model_module.bf16_units("cpu"):
+        bf16 = SeriesPredictor(_checkpoint(tmp_path), **PLAIN, precision="bf16")
+        assert next(bf16.model.parameters()).dtype == torch.bfloat16
+        out = bf16(batch).to_pandas()
+        scale = np.abs(fp32.LSTM).max()
+        assert np.abs(out.LSTM - fp32.LSTM).max() < 0.02 * scale and not np.array_equal(out.LSTM, fp32.LSTM)
+    monkeypatch.setattr(model_module, "bf16_units", lambda device_type: False)
+    fallback = SeriesPredictor(_checkpoint(tmp_path), **PLAIN, precision="bf16")
+    assert next(fallback.model.parameters()).dtype == torch.float32
+    np.testing.assert_array_equal(fallback(batch).to_pandas().LSTM, fp32.LSTM)
