@@ -52,9 +52,14 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "FORECASTER_TEST_KILL_RANK"  # test-only fault hook, see _maybe_fail
 
 
-def _blocks(shard, spec: ModelSpec, settings: LoopSettings) -> Iterator[tuple[object, SeriesBlock]]:
-    """(series rows, their SeriesBlock) of this rank's shard, train.series_per_block series at a time."""
+def _blocks(shard, spec: ModelSpec, settings: LoopSettings, share: float = 1.0) -> Iterator[tuple[object, SeriesBlock]]:
+    """(series rows, their SeriesBlock) of this rank's shard, train.series_per_block series at a time;
+    with `share` < 1 only the `validated` series, chosen before any block is built."""
     for batch in shard.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow"):
+        if share < 1:
+            batch = batch.filter(pa.array(validated(batch[ID], share)))
+            if not batch.num_rows:
+                continue
         yield batch, SeriesBlock.from_batch(batch, spec.features)
 
 
@@ -189,12 +194,7 @@ def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device)
     loss = np.zeros(3)  # loss total, loss count, series
     by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
     kept = []
-    for batch, block in _blocks(shard, spec, settings):
-        if settings.validation_share < 1:
-            chosen = validated(batch[ID], settings.validation_share)
-            if not chosen.any():
-                continue
-            batch, block = batch.filter(pa.array(chosen)), block.take(chosen)
+    for batch, block in _blocks(shard, spec, settings, settings.validation_share):
         windows = validation_windows(block, spec)
         inputs, targets, mask = _to_tensors(windows, np.arange(len(windows)), device)
         prediction = member_mean(model(**inputs))  # an ensemble is scored by its mean forecast

@@ -188,6 +188,10 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
     if combine == "none":
         assert holdout.scores["mase_forecast"] == pytest.approx(holdout.scores["mase_lstm"])
     assert holdout.calibration is not None and len(holdout.calibration["quantiles"][0]) == 4
+    # train.max_validation_series: only the validated share of the series is scored
+    half = dataclasses.replace(settings, validation_share=0.5)
+    subset = _holdout_pass(build_model(spec), _Shard(rows), spec, half, torch.device("cpu"))
+    assert subset.scores["series"] == int(validated(rows["unique_id"], 0.5).sum()) < 6
 
 
 def test_weight_average_warms_up_then_keeps_the_decay():
