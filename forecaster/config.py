@@ -126,8 +126,8 @@ class TrainConfig:
 class PredictConfig:
     actors: int | None = setting(None, "Ray Data predictor actors; default cluster CPUs - 1 (at least 1)", minimum=1)
     batch_size: int = setting(4096, "series per map_batches call", minimum=1)
-    precision: str = setting("fp32", "fp32 | bf16: the predictor's network in bfloat16 weights where the device "
-                                     "has bf16 units (fp32 elsewhere)", choices=("fp32", "bf16"))
+    precision: str = setting("bf16", "bf16: the predictor's network in bfloat16 weights where the device has bf16 "
+                                     "units (fp32 elsewhere) | fp32", choices=("fp32", "bf16"))
 
 
 @dataclass
