@@ -88,8 +88,8 @@ class SeriesPredictor:
                  fallback: str, combine: str, levels: tuple[int, ...] = (), threads: int = 1, use_gpu: bool = False,
                  progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
-        model.combine, how the network's forecast is made from the LSTM and Theta (`weight`: the LSTM's
-        share, the one training chose for model.combine=fitted). `levels`: model.levels,
+        model.combine, how the network's forecast is made from the LSTM and Theta (self.weight: the LSTM's
+        share; for fitted, the one training chose, or the mean from a checkpoint without it). `levels`: model.levels,
         the intervals of `forecast` (NaN where the checkpoint holds no calibration for a level). `progress`: called
         with the number of series of each batch once it is forecast (forecaster.console.Tally).
         `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on. `precision`:
@@ -101,14 +101,15 @@ class SeriesPredictor:
         self.progress = progress
         self.freq, self.season, self.horizon = freq, season, horizon
         self.fallback = fallback
-        self.weight = combine_weights(combine)[0] if len(combine_weights(combine)) == 1 else 0.5
+        choices = combine_weights(combine)
+        self.weight = choices[0] if len(choices) == 1 else 0.5
         self.model = self.spec = None
         self.forecast_levels = tuple(levels)
         self.quantiles: dict[int, np.ndarray] = {}  # level -> (horizon,) calibrated scaled-error quantiles
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
                 weights, self.spec, calibration, weight = checkpoints.load_best(path)
-            if weight is not None:  # what training chose (fitted) or was told
+            if len(choices) > 1 and weight is not None:  # model.combine=fitted: what validation chose
                 self.weight = weight
             if calibration is not None:
                 self.quantiles = {level: np.asarray(q, dtype=float)

@@ -89,7 +89,7 @@ def test_combine_theta_averages_the_network_and_theta(tmp_path):
 
 @pytest.mark.parametrize("saved,model", [(0.8, "LSTM+Theta"), (1.0, "LSTM")])
 def test_the_weight_training_chose_makes_the_forecast(tmp_path, saved, model):
-    """model.combine=fitted: the checkpoint's combine_weight, not the config's method, weighs the LSTM."""
+    """model.combine=fitted: the checkpoint's combine_weight weighs the LSTM."""
     spec = model_spec(*SMALL, f"model.horizon={HORIZON}")
     checkpoint.save(str(tmp_path), build_model(spec), spec, state=checkpoint.TrainingState(combine_weight=saved))
     rng = np.random.default_rng(0)
@@ -98,6 +98,10 @@ def test_the_weight_training_chose_makes_the_forecast(tmp_path, saved, model):
                           **{**PLAIN, "combine": "fitted"})(batch).to_pandas()
     assert (out.model == model).all()
     np.testing.assert_allclose(out.forecast, saved * out.LSTM + (1 - saved) * out.Theta)
+    # a fixed method keeps its own weight whatever the checkpoint says (a rerun with another model.combine)
+    mean = SeriesPredictor(ray.train.Checkpoint.from_directory(str(tmp_path)),
+                           **{**PLAIN, "combine": "theta"})(batch).to_pandas()
+    np.testing.assert_allclose(mean.forecast, (mean.LSTM + mean.Theta) / 2)
 
 
 def test_a_checkpoint_without_a_weight_makes_the_mean_for_fitted(tmp_path):
