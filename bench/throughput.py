@@ -47,7 +47,7 @@ from forecaster import checkpoint as checkpoint_format  # noqa: E402
 from forecaster.columns import DS, ID, Y  # noqa: E402
 from forecaster.config import load_config  # noqa: E402
 from forecaster.covariates import feature_spec  # noqa: E402
-from forecaster.features import SeriesBlock, forecast_windows  # noqa: E402
+from forecaster.features import forecast_windows  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
 from forecaster.pipeline import clean_series, predict, predictor_options, validate_options, validate_series  # noqa: E402
 from forecaster.predict import SeriesPredictor  # noqa: E402
@@ -72,8 +72,8 @@ def write_series(directory: pathlib.Path, n_series: int, files: int, seed: int =
 
 def bare_training(cfg, clean, threads: int, epochs: int) -> float:
     """Windows/s of the job's own epoch (train.train_epoch: windows, steps, weight average) in this
-    process, without Ray Train: same model, batch size, threads, device and precision; the blocks are
-    built from the clean rows before the clock starts."""
+    process, without Ray Train: same model, batch size, threads, device and precision; the batches of
+    series rows are read before the clock starts (their blocks are built in the epoch, as in the loop)."""
     torch.set_num_threads(threads)
     device = torch.device("cuda" if cfg.train.use_gpu else "cpu")
     spec, settings = ModelSpec.from_config(cfg, feature_spec(cfg, clean.schema().base_schema)), \
@@ -83,12 +83,11 @@ def bare_training(cfg, clean, threads: int, epochs: int) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     ema = weight_average(model, settings.ema_decay)
     rng = np.random.default_rng(0)
-    blocks = [SeriesBlock.from_batch(batch, spec.features)
-              for batch in clean.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow")]
+    batches = list(clean.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow"))
     timings = []
     for _ in range(epochs):
         started = time.perf_counter()
-        _, windows = train_epoch(model, optimizer, minibatches(blocks, spec, settings, rng, settings.batch_size),
+        _, windows = train_epoch(model, optimizer, minibatches(batches, spec, settings, rng, settings.batch_size),
                                  spec, settings, device, ema)
         timings.append(windows / (time.perf_counter() - started))
     return float(np.median(timings[1:] if len(timings) > 1 else timings))

@@ -297,9 +297,12 @@ def series_stats(block: SeriesBlock, series: np.ndarray, end: np.ndarray,
     return window_stats(values, mask, scaler_type)
 
 
-def windows_of_each(series: int, windows_per_series: float, rng: np.random.Generator) -> np.ndarray | int:
-    """How many windows each of `series` series gets: `windows_per_series` itself when whole, else its
-    whole part plus one with probability of its fraction (the expected total is series x the rate)."""
+def windows_of_each(series: int, windows_per_series: float | np.ndarray, rng: np.random.Generator) -> np.ndarray | int:
+    """How many windows each of `series` series gets: `windows_per_series` itself when whole (or already
+    drawn per series, an array), else its whole part plus one with probability of its fraction (the
+    expected total is series x the rate)."""
+    if isinstance(windows_per_series, np.ndarray):
+        return windows_per_series
     if float(windows_per_series).is_integer():
         return int(windows_per_series)
     whole = int(windows_per_series)
@@ -327,7 +330,7 @@ def min_training_inputs(input_size: int, horizon: int) -> int:
     return min(input_size, max(2, horizon // 2))
 
 
-def training_windows(block: SeriesBlock, spec: ModelSpec, windows_per_series: float,
+def training_windows(block: SeriesBlock, spec: ModelSpec, windows_per_series: float | np.ndarray,
                      rng: np.random.Generator, whole: bool = False) -> Windows:
     """Random windows from the training part (all but the last `horizon` points) of each series, or
     with `whole` from the whole series (train.refit_epochs: the validation window has been used)

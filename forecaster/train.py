@@ -40,7 +40,7 @@ from forecaster.columns import FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
 from forecaster.evaluate import holdout_actual, mase, mase_scale, smape, validation_scores
-from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows
+from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows, windows_of_each
 from forecaster.model import autocast_bf16, build_model, masked_loss, member_mean, per_step_loss
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
@@ -52,10 +52,15 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "FORECASTER_TEST_KILL_RANK"  # test-only fault hook, see _maybe_fail
 
 
+def _batches(shard, settings: LoopSettings) -> Iterator[pa.Table]:
+    """This rank's shard of series rows, train.series_per_block series at a time."""
+    return shard.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow")
+
+
 def _blocks(shard, spec: ModelSpec, settings: LoopSettings, share: float = 1.0) -> Iterator[tuple[object, SeriesBlock]]:
     """(series rows, their SeriesBlock) of this rank's shard, train.series_per_block series at a time;
     with `share` < 1 only the `validated` series, chosen before any block is built."""
-    for batch in shard.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow"):
+    for batch in _batches(shard, settings):
         if share < 1:
             batch = batch.filter(pa.array(validated(batch[ID], share)))
             if not batch.num_rows:
@@ -87,12 +92,21 @@ def _all_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def minibatches(blocks: Iterable[SeriesBlock], spec: ModelSpec, settings: LoopSettings, rng: np.random.Generator,
+def minibatches(batches: Iterable[pa.Table], spec: ModelSpec, settings: LoopSettings, rng: np.random.Generator,
                 local_batch: int, whole: bool = False) -> Iterator[tuple[Windows, np.ndarray]]:
-    """(windows, rows of one step) from random training windows of each block in turn, shuffled
-    (`whole`: from whole series, features.training_windows)."""
-    for block in blocks:
-        windows = training_windows(block, spec, settings.windows_per_series, rng, whole)
+    """(windows, rows of one step) from random training windows of each batch of series rows in turn,
+    shuffled (`whole`: from whole series, features.training_windows). Under train.max_windows_per_epoch
+    (a fraction of a window per series) the series that draw no window this epoch are left out before
+    their block is built; the windows are the same as if they were not."""
+    for batch in batches:
+        counts = windows_of_each(batch.num_rows, settings.windows_per_series, rng)
+        if not isinstance(counts, int):
+            drawn = counts > 0
+            if not drawn.any():
+                continue
+            batch, counts = batch.filter(pa.array(drawn)), counts[drawn]
+        block = SeriesBlock.from_batch(batch, spec.features)
+        windows = training_windows(block, spec, counts, rng, whole)
         order = rng.permutation(len(windows))
         for i in range(0, len(order), local_batch):
             yield windows, order[i:i + local_batch]
@@ -314,8 +328,8 @@ def train_loop_per_worker(config: dict) -> None:
         rng = np.random.default_rng([settings.seed, rank, epoch])
         _maybe_fail(epoch, rank)
         started = time.perf_counter()
-        blocks = (block for _, block in _blocks(shard, spec, settings))
-        train_loss, windows = train_epoch(model, optimizer, minibatches(blocks, spec, settings, rng, local_batch),
+        train_loss, windows = train_epoch(model, optimizer,
+                                          minibatches(_batches(shard, settings), spec, settings, rng, local_batch),
                                           spec, settings, device, ema)
         train_seconds = time.perf_counter() - started
         holdout = _holdout_pass(scored, shard, spec, settings, device)
@@ -341,9 +355,9 @@ def train_loop_per_worker(config: dict) -> None:
         rng = np.random.default_rng([settings.seed, rank, epoch])
         _maybe_fail(epoch, rank)
         started = time.perf_counter()
-        blocks = (block for _, block in _blocks(shard, spec, settings))
         train_loss, windows = train_epoch(model, optimizer,
-                                          minibatches(blocks, spec, settings, rng, local_batch, whole=True),
+                                          minibatches(_batches(shard, settings), spec, settings, rng, local_batch,
+                                                      whole=True),
                                           spec, settings, device, ema)
         train_seconds = time.perf_counter() - started
         train_loss, windows = _all_sum([train_loss / world, float(windows)], device)

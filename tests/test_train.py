@@ -194,6 +194,36 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
     assert subset.scores["series"] == int(validated(rows["unique_id"], 0.5).sum()) < 6
 
 
+def test_an_epoch_under_the_cap_builds_blocks_only_for_series_that_draw_a_window(monkeypatch):
+    """train.max_windows_per_epoch: the series drawing no window this epoch are left out before their
+    block is built, and the windows are the ones the whole batch's block would have given."""
+    import dataclasses
+
+    import torch  # noqa: F401  (forecaster.train's dependencies)
+
+    from forecaster.features import SeriesBlock, training_windows
+    from forecaster.spec import LoopSettings
+    from forecaster.train import minibatches
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
+    settings = dataclasses.replace(LoopSettings.from_config(load_config(None, [])), windows_per_series=0.3)
+    rows = _batch({f"s{i}": np.arange(30.0) * (i + 1) for i in range(200)})
+    built = []
+    from_batch = SeriesBlock.from_batch
+    monkeypatch.setattr(SeriesBlock, "from_batch", lambda batch, features: built.append(batch.num_rows) or
+                        from_batch(batch, features))
+    steps = list(minibatches([rows], spec, settings, np.random.default_rng(5), local_batch=10_000))
+    monkeypatch.undo()
+    (windows, order), = steps
+    assert built == [len(windows)]  # one block, of the series that drew a window (one each under 1)
+    expected = training_windows(SeriesBlock.from_batch(rows, spec.features), spec, 0.3, np.random.default_rng(5))
+    assert 30 < len(windows) < 90  # about 0.3 x 200
+    np.testing.assert_array_equal(windows.inputs, expected.inputs)
+    np.testing.assert_array_equal(windows.targets, expected.targets)
+
+
 def test_weight_average_warms_up_then_keeps_the_decay():
     import torch
 
