@@ -33,6 +33,7 @@ from accuracy import Truth  # noqa: E402
 
 from forecaster.config import load_config  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
+from forecaster.spec import windows_per_series  # noqa: E402
 from forecaster.synthetic import seasonal_series  # noqa: E402
 
 SERIES_PER_FILE = 5000
@@ -76,7 +77,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         forecast = pd.read_parquet(out / "forecasts" / f"forecast_date={cfg.forecast_date}")
         metrics, timings = manifest["metrics"], manifest.get("timings_s", {})
-        rows.append((cap, min(cfg.train.windows_per_series, cap / args.series), metrics.get("epochs"),
+        rows.append((cap, windows_per_series(cfg, args.series), metrics.get("epochs"),
                      timings.get("train"), wall, truth.score(forecast, "forecast")["MASE"],
                      truth.score(forecast, "LSTM")["MASE"], metrics.get("val_series")))
         print(f"cap {cap}: {wall:.1f} s", flush=True)

@@ -115,18 +115,15 @@ def bare_inference(cfg, batches: list, checkpoint) -> tuple[float, float, list[p
     return time.perf_counter() - started, time.process_time() - cpu_started, forecasts
 
 
-def forward_limit(batches: list, checkpoint, precision: str = "fp32", batch: int = 8192) -> float:
+def forward_limit(cfg, batches: list, checkpoint, precision: str = "fp32", batch: int = 8192) -> float:
     """Series/s of the network's forward pass alone, the limit of any inference path on these cores: the
     predictor's model (predict.precision=`precision`: bf16 weights where the CPU has bf16 units) on the
     same blocks' forecast windows, made (and turned into tensors) before the clock starts, `batch` windows
     per call, as many torch threads as cores."""
-    torch.set_num_threads(os.cpu_count() or 1)
-    predictor = SeriesPredictor(checkpoint, freq="MS", season=12, horizon=18, fallback="none", combine="theta",
-                                precision=precision)
+    options = {**predictor_options(cfg), "threads": os.cpu_count() or 1, "precision": precision}
+    predictor = SeriesPredictor(checkpoint, **options)
     windows = [forecast_windows(predictor.block(b), predictor.spec) for b in batches]
-    inputs = [{k: torch.from_numpy(v).to(predictor.dtype if v.dtype == np.float32 else None)
-               for k, v in w.model_inputs(slice(i, i + batch)).items()}
-              for w in windows for i in range(0, len(w), batch)]
+    inputs = [predictor.network_inputs(w, slice(i, i + batch)) for w in windows for i in range(0, len(w), batch)]
     with torch.no_grad():
         predictor.model(**inputs[0])  # warm-up (one-off allocations, oneDNN kernels)
         started = time.perf_counter()
@@ -287,7 +284,7 @@ def main() -> None:
                                                                    batch_format="pyarrow"))
         bare_seconds, bare_cpu, forecasts = bare_inference(big, blocks, checkpoint)
         other = bare_other_steps(big, sorted((work / "infer").glob("*.parquet")), forecasts, work / "pred-bare")
-        forward = {"fp32": forward_limit(blocks, checkpoint), "bf16": forward_limit(blocks, checkpoint, "bf16")}
+        forward = {p: forward_limit(big, blocks, checkpoint, p) for p in ("fp32", "bf16")}
         print_inference(args.infer_series, ray_stages, startup, (bare_seconds, bare_cpu), other, forward)
         print(f"  (the first, cold run of the Ray path took {cold:.1f} s)")
     finally:

@@ -55,7 +55,7 @@ def summary_lines(manifest: dict) -> list[str]:
         validated, trained = metrics.get("val_series"), counts.get("trained_on")
         cap = (manifest.get("config") or {}).get("train", {}).get("max_validation_series")
         which = (f"of {validated} of the {trained} series (train.max_validation_series)"
-                 if validated and trained and cap and validated < trained and trained > cap else "of each series")
+                 if validated and trained and cap and trained > cap else "of each series")
         lines.append(f"validation MASE (last horizon {which}): " + ", ".join(
             f"{c} {validation[c]['mase']:.3f}" for c in shown if validation[c].get("mase") is not None)
             + f"; sMAPE forecast {validation['forecast']['smape']:.2f}")

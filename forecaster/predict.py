@@ -135,12 +135,15 @@ class SeriesPredictor:
         """Series rows -> a SeriesBlock with the covariates the checkpoint's model reads."""
         return SeriesBlock.from_batch(batch, self.spec.features if self.spec is not None else None)
 
+    def network_inputs(self, windows: Windows, rows=slice(None)) -> dict[str, torch.Tensor]:
+        """The network's keyword arguments for windows `rows`: on its device, floats in its dtype."""
+        return {k: torch.from_numpy(v).to(self.device, self.dtype if v.dtype == np.float32 else None)
+                for k, v in windows.model_inputs(rows).items()}
+
     @torch.no_grad()
     def _network(self, windows: Windows) -> np.ndarray:
         """(series, horizon, outputs) in original units; quantile outputs sorted per step."""
-        inputs = {k: torch.from_numpy(v).to(self.device, self.dtype if v.dtype == np.float32 else None)
-                  for k, v in windows.model_inputs().items()}
-        scaled = member_mean(self.model(**inputs)).float().cpu().numpy().astype(np.float64)
+        scaled = member_mean(self.model(**self.network_inputs(windows))).float().cpu().numpy().astype(np.float64)
         values = windows.unscale(scaled)
         if values.shape[-1] > 1:
             order = np.argsort(self.spec.quantiles)

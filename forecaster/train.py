@@ -190,6 +190,32 @@ def validated(ids: pa.ChunkedArray | pa.Array, share: float) -> np.ndarray:
     return hashes < share * 2.0 ** 32
 
 
+class _ForecastTally:
+    """The validation pass's sums for `forecast` = weight x LSTM + (1 - weight) x Theta, block by block:
+    (sum, count) per score of SCORES, the scaled-error histogram (intervals) and the worst series."""
+
+    def __init__(self, horizon: int, worst_series: int):
+        self.sums = np.zeros(2 * len(SCORES))
+        self.errors = np.zeros((horizon, intervals.BINS))
+        self.keep = worst_series
+        self.worst: list[tuple[float, str, float, float]] = []
+
+    def add(self, weight: float, ids, lstm, statistical, actual, scale, scores: dict) -> None:
+        forecast = network_forecast(lstm, statistical, weight)
+        scores.update(mase_forecast=mase(actual, forecast, scale), smape_forecast=smape(actual, forecast))
+        self.errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
+        for i, name in enumerate(SCORES):
+            defined = np.isfinite(scores[name])
+            self.sums[2 * i] += scores[name][defined].sum()
+            self.sums[2 * i + 1] += defined.sum()
+        if self.keep:
+            gap = scores["mase_forecast"] - scores["mase_seasonal_naive"]
+            names = ids.to_pylist()
+            self.worst = sorted(self.worst + [(float(gap[i]), names[i], float(scores["mase_forecast"][i]),
+                                               float(scores["mase_seasonal_naive"][i]))
+                                              for i in np.flatnonzero(np.isfinite(gap))], reverse=True)[:self.keep]
+
+
 @torch.no_grad()
 def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device) -> Holdout:
     """The network's loss and the scores (SCORES, and `series`: how many were validated) over the last
@@ -201,12 +227,13 @@ def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device)
     settings.levels (forecaster.intervals; None without a scaled error). MASE is averaged over series
     where it is defined.
 
-    The blocks' forecasts are kept until the weight is chosen (at most train.max_validation_series
-    series x horizon x 4 numbers in all)."""
+    A fixed weight scores each block as it comes; model.combine=fitted keeps the blocks' forecasts until
+    the weight is chosen (at most train.max_validation_series series x horizon x 4 numbers)."""
     model.eval()
     weights = np.asarray(combine_weights(settings.combine))
     loss = np.zeros(3)  # loss total, loss count, series
     by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
+    tally = _ForecastTally(spec.horizon, settings.worst_series)
     kept = []
     for batch, block in _blocks(shard, spec, settings, settings.validation_share):
         windows = validation_windows(block, spec)
@@ -225,26 +252,16 @@ def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device)
             for i, weight in enumerate(weights):
                 by_weight[i] += mase(actual, network_forecast(lstm, statistical, weight), scale)[defined].sum()
             by_weight[-1] += defined.sum()
-        kept.append((batch[ID].to_pylist(), lstm, statistical, actual, scale, scores))
+        part = (batch[ID], lstm, statistical, actual, scale, scores)
+        if len(weights) == 1:
+            tally.add(float(weights[0]), *part)
+        else:
+            kept.append(part)
     loss = _all_sum(loss.tolist(), device)
     weight = float(weights[np.argmin(_all_sum(by_weight.tolist(), device)[:-1])] if len(weights) > 1 else weights[0])
-    sums = np.zeros(2 * len(SCORES))  # (sum, count) per score
-    errors = np.zeros((spec.horizon, intervals.BINS))  # scaled absolute errors of `forecast`
-    worst: list[tuple[float, str, float, float]] = []
-    for ids, lstm, statistical, actual, scale, scores in kept:
-        forecast = network_forecast(lstm, statistical, weight)
-        scores.update(mase_forecast=mase(actual, forecast, scale), smape_forecast=smape(actual, forecast))
-        errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
-        for i, name in enumerate(SCORES):
-            defined = np.isfinite(scores[name])
-            sums[2 * i] += scores[name][defined].sum()
-            sums[2 * i + 1] += defined.sum()
-        if settings.worst_series:
-            gap = scores["mase_forecast"] - scores["mase_seasonal_naive"]
-            worst = sorted(worst + [(float(gap[i]), ids[i], float(scores["mase_forecast"][i]),
-                                     float(scores["mase_seasonal_naive"][i]))
-                                    for i in np.flatnonzero(np.isfinite(gap))], reverse=True)[:settings.worst_series]
-    sums = _all_sum(sums.tolist(), device)
+    for part in kept:
+        tally.add(weight, *part)
+    sums, errors, worst = _all_sum(tally.sums.tolist(), device), tally.errors, tally.worst
     means = {name: sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else None for i, name in enumerate(SCORES)}
     means["series"] = int(loss[2])
     counts = np.asarray(_all_sum(errors.reshape(-1).tolist(), device)).reshape(errors.shape)
@@ -322,19 +339,24 @@ def train_loop_per_worker(config: dict) -> None:
     if state.epoch < 0:  # where training begins: untrained, or the warm start's weights
         state.initial_val = _holdout_pass(scored, shard, spec, settings, device).loss
 
-    for epoch in range(state.epoch + 1, max_epochs):
-        if state.bad_epochs >= settings.patience:
-            break
+    def steps(epoch: int, whole: bool = False) -> tuple[float, float, float, float]:
+        """One pass of training steps over the shard: (mean loss over ranks, windows of all ranks, its
+        seconds, when it started)."""
         rng = np.random.default_rng([settings.seed, rank, epoch])
         _maybe_fail(epoch, rank)
         started = time.perf_counter()
-        train_loss, windows = train_epoch(model, optimizer,
-                                          minibatches(_batches(shard, settings), spec, settings, rng, local_batch),
-                                          spec, settings, device, ema)
-        train_seconds = time.perf_counter() - started
+        loss, windows = train_epoch(model, optimizer,
+                                    minibatches(_batches(shard, settings), spec, settings, rng, local_batch, whole),
+                                    spec, settings, device, ema)
+        seconds = time.perf_counter() - started
+        return *_all_sum([loss / world, float(windows)], device), seconds, started
+
+    for epoch in range(state.epoch + 1, max_epochs):
+        if state.bad_epochs >= settings.patience:
+            break
+        train_loss, windows, train_seconds, started = steps(epoch)
         holdout = _holdout_pass(scored, shard, spec, settings, device)
         val_loss = holdout.loss
-        train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
         if val_loss < state.best_val:
             state.best_val, state.bad_epochs, state.best_epoch, state.worst = val_loss, 0, epoch, holdout.worst
             state.best_model = copy.deepcopy(scored.state_dict())
@@ -352,15 +374,7 @@ def train_loop_per_worker(config: dict) -> None:
         if step == 0:
             _start_refit(plain, ema, state)
         epoch = state.epoch + 1 + step  # numbered after the epochs of early stopping
-        rng = np.random.default_rng([settings.seed, rank, epoch])
-        _maybe_fail(epoch, rank)
-        started = time.perf_counter()
-        train_loss, windows = train_epoch(model, optimizer,
-                                          minibatches(_batches(shard, settings), spec, settings, rng, local_batch,
-                                                      whole=True),
-                                          spec, settings, device, ema)
-        train_seconds = time.perf_counter() - started
-        train_loss, windows = _all_sum([train_loss / world, float(windows)], device)
+        train_loss, windows, train_seconds, started = steps(epoch, whole=True)
         state.refit_done = step + 1
         state.best_model = copy.deepcopy(scored.state_dict())  # what forecasts use: nothing is left to validate on
         _report(epoch, train_loss, None, windows, train_seconds, started, state, ema, plain, optimizer, spec,

@@ -199,8 +199,6 @@ def test_an_epoch_under_the_cap_builds_blocks_only_for_series_that_draw_a_window
     block is built, and the windows are the ones the whole batch's block would have given."""
     import dataclasses
 
-    import torch  # noqa: F401  (forecaster.train's dependencies)
-
     from forecaster.features import SeriesBlock, training_windows
     from forecaster.spec import LoopSettings
     from forecaster.train import minibatches
