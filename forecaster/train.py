@@ -466,6 +466,26 @@ def _progress(metrics: dict, improved: bool) -> None:
     )
 
 
+class SeriesShards(ray.train.DataConfig):
+    """Each rank's shard of the series rows: a contiguous share of near-equal size (at most one series
+    apart), every series on exactly one rank, cut by `Dataset.split_at_indices` once per attempt.
+
+    Ray Train's default, `streaming_split(equal=True)`, drops up to world_size - 1 rows so that every
+    shard is the same size (here: series never trained on, validated or scored) and starts a split
+    coordinator actor for each run; the loop needs neither (it keeps ranks in step however uneven the
+    shards, train_epoch). Ray Train calls `configure` again for each attempt, with the attempt's world size.
+    """
+
+    def configure(self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs) -> list[dict]:
+        shards: list[dict] = [{} for _ in range(world_size)]
+        for name, dataset in datasets.items():
+            rows = dataset.count()
+            cuts = [rows * rank // world_size for rank in range(1, world_size)]
+            for rank, part in enumerate(dataset.split_at_indices(cuts) if cuts else [dataset]):
+                shards[rank][name] = part.iterator()
+        return shards
+
+
 def scaling(cfg: Config) -> int | tuple[int, int]:
     """ScalingConfig's num_workers: fixed, or (train.min_workers, train.num_workers) for Ray Train's
     elastic training, which starts (and restarts after a lost node) with as many workers as the cluster
@@ -517,5 +537,6 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
             callbacks=callbacks,
         ),
         datasets={"train": train_ds},
+        dataset_config=SeriesShards(),
     )
     return trainer.fit()

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from forecaster.runtime import QUIET_ENV, worker_env_vars
+from forecaster.runtime import RAY_ENV, worker_env_vars
 
-for _key, _value in QUIET_ENV.items():
+for _key, _value in RAY_ENV.items():
     os.environ.setdefault(_key, _value)
 
 

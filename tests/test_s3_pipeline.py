@@ -126,12 +126,12 @@ def test_rerun_same_date_replaces_the_partition(s3_server, s3_run):
 
 def test_worker_env_vars_pass_storage_settings_but_not_what_the_job_sets():
     """No Ray: what forecaster.runtime.init_ray gives the workers through runtime_env["env_vars"]."""
-    from forecaster.runtime import QUIET_ENV, worker_env_vars
+    from forecaster.runtime import RAY_ENV, worker_env_vars
 
-    environ = {**QUIET_ENV, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": "http://e",
+    environ = {**RAY_ENV, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": "http://e",
                "AWS_SESSION_TOKEN": "", "STORAGE_EMULATOR_HOST": "http://g", "HOME": "/root", "PATH": "/bin"}
     # credentials are never forwarded: Ray logs runtime_env values (see tests/test_secrets.py)
-    assert worker_env_vars(environ) == {**QUIET_ENV, "AWS_ENDPOINT_URL": "http://e",
+    assert worker_env_vars(environ) == {**RAY_ENV, "AWS_ENDPOINT_URL": "http://e",
                                         "STORAGE_EMULATOR_HOST": "http://g"}
     # inside `ray job submit`: Ray refuses to merge two runtime_envs that name the same variable
     job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip",
