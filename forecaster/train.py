@@ -57,15 +57,27 @@ def _batches(shard, settings: LoopSettings) -> Iterator[pa.Table]:
     return shard.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow")
 
 
-def _blocks(shard, spec: ModelSpec, settings: LoopSettings, share: float = 1.0) -> Iterator[tuple[object, SeriesBlock]]:
-    """(series rows, their SeriesBlock) of this rank's shard, train.series_per_block series at a time;
-    with `share` < 1 only the `validated` series, chosen before any block is built."""
-    for batch in _batches(shard, settings):
-        if share < 1:
-            batch = batch.filter(pa.array(validated(batch[ID], share)))
-            if not batch.num_rows:
-                continue
-        yield batch, SeriesBlock.from_batch(batch, spec.features)
+class ValidationRows:
+    """This rank's validated series rows (all, or the `validated` share beyond train.max_validation_series),
+    train.series_per_block series at a time. The first pass reads them from the shard and keeps them, so
+    later passes do not stream the whole shard again to find them: at most train.max_validation_series
+    series are kept over all ranks, as Arrow rows."""
+
+    def __init__(self, shard, settings: LoopSettings):
+        self.shard, self.settings, self.kept = shard, settings, None
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept, share = [], self.settings.validation_share
+        for batch in _batches(self.shard, self.settings):
+            if share < 1:
+                batch = batch.filter(pa.array(validated(batch[ID], share)))
+            if batch.num_rows:
+                kept.append(batch)
+                yield batch
+        self.kept = kept
 
 
 def _to_tensors(windows: Windows, rows: np.ndarray, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -217,7 +229,7 @@ class _ForecastTally:
 
 
 @torch.no_grad()
-def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device) -> Holdout:
+def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSettings, device) -> Holdout:
     """The network's loss and the scores (SCORES, and `series`: how many were validated) over the last
     `horizon` points of every series of all shards (of the `validated` ones beyond
     train.max_validation_series); the LSTM's weight in `forecast` (model.combine: fixed, or the one of
@@ -235,7 +247,8 @@ def _holdout_pass(model, shard, spec: ModelSpec, settings: LoopSettings, device)
     by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
     tally = _ForecastTally(spec.horizon, settings.worst_series)
     kept = []
-    for batch, block in _blocks(shard, spec, settings, settings.validation_share):
+    for batch in rows:
+        block = SeriesBlock.from_batch(batch, spec.features)
         windows = validation_windows(block, spec)
         inputs, targets, mask = _to_tensors(windows, np.arange(len(windows)), device)
         prediction = member_mean(model(**inputs))  # an ensemble is scored by its mean forecast
@@ -336,8 +349,9 @@ def train_loop_per_worker(config: dict) -> None:
     # where this attempt runs: the node of each rank (an attempt after a failure may run elsewhere)
     state.placement = [*state.placement, _all_gather(ray.get_runtime_context().get_node_id())]
     diagnostics = _shard_diagnostics(shard, settings) if settings.diagnostics else {}
+    validation_rows = ValidationRows(shard, settings)
     if state.epoch < 0:  # where training begins: untrained, or the warm start's weights
-        state.initial_val = _holdout_pass(scored, shard, spec, settings, device).loss
+        state.initial_val = _holdout_pass(scored, validation_rows, spec, settings, device).loss
 
     def steps(epoch: int, whole: bool = False) -> tuple[float, float, float, float]:
         """One pass of training steps over the shard: (mean loss over ranks, windows of all ranks, its
@@ -355,7 +369,7 @@ def train_loop_per_worker(config: dict) -> None:
         if state.bad_epochs >= settings.patience:
             break
         train_loss, windows, train_seconds, started = steps(epoch)
-        holdout = _holdout_pass(scored, shard, spec, settings, device)
+        holdout = _holdout_pass(scored, validation_rows, spec, settings, device)
         val_loss = holdout.loss
         if val_loss < state.best_val:
             state.best_val, state.bad_epochs, state.best_epoch, state.worst = val_loss, 0, epoch, holdout.worst
@@ -466,26 +480,6 @@ def _progress(metrics: dict, improved: bool) -> None:
     )
 
 
-class SeriesShards(ray.train.DataConfig):
-    """Each rank's shard of the series rows: a contiguous share of near-equal size (at most one series
-    apart), every series on exactly one rank, cut by `Dataset.split_at_indices` once per attempt.
-
-    Ray Train's default, `streaming_split(equal=True)`, drops up to world_size - 1 rows so that every
-    shard is the same size (here: series never trained on, validated or scored) and starts a split
-    coordinator actor for each run; the loop needs neither (it keeps ranks in step however uneven the
-    shards, train_epoch). Ray Train calls `configure` again for each attempt, with the attempt's world size.
-    """
-
-    def configure(self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs) -> list[dict]:
-        shards: list[dict] = [{} for _ in range(world_size)]
-        for name, dataset in datasets.items():
-            rows = dataset.count()
-            cuts = [rows * rank // world_size for rank in range(1, world_size)]
-            for rank, part in enumerate(dataset.split_at_indices(cuts) if cuts else [dataset]):
-                shards[rank][name] = part.iterator()
-        return shards
-
-
 def scaling(cfg: Config) -> int | tuple[int, int]:
     """ScalingConfig's num_workers: fixed, or (train.min_workers, train.num_workers) for Ray Train's
     elastic training, which starts (and restarts after a lost node) with as many workers as the cluster
@@ -537,6 +531,5 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
             callbacks=callbacks,
         ),
         datasets={"train": train_ds},
-        dataset_config=SeriesShards(),
     )
     return trainer.fit()

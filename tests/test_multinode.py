@@ -8,12 +8,14 @@ on a real cluster (worker processes take their environment from their node, not 
 What is proven: a job submitted with `ray job submit` runs its training ranks and predictor actors on the
 worker nodes and records where (`placement` in the manifest); a worker node killed while training runs is
 survived (training resumes from the last checkpoint on the node that is left, the manifest counts the
-restart, every series ends up forecast or rejected); a local output path on a cluster of several nodes
-stops the run before training with an error that says why.
+restart, every series ends up forecast or rejected); a worker node killed while the forecasts are predicted
+and written leaves the whole partition committed or none, never part of one; a local output path on a
+cluster of several nodes stops the run before training with an error that says why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from forecaster.synthetic import seasonal_series
-from tests.raycluster import VENV_BIN, cmdline, pids_naming, ray_env, running_cluster
+from tests.raycluster import TERMINAL, VENV_BIN, cmdline, pids_naming, ray_env, running_cluster
 
 pytestmark = pytest.mark.ray
 
@@ -117,6 +119,21 @@ def _checkpoints(bucket: str) -> list[str]:
     return [p for p in _fs().find(f"{bucket}/out/checkpoints") if p.endswith("model.pt")]
 
 
+@contextlib.contextmanager
+def _node_lost(cluster, victim, s3_server):
+    """Kill `victim` (the whole node at once: raylet, object store, workers), then, whatever the test found,
+    start a new worker node in its place so that later tests see three nodes."""
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait()
+    try:
+        yield
+    finally:
+        cluster.workers.remove(victim)
+        victim.stop()
+        cluster.wait_for_nodes(2)  # the head sees the lost node dead before a new one joins
+        cluster.add_worker(num_cpus=2, env={"AWS_ENDPOINT_URL": s3_server.endpoint})
+
+
 def test_a_worker_node_lost_while_training_is_survived(cluster, s3_server):
     """Kill the node of a training rank once a checkpoint exists: the job resumes from it on the node
     that is left. The lost node is started again afterwards so that later tests see three nodes."""
@@ -134,15 +151,8 @@ def test_a_worker_node_lost_while_training_is_survived(cluster, s3_server):
     victims = [node for node in cluster.workers if any(node.started(pid) for pid in ranks)]
     assert victims, f"no training rank found on a worker node ({len(ranks)} rank processes)"
     victim = victims[0]
-    os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole node at once: raylet, object store, workers
-    victim.proc.wait()
-    try:
+    with _node_lost(cluster, victim, s3_server):
         _finished(cluster, job_id)
-    finally:
-        cluster.workers.remove(victim)
-        victim.stop()
-        cluster.wait_for_nodes(2)  # the head sees the lost node dead before a new one joins
-        cluster.add_worker(num_cpus=2, env={"AWS_ENDPOINT_URL": s3_server.endpoint})
 
     manifest = _manifest(bucket)
     assert manifest["metrics"]["restarts"] >= 1
@@ -150,6 +160,35 @@ def test_a_worker_node_lost_while_training_is_survived(cluster, s3_server):
     assert len(attempts) >= 2  # the first attempt and the one after the node was lost
     assert manifest["counts"]["forecast"] == 64 and manifest["counts"]["rejected"] == 0
     assert _forecast_ids(bucket) == ids
+
+
+def test_a_worker_node_lost_while_predicting_leaves_the_whole_partition_or_none(cluster, s3_server):
+    """Kill the node of a predictor actor as soon as one runs (3000 series in blocks of 64, so most are
+    still to come): Ray Data retries the lost blocks on the node that is left and the job commits every
+    series, or the job fails and commits no partition. Never a partial one."""
+    bucket, series = s3_server.bucket("predictloss"), 3000
+    ids = _upload(bucket, series=series, length=48)
+    job_id = _submit(cluster, bucket, "train.max_epochs=1", "train.windows_per_series=1", "predict.batch_size=64",
+                     "report.enabled=false")
+    deadline, victim = time.monotonic() + 300, None
+    while victim is None:
+        status = cluster.job_status(job_id)
+        assert status not in TERMINAL, f"ended {status} before a predictor ran:\n{cluster.job_logs(job_id)[-6000:]}"
+        assert time.monotonic() < deadline, f"no predictor after 300 s:\n{cluster.job_logs(job_id)[-6000:]}"
+        predictors = [pid for pid in pids_naming("MapWorker") if cmdline(pid).startswith(b"ray::MapWorker")]
+        victim = next((node for node in cluster.workers if any(node.started(pid) for pid in predictors)), None)
+        time.sleep(0.05)
+    with _node_lost(cluster, victim, s3_server):
+        status = cluster.wait_for_job(job_id, JOB_TIMEOUT_S)
+
+    partition = f"{bucket}/out/forecasts/forecast_date={DATE}"
+    written = [p for p in _fs().find(partition) if p.endswith(".parquet")]
+    if status == "SUCCEEDED":
+        assert _forecast_ids(bucket) == ids
+        assert sum(pq.read_metadata(p, filesystem=_fs()).num_rows for p in written) == series * HORIZON
+        assert _manifest(bucket)["counts"]["forecast"] == series
+    else:
+        assert status == "FAILED" and written == [], (status, written)
 
 
 def test_a_local_output_path_on_a_multi_node_cluster_stops_before_training(cluster, s3_server, tmp_path):

@@ -43,27 +43,26 @@ def _clean(cfg):
     return clean_series(validate_series(cfg, read_series(cfg)))
 
 
-def test_ddp_ranks_split_every_series_keep_identical_parameters_and_match_one_worker(ray_session, data_dir,
+def test_ddp_ranks_get_disjoint_shards_keep_identical_parameters_and_match_one_worker(ray_session, data_dir,
                                                                                       tmp_path):
-    """39 series on 2 ranks: disjoint shards of 19 and 20 that hold every series (Ray Train's default
-    split drops one to make them equal), identical parameters after the all-reduced steps, validation on
-    train.max_validation_series of them (the same subset on both ranks), and about the validation loss
-    of one worker."""
+    """40 series on 2 ranks: disjoint shards of 20, identical parameters after the all-reduced steps,
+    validation on train.max_validation_series of them (the same subset on both ranks), and about the
+    validation loss of one worker."""
     results = {}
     for workers in (1, 2):
         cfg = _cfg(data_dir, tmp_path / str(workers), f"train.num_workers={workers}", "train.max_epochs=6",
                    "train.patience=10", "train.diagnostics=true", f"run.name=w{workers}",
                    "train.max_validation_series=10")
-        clean = _clean(cfg).limit(39).materialize()
+        clean = _clean(cfg)
         results[workers] = fit(cfg, clean).metrics
     metrics = results[2]
     assert metrics["shard_overlap"] == 0
-    assert sorted(metrics["shard_sizes"]) == [19, 20] and results[1]["shard_sizes"] == [39]
+    assert metrics["shard_sizes"] == [20, 20] and results[1]["shard_sizes"] == [40]
     first, second = metrics["param_checksums"]
     assert first == pytest.approx(second, rel=1e-9, abs=1e-9)  # all-reduced gradients, same steps
     ids = pa.array(sorted(clean.to_pandas()["unique_id"]))
-    assert metrics["val_series"] == results[1]["val_series"] == int(validated(ids, 10 / 39).sum())
-    assert 0 < metrics["val_series"] < 39
+    assert metrics["val_series"] == results[1]["val_series"] == int(validated(ids, 10 / 40).sum())
+    assert 0 < metrics["val_series"] < 40
     assert metrics["best_val_loss"] == pytest.approx(results[1]["best_val_loss"], rel=0.15)
 
 
@@ -155,9 +154,10 @@ class _Shard:
     """A Ray Data shard's iter_batches over one pyarrow table, for the loop's functions without Ray."""
 
     def __init__(self, table):
-        self.table = table
+        self.table, self.passes = table, 0
 
     def iter_batches(self, batch_size, batch_format):
+        self.passes += 1
         for start in range(0, self.table.num_rows, batch_size):
             yield self.table.slice(start, batch_size)
 
@@ -173,7 +173,7 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
 
     from forecaster.model import build_model
     from forecaster.spec import LoopSettings
-    from forecaster.train import _holdout_pass
+    from forecaster.train import ValidationRows, _holdout_pass
     from tests.specs import SMALL, model_spec
     from tests.test_predict import _batch
 
@@ -182,7 +182,8 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
     settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)  # two blocks
     torch.manual_seed(0)
     rows = _batch({f"line{i}": 10.0 * i + (1 + i) * np.arange(30.0) for i in range(6)})
-    holdout = _holdout_pass(build_model(spec), _Shard(rows), spec, settings, torch.device("cpu"))
+    holdout = _holdout_pass(build_model(spec), ValidationRows(_Shard(rows), settings), spec, settings,
+                            torch.device("cpu"))
     assert holdout.weight == weight and holdout.scores["series"] == 6
     if combine == "fitted":
         assert holdout.scores["mase_forecast"] == pytest.approx(holdout.scores["mase_theta"])
@@ -192,8 +193,27 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
     assert holdout.calibration is not None and len(holdout.calibration["quantiles"][0]) == 4
     # train.max_validation_series: only the validated share of the series is scored
     half = dataclasses.replace(settings, validation_share=0.5)
-    subset = _holdout_pass(build_model(spec), _Shard(rows), spec, half, torch.device("cpu"))
+    subset = _holdout_pass(build_model(spec), ValidationRows(_Shard(rows), half), spec, half, torch.device("cpu"))
     assert subset.scores["series"] == int(validated(rows["unique_id"], 0.5).sum()) < 6
+
+
+def test_validation_reads_its_series_from_the_shard_once_and_keeps_only_the_validated():
+    import dataclasses
+
+    from forecaster.spec import LoopSettings
+    from forecaster.train import ValidationRows
+    from tests.test_predict import _batch
+
+    rows = _batch({f"s{i}": np.arange(30.0) + i for i in range(40)})
+    settings = dataclasses.replace(LoopSettings.from_config(load_config(None, ["data.freq=MS"]), 40),
+                                   series_per_block=8, validation_share=0.5)
+    shard = _Shard(rows)
+    kept = ValidationRows(shard, settings)
+    first = [b["unique_id"].to_pylist() for b in kept]
+    second = [b["unique_id"].to_pylist() for b in kept]
+    assert first == second and shard.passes == 1
+    expected = rows["unique_id"].filter(pa.array(validated(rows["unique_id"], 0.5))).to_pylist()
+    assert [i for ids in first for i in ids] == expected and 0 < len(expected) < 40
 
 
 def test_an_epoch_under_the_cap_builds_blocks_only_for_series_that_draw_a_window(monkeypatch):
