@@ -93,7 +93,8 @@ def test_nightly_job_via_ray_job_submit(ray_head, tmp_path):
     names = {p.name for p in unpacked[0].iterdir()}
     assert {"forecaster", "jobs", "pyproject.toml"} <= names, names
     assert not names & {".venv", "out", ".git"}, names
-    assert not (unpacked[0] / "bench" / "work").exists()
+    # no file of bench/work (a developer's bench output): Ray may still create the ignored folder, empty
+    assert not [p for p in (unpacked[0] / "bench" / "work").rglob("*") if p.is_file()]
 
 
 def test_driver_endpoint_reaches_the_workers_of_a_running_cluster_credentials_do_not(ray_head, s3_server,
