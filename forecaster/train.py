@@ -353,9 +353,8 @@ def train_loop_per_worker(config: dict) -> None:
     if state.epoch < 0:  # where training begins: untrained, or the warm start's weights
         state.initial_val = _holdout_pass(scored, validation_rows, spec, settings, device).loss
 
-    def steps(epoch: int, whole: bool = False) -> tuple[float, float, float, float]:
-        """One pass of training steps over the shard: (mean loss over ranks, windows of all ranks, its
-        seconds, when it started)."""
+    def steps(epoch: int, whole: bool = False) -> EpochSteps:
+        """One pass of training steps over the shard (`whole`: windows from whole series)."""
         rng = np.random.default_rng([settings.seed, rank, epoch])
         _maybe_fail(epoch, rank)
         started = time.perf_counter()
@@ -363,12 +362,14 @@ def train_loop_per_worker(config: dict) -> None:
                                     minibatches(_batches(shard, settings), spec, settings, rng, local_batch, whole),
                                     spec, settings, device, ema)
         seconds = time.perf_counter() - started
-        return *_all_sum([loss / world, float(windows)], device), seconds, started
+        loss, windows = _all_sum([loss / world, float(windows)], device)
+        return EpochSteps(epoch, loss, windows, seconds, started)
 
+    worker = _Worker(plain, ema, optimizer, spec, settings, rank, diagnostics)
     for epoch in range(state.epoch + 1, max_epochs):
         if state.bad_epochs >= settings.patience:
             break
-        train_loss, windows, train_seconds, started = steps(epoch)
+        done = steps(epoch)
         holdout = _holdout_pass(scored, validation_rows, spec, settings, device)
         val_loss = holdout.loss
         if val_loss < state.best_val:
@@ -379,8 +380,7 @@ def train_loop_per_worker(config: dict) -> None:
         else:
             state.bad_epochs += 1
         state.epoch = epoch
-        _report(epoch, train_loss, val_loss, windows, train_seconds, started, state, ema, plain, optimizer, spec,
-                settings, diagnostics, rank)
+        _report(worker, state, done, val_loss)
 
     # train.refit_epochs: the best weights go on learning from whole series, the validation window included
     refit_epochs = settings.refit_epochs if state.best_model is not None else 0
@@ -388,11 +388,10 @@ def train_loop_per_worker(config: dict) -> None:
         if step == 0:
             _start_refit(plain, ema, state)
         epoch = state.epoch + 1 + step  # numbered after the epochs of early stopping
-        train_loss, windows, train_seconds, started = steps(epoch, whole=True)
+        done = steps(epoch, whole=True)
         state.refit_done = step + 1
         state.best_model = copy.deepcopy(scored.state_dict())  # what forecasts use: nothing is left to validate on
-        _report(epoch, train_loss, None, windows, train_seconds, started, state, ema, plain, optimizer, spec,
-                settings, diagnostics, rank)
+        _report(worker, state, done, None)
 
 
 def _start_refit(plain, ema, state: TrainingState) -> None:
@@ -402,23 +401,47 @@ def _start_refit(plain, ema, state: TrainingState) -> None:
         ema.module.load_state_dict(state.best_model)
 
 
-def _report(epoch: int, train_loss: float, val_loss: float | None, windows: float, train_seconds: float,
-            started: float, state: TrainingState, ema, plain, optimizer, spec: ModelSpec, settings: LoopSettings,
-            diagnostics: dict, rank: int) -> None:
+@dataclass
+class EpochSteps:
+    """One pass of training steps over the shard."""
+
+    epoch: int
+    loss: float  # mean over steps and ranks
+    windows: float  # stepped on, all ranks
+    seconds: float  # of the steps
+    started: float  # perf_counter() when they began: the epoch's time runs to its report
+
+
+@dataclass
+class _Worker:
+    """What one rank trains and reports: the model (unwrapped), its weight average, the optimiser, the
+    spec and settings it runs under, its rank and its shard diagnostics (train.diagnostics)."""
+
+    plain: torch.nn.Module
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    spec: ModelSpec
+    settings: LoopSettings
+    rank: int
+    diagnostics: dict
+
+
+def _report(worker: _Worker, state: TrainingState, done: EpochSteps, val_loss: float | None) -> None:
     """One epoch's metrics and checkpoint to Ray Train (val_loss None: a refit epoch, nothing held out)."""
-    state.history = [*state.history, {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                      "seconds": time.perf_counter() - started}]
+    epoch, ema = done.epoch, worker.ema
+    state.history = [*state.history, {"epoch": epoch, "train_loss": done.loss, "val_loss": val_loss,
+                                      "seconds": time.perf_counter() - done.started}]
     state.ema = ema.state_dict() if ema is not None else None
     metrics = {
         "epoch": epoch,
-        "train_loss": train_loss,
+        "train_loss": done.loss,
         "val_loss": val_loss,
         "best_val_loss": state.best_val,
-        "windows": int(windows),
+        "windows": int(done.windows),
         "restarts": state.restarts,
         "warm_started": state.warm_started,
-        "train_seconds": train_seconds,
-        "epoch_seconds": time.perf_counter() - started,
+        "train_seconds": done.seconds,
+        "epoch_seconds": time.perf_counter() - done.started,
         "history": state.history,  # every epoch so far, the resumed ones included
         "best_epoch": state.best_epoch,
         "refit_epochs": state.refit_done,
@@ -429,14 +452,14 @@ def _report(epoch: int, train_loss: float, val_loss: float | None, windows: floa
         "combine_weight": state.combine_weight,  # of the best epoch: the LSTM's weight in `forecast`
         **state.best_scores,
     }
-    if diagnostics:  # evidence that DDP works, for tests and debugging (train.diagnostics)
-        metrics.update(diagnostics, param_checksums=_param_checksums(plain))
-    if rank == 0:
+    if worker.diagnostics:  # evidence that DDP works, for tests and debugging (train.diagnostics)
+        metrics.update(worker.diagnostics, param_checksums=_param_checksums(worker.plain))
+    if worker.rank == 0:
         _progress(metrics, improved=state.bad_epochs == 0 and val_loss is not None)
     with tempfile.TemporaryDirectory() as tmp:
         saved = None
-        if rank == 0:
-            checkpoint.save(tmp, plain, spec, settings, optimizer, state)
+        if worker.rank == 0:
+            checkpoint.save(tmp, worker.plain, worker.spec, worker.settings, worker.optimizer, state)
             saved = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=saved)
 
