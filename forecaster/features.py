@@ -297,12 +297,9 @@ def series_stats(block: SeriesBlock, series: np.ndarray, end: np.ndarray,
     return window_stats(values, mask, scaler_type)
 
 
-def windows_of_each(series: int, windows_per_series: float | np.ndarray, rng: np.random.Generator) -> np.ndarray | int:
-    """How many windows each of `series` series gets: `windows_per_series` itself when whole (or already
-    drawn per series, an array), else its whole part plus one with probability of its fraction (the
-    expected total is series x the rate)."""
-    if isinstance(windows_per_series, np.ndarray):
-        return windows_per_series
+def windows_of_each(series: int, windows_per_series: float, rng: np.random.Generator) -> np.ndarray | int:
+    """How many windows each of `series` series gets: `windows_per_series` itself when whole, else its
+    whole part plus one with probability of its fraction (the expected total is series x the rate)."""
     if float(windows_per_series).is_integer():
         return int(windows_per_series)
     whole = int(windows_per_series)
@@ -330,13 +327,12 @@ def min_training_inputs(input_size: int, horizon: int) -> int:
     return min(input_size, max(2, horizon // 2))
 
 
-def training_windows(block: SeriesBlock, spec: ModelSpec, windows_per_series: float | np.ndarray,
-                     rng: np.random.Generator, whole: bool = False) -> Windows:
-    """Random windows from the training part (all but the last `horizon` points) of each series, or
-    with `whole` from the whole series (train.refit_epochs: the validation window has been used)
-    (`windows_per_series` may be a fraction: see windows_of_each)."""
+def training_windows(block: SeriesBlock, spec: ModelSpec, counts: int | np.ndarray, rng: np.random.Generator,
+                     whole: bool = False) -> Windows:
+    """`counts` random windows from the training part (all but the last `horizon` points) of each series
+    (one count for all, or one per series: windows_of_each draws them for a fractional rate), or with
+    `whole` from the whole series (train.refit_epochs: the validation window has been used)."""
     train_lengths = block.lengths - (0 if whole else spec.horizon)
-    counts = windows_of_each(len(block), windows_per_series, rng)
     series, cutoffs = training_cutoffs(train_lengths, spec.horizon, counts, rng,
                                        min_training_inputs(spec.input_size, spec.horizon))
     return make_windows(block, series, cutoffs, train_lengths[series], spec)

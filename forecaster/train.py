@@ -475,8 +475,7 @@ def _all_gather(value) -> list:
 
 def _shard_diagnostics(shard, settings: LoopSettings) -> dict:
     """How many series each rank's shard holds and how many ids two shards share (should be 0)."""
-    ids = [i for b in shard.iter_batches(batch_size=settings.series_per_block, batch_format="pyarrow")
-           for i in b[ID].to_pylist()]
+    ids = [i for b in _batches(shard, settings) for i in b[ID].to_pylist()]
     sets = [set(g) for g in _all_gather(ids)]
     overlap = sum(len(a & b) for i, a in enumerate(sets) for b in sets[i + 1:])
     return {"shard_sizes": [len(s) for s in sets], "shard_overlap": overlap}

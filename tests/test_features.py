@@ -221,8 +221,10 @@ def test_a_fractional_rate_gives_that_many_windows_on_average():
     assert set(np.unique(counts)) == {2, 3} and counts.mean() == pytest.approx(2.25, abs=0.02)
     assert windows_of_each(5, 4.0, np.random.default_rng(0)) == 4  # whole: no draw, the stream stays as it was
     block = _block(*[np.arange(40.0) + i for i in range(50)])
-    whole = training_windows(block, _spec(8, 4), 4.0, np.random.default_rng(1))
-    same = training_windows(block, _spec(8, 4), 4, np.random.default_rng(1))
+    drawn, plain = np.random.default_rng(1), np.random.default_rng(1)
+    whole = training_windows(block, _spec(8, 4), windows_of_each(len(block), 4.0, drawn), drawn)
+    same = training_windows(block, _spec(8, 4), 4, plain)
     np.testing.assert_array_equal(whole.inputs, same.inputs)
-    few = training_windows(block, _spec(8, 4), 0.5, np.random.default_rng(1))
+    rng = np.random.default_rng(1)
+    few = training_windows(block, _spec(8, 4), windows_of_each(len(block), 0.5, rng), rng)
     assert 10 < len(few) < 40

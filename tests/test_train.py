@@ -221,7 +221,7 @@ def test_an_epoch_under_the_cap_builds_blocks_only_for_series_that_draw_a_window
     block is built, and the windows are the ones the whole batch's block would have given."""
     import dataclasses
 
-    from forecaster.features import SeriesBlock, training_windows
+    from forecaster.features import SeriesBlock, training_windows, windows_of_each
     from forecaster.spec import LoopSettings
     from forecaster.train import minibatches
     from tests.specs import SMALL, model_spec
@@ -238,7 +238,8 @@ def test_an_epoch_under_the_cap_builds_blocks_only_for_series_that_draw_a_window
     monkeypatch.undo()
     (windows, order), = steps
     assert built == [len(windows)]  # one block, of the series that drew a window (one each under 1)
-    expected = training_windows(SeriesBlock.from_batch(rows, spec.features), spec, 0.3, np.random.default_rng(5))
+    rng = np.random.default_rng(5)  # the same draws, on the whole batch's block
+    expected = training_windows(SeriesBlock.from_batch(rows, spec.features), spec, windows_of_each(200, 0.3, rng), rng)
     assert 30 < len(windows) < 90  # about 0.3 x 200
     np.testing.assert_array_equal(windows.inputs, expected.inputs)
     np.testing.assert_array_equal(windows.targets, expected.targets)
