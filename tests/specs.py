@@ -17,10 +17,18 @@ def model_spec(*overrides: str, **fields) -> ModelSpec:
 SMALL = ("model.input_size=8", "model.hidden_size=8", "model.num_layers=1", "model.dropout=0")
 
 
-def job_config(data, out, date: str, horizon: int, *overrides: str, freq: str = "MS"):
-    """A job as the command line runs it: the contract's keys (data.uri, data.freq, model.horizon,
-    output.uri, run.date), then `overrides`, later ones winning."""
-    from forecaster.config import load_config
+def job_settings(data, out, date: str, horizon: int, *overrides: str, freq: str = "MS") -> list[str]:
+    """A job's `--set` values: the contract's keys (data.uri, data.freq, model.horizon, output.uri,
+    run.date), then `overrides`, later ones winning."""
+    return [f"data.uri={data}", f"data.freq={freq}", f"model.horizon={horizon}", f"output.uri={out}",
+            f"run.date={date}", *overrides]
 
-    return load_config(None, [f"data.uri={data}", f"data.freq={freq}", f"model.horizon={horizon}",
-                              f"output.uri={out}", f"run.date={date}", *overrides])
+
+def job_config(data, out, date: str, horizon: int, *overrides: str, freq: str = "MS"):
+    """The Config of `job_settings`, as the command line builds it."""
+    return load_config(None, job_settings(data, out, date, horizon, *overrides, freq=freq))
+
+
+def run_command(settings: list[str]) -> list[str]:
+    """`forecaster run` arguments (for forecaster.cli.main) of `job_settings`."""
+    return ["run", *(arg for setting in settings for arg in ("--set", setting))]

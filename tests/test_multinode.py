@@ -5,8 +5,12 @@ process id). Input, checkpoints and output live on the local S3 (moto on loopbac
 the job may rely on. The nodes' environment points them at that S3, as an instance role and endpoint would
 on a real cluster (worker processes take their environment from their node, not from the driver).
 
-What is proven: a job submitted with `ray job submit` runs its training ranks and predictor actors on the
-worker nodes and records where (`placement` in the manifest); a worker node killed while training runs is
+What is proven: a job submitted with `ray job submit` (the real CLI, `--working-dir` the repository) runs
+with this virtualenv's python, receives the working dir without .venv, out/, bench/work/ or .git (Ray honours
+the working dir's .gitignore; .git is excluded with runtime_env `excludes`), merges its own runtime_env
+env_vars with the job's (init_ray must not name them again: Ray refuses to merge two runtime_envs that share
+a variable), runs its training ranks and predictor actors on the worker nodes and records where (`placement`
+in the manifest); a worker node killed while training runs is
 survived (training resumes from the last checkpoint on the node that is left, the manifest counts the
 restart, every series ends up forecast or rejected); a worker node killed while the forecasts are predicted
 and written leaves the whole partition committed or none, never part of one; a local output path on a
@@ -18,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +34,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from forecaster.synthetic import seasonal_series
-from tests.raycluster import TERMINAL, VENV_BIN, cmdline, pids_naming, ray_env, running_cluster
+from tests.raycluster import ROOT, TERMINAL, VENV_BIN, cmdline, get_json, pids_naming, ray_env, running_cluster
 
 pytestmark = pytest.mark.ray
 
@@ -37,7 +43,8 @@ s3fs = pytest.importorskip("s3fs")
 HORIZON = 6
 DATE = "2024-01-01"
 JOB_TIMEOUT_S = 900  # CI's machine has been 2.4x slower than the one these ran on
-JOB_RUNTIME_ENV = {"excludes": [".git"]}
+# env_vars: a job that sets variables itself, as users pass credentials or logging settings
+JOB_RUNTIME_ENV = {"excludes": [".git"], "env_vars": {"RAY_DEDUP_LOGS": "0", "AWS_DEFAULT_REGION": "us-east-1"}}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +69,8 @@ def _submit(cluster, bucket: str, *overrides: str) -> str:
     settings = [f"data.uri=s3://{bucket}/input", "data.freq=MS", f"model.horizon={HORIZON}",
                 f"output.uri=s3://{bucket}/out", f"run.date={DATE}", "model.hidden_size=16", *overrides]
     done = cluster.cli(
-        "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id, "--working-dir",
-        str(Path(__file__).resolve().parents[1]), "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--no-wait",
+        "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id, "--working-dir", str(ROOT),
+        "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--no-wait",
         "--", "python", "-m", "jobs.nightly", *[a for kv in settings for a in ("--set", kv)])
     assert done.returncode == 0, done.stdout + done.stderr
     return job_id
@@ -91,10 +98,18 @@ def _worker_node_ids(cluster) -> set[str]:
 
 
 def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_server):
+    # which python a job runs: the venv's, found on the PATH the nodes were started with
+    probe = cluster.cli("job", "submit", "--address", cluster.dashboard, "--",
+                        "python", "-c", "import sys; print('JOB_PYTHON_PREFIX', sys.prefix)")
+    prefix = re.search(r"JOB_PYTHON_PREFIX (\S+)", probe.stdout)
+    assert probe.returncode == 0 and prefix, probe.stdout + probe.stderr
+    assert Path(prefix.group(1)) == Path(sys.prefix)
+
     bucket = s3_server.bucket("multinode")
     ids = _upload(bucket, series=16, length=48)
     job_id = _submit(cluster, bucket, "train.max_epochs=2")
     _finished(cluster, job_id)
+    _check_uploaded_working_dir(cluster, job_id)
 
     manifest = _manifest(bucket)
     placement = manifest["placement"]
@@ -104,11 +119,27 @@ def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_se
     assert used <= _worker_node_ids(cluster), "work placed on the head, which has no CPUs"
     assert len(used) >= 2, placement
     assert manifest["counts"]["forecast"] == 16 and manifest["counts"]["rejected"] == 0
-    assert _forecast_ids(bucket) == ids
+    forecasts = pq.read_table(f"{bucket}/out/forecasts/forecast_date={DATE}", filesystem=_fs()).to_pandas()
+    assert set(forecasts.unique_id) == ids and len(forecasts) == 16 * HORIZON
+    assert not forecasts.duplicated(["unique_id", "ds"]).any()
     # the checkpoint went to the bucket, not to a disk of one node
     assert manifest["checkpoint_uri"].startswith(f"s3://{bucket}/out/checkpoints/"), (manifest["checkpoint_uri"],
                                                                                     s3_server.keys(bucket))
     assert _checkpoints(bucket)
+
+
+def _check_uploaded_working_dir(cluster, job_id: str) -> None:
+    """What the head (where the job's driver runs) unpacked: the working dir without .venv (1.8 GB), out/,
+    bench/work/ or .git."""
+    uri = get_json(f"{cluster.dashboard}/api/jobs/{job_id}")["runtime_env"]["working_dir"]
+    name = uri.rsplit("/", 1)[-1].removesuffix(".zip")
+    unpacked = list(Path(cluster.head.temp_dir).glob(f"session_*/runtime_resources/working_dir_files/{name}"))
+    assert unpacked, f"no unpacked working dir {name} under {cluster.head.temp_dir}"
+    names = {p.name for p in unpacked[0].iterdir()}
+    assert {"forecaster", "jobs", "pyproject.toml"} <= names, names
+    assert not names & {".venv", "out", ".git"}, names
+    # no file of bench/work (a developer's bench output): Ray may still create the ignored folder, empty
+    assert not [p for p in (unpacked[0] / "bench" / "work").rglob("*") if p.is_file()]
 
 
 def _train_worker_pids() -> list[int]:

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from forecaster.cli import main
 from forecaster.pipeline import run
 from forecaster.synthetic import seasonal_series
 from tests.specs import job_config
@@ -126,23 +125,3 @@ def test_model_beats_seasonal_naive_on_validation(first_run):
     metrics = first_run[3]["metrics"]
     assert metrics["val_mase_lstm"] < metrics["val_mase_seasonal_naive"], metrics
     assert metrics["epochs"] >= 2
-
-
-def test_rerun_replaces_one_date_and_keeps_others(first_run, tmp_path):
-    data, out, frame, _ = first_run
-    before = _read(out, "forecasts", "2024-06-01")
-    # another date through the command-line contract, in-process (same Ray)
-    code = main(["run", "--set", f"data.uri={data}", "--set", "data.freq=MS", "--set", f"model.horizon={HORIZON}",
-                 "--set", f"output.uri={out}", "--set", "run.date=2024-07-01", "--set", "train.max_epochs=2",
-                 "--set", "model.hidden_size=32"])
-    assert code == 0
-    other = _read(out, "forecasts", "2024-07-01")
-    # the same date again: resumes that date's finished Ray Train run, rewrites only that date
-    run(_config(data, out, "2024-06-01", **{"train.max_epochs": 15, "train.patience": 4}))
-    again = _read(out, "forecasts", "2024-06-01")
-    assert len(again) == len(before) == 37 * HORIZON
-    assert not again.duplicated(["unique_id", "ds"]).any()
-    pd.testing.assert_frame_equal(_read(out, "forecasts", "2024-07-01"), other)
-    assert len(_read(out, "rejects", "2024-06-01")) == 2
-    whole = pads.dataset(out / "forecasts", partitioning="hive").to_table().to_pandas()
-    assert len(whole) == 2 * 37 * HORIZON

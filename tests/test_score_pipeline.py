@@ -13,11 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from forecaster.cli import main
+from forecaster.config import load_config
 from forecaster.pipeline import run
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.synthetic import seasonal_series
-from tests.specs import job_config
+from tests.specs import job_settings, run_command
 from tests.test_score import _expected
 
 pytestmark = pytest.mark.ray
@@ -26,9 +28,13 @@ HORIZON, K, BASE = 4, 2, 30
 DATES = ("2026-01-01", "2026-01-02", "2026-01-03")
 
 
+def _settings(data, out, date):
+    return job_settings(data, out, date, HORIZON, "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1",
+                        "train.max_epochs=1", "train.windows_per_series=4", "report.enabled=false")
+
+
 def _config(data, out, date):
-    return job_config(data, out, date, HORIZON, "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1",
-                      "train.max_epochs=1", "train.windows_per_series=4", "report.enabled=false")
+    return load_config(None, _settings(data, out, date))
 
 
 def _inputs(root, full: pd.DataFrame):
@@ -107,14 +113,34 @@ def test_the_first_run_has_nothing_to_score_and_the_third_scores_both_earlier_da
     assert [o["origin_date"] for o in runs["manifests"][2]["scores"]["origins"]] == [DATES[1], DATES[0]]
 
 
-def test_a_rerun_replaces_the_dates_scores(runs):
-    before = _scores(runs["out"], DATES[1])
-    run(_config(runs["inputs"][1], runs["out"], DATES[1]))
-    after = _scores(runs["out"], DATES[1])
-    assert len(after) == len(before)
+def _partition(out, table, date):
+    return pq.read_table(out / table / f"forecast_date={date}").to_pandas()
+
+
+def test_a_rerun_through_the_command_line_replaces_that_dates_partitions_and_keeps_the_others(runs):
+    """The second date again, through the command-line contract in-process (same Ray): it resumes that
+    date's finished Ray Train run and rewrites that date's forecasts, rejects and scores only."""
+    out = runs["out"]
+    before = {(table, date): _partition(out, table, date) for table in ("forecasts", "rejects") for date in DATES}
+    scores = _scores(out, DATES[1])
+    assert main(run_command(_settings(runs["inputs"][1], out, DATES[1]))) == 0
+
+    again = _partition(out, "forecasts", DATES[1])
+    # "gone" is not in the second input, "nanny" is rejected there
+    assert len(again) == len(before["forecasts", DATES[1]]) == 10 * HORIZON
+    assert not again.duplicated(["unique_id", "ds"]).any()
+    assert _partition(out, "rejects", DATES[1]).unique_id.tolist() == ["nanny"]
+    for date in (DATES[0], DATES[2]):  # the other dates' partitions untouched
+        for table in ("forecasts", "rejects"):
+            pd.testing.assert_frame_equal(_partition(out, table, date), before[table, date])
+    whole = pq.read_table(out / "forecasts").num_rows  # all dates: one partition each, none doubled
+    assert whole == sum(len(before["forecasts", date]) for date in DATES)
+
+    after = _scores(out, DATES[1])
+    assert len(after) == len(scores)
     assert not after.duplicated(["unique_id", "origin_date", "model"]).any()
-    files = list((runs["out"] / "scores" / f"forecast_date={DATES[1]}").glob("*.parquet"))
-    assert pq.read_table(files).num_rows == len(before)
+    files = list((out / "scores" / f"forecast_date={DATES[1]}").glob("*.parquet"))
+    assert pq.read_table(files).num_rows == len(scores)
 
 
 def test_score_enabled_false_scores_nothing(tmp_path):

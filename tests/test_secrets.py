@@ -60,6 +60,7 @@ def test_no_secret_in_outputs_checkpoints_or_printed_output(ray_session, tmp_pat
     settings = [
         f"data.uri={data}", "data.freq=MS", "model.horizon=6", f"output.uri={out}", f"run.date={DATE}",
         "train.max_epochs=1", "model.hidden_size=16", "train.windows_per_series=8", "train.batch_size=64",
+        "train.num_workers=1",
         f"data.storage_options.key={SECRET_KEY_ID}", f"data.storage_options.secret={SECRET_OPT}",
     ]
     args = [a for s in settings for a in ("--set", s)]
