@@ -124,7 +124,8 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    actors: int | None = setting(None, "Ray Data predictor actors; default cluster CPUs - 1 (at least 1)", minimum=1)
+    actors: int | None = setting(None, "Ray Data predictor actors; default cluster CPUs - 1 (at least 1), at most "
+                                       "one per predict.batch_size series", minimum=1)
     batch_size: int = setting(4096, "series per map_batches call", minimum=1)
     precision: str = setting("bf16", "bf16: the predictor's network in bfloat16 weights where the device has bf16 "
                                      "units (fp32 elsewhere) | fp32", choices=("fp32", "bf16"))

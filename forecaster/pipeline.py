@@ -110,7 +110,7 @@ def predict(cfg: Config, clean: ray.data.Dataset, checkpoint: ray.train.Checkpoi
     return clean.map_batches(
         predictor,
         fn_constructor_kwargs={"checkpoint": checkpoint, **predictor_options(cfg), **extra},
-        compute=predict_pool(cfg),
+        compute=predict_pool(cfg, clean.count()),
         num_gpus=1 if cfg.train.use_gpu else None,
         batch_size=cfg.predict.batch_size,
         batch_format="pyarrow",

@@ -282,19 +282,24 @@ def nodes_of(recorder, timeout: float = 10) -> list[str]:
             ray.kill(recorder)
 
 
-def predict_actors(cfg: Config) -> int:
-    """Prediction actors: one per CPU of the cluster less one for the driver-side work; on GPUs,
-    at most one per GPU the cluster has now (prediction never scales the cluster up by itself)."""
+def predict_actors(cfg: Config, series: int | None = None) -> int:
+    """Prediction actors: predict.actors where set. By default one per CPU of the cluster less one for the
+    driver-side work; on GPUs, at most one per GPU the cluster has now (prediction never scales the cluster
+    up by itself); and never more than the batches of predict.batch_size that `series` series make: an
+    actor without a batch would only start (a process that imports torch) and stop."""
     if cfg.predict.actors is not None:
         return cfg.predict.actors
     if cfg.train.use_gpu:
-        return max(1, int(ray.cluster_resources().get("GPU", 1)))
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, cpus - 1)
+        actors = max(1, int(ray.cluster_resources().get("GPU", 1)))
+    else:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+    if series is not None:
+        actors = min(actors, max(1, math.ceil(series / cfg.predict.batch_size)))
+    return actors
 
 
-def predict_pool(cfg: Config) -> ray.data.ActorPoolStrategy:
-    """The predictor actors, all started at once.
+def predict_pool(cfg: Config, series: int | None = None) -> ray.data.ActorPoolStrategy:
+    """The predictor actors for `series` series (see `predict_actors`), all started at once.
 
     Ray Data's actor autoscaler grows a pool from `min_size` only once inputs queue up behind busy
     actors, and each actor accepts two tasks at a time: a pool that starts with one actor leaves the
@@ -302,5 +307,5 @@ def predict_pool(cfg: Config) -> ray.data.ActorPoolStrategy:
     figures). `initial_size` = `max_size` starts every actor before the first block; `min_size=1`
     still lets the pool shrink.
     """
-    actors = predict_actors(cfg)
+    actors = predict_actors(cfg, series)
     return ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors)
