@@ -349,3 +349,13 @@ def test_min_workers_makes_ray_train_elastic_within_bounds():
         load_config(None, ["train.min_workers=3"])
     with pytest.raises(ConfigError, match="train.min_workers=0"):
         load_config(None, ["train.min_workers=0"])
+
+
+def test_only_a_run_of_always_one_rank_reads_the_series_unsplit():
+    from forecaster.train import data_config
+
+    def split(*overrides):
+        return data_config(load_config(None, list(overrides)))._datasets_to_split
+
+    assert split() == "all" and split("train.min_workers=1") == "all"  # two ranks, or one to two
+    assert split("train.num_workers=1") == []
