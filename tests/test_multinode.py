@@ -106,8 +106,9 @@ def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_se
     assert Path(prefix.group(1)) == Path(sys.prefix)
 
     bucket = s3_server.bucket("multinode")
-    ids = _upload(bucket, series=16, length=48)
-    job_id = _submit(cluster, bucket, "train.max_epochs=2")
+    ids = _upload(bucket, series=24, length=48)
+    # three batches of 8 series, so three predictor actors: more than the 2 CPUs of one worker node
+    job_id = _submit(cluster, bucket, "train.max_epochs=2", "predict.batch_size=8")
     _finished(cluster, job_id)
     _check_uploaded_working_dir(cluster, job_id)
 
@@ -118,9 +119,9 @@ def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_se
     assert len(placement["train"]) == 1 and len(placement["train"][0]) == 2  # one attempt, two ranks
     assert used <= _worker_node_ids(cluster), "work placed on the head, which has no CPUs"
     assert len(used) >= 2, placement
-    assert manifest["counts"]["forecast"] == 16 and manifest["counts"]["rejected"] == 0
+    assert manifest["counts"]["forecast"] == 24 and manifest["counts"]["rejected"] == 0
     forecasts = pq.read_table(f"{bucket}/out/forecasts/forecast_date={DATE}", filesystem=_fs()).to_pandas()
-    assert set(forecasts.unique_id) == ids and len(forecasts) == 16 * HORIZON
+    assert set(forecasts.unique_id) == ids and len(forecasts) == 24 * HORIZON
     assert not forecasts.duplicated(["unique_id", "ds"]).any()
     # the checkpoint went to the bucket, not to a disk of one node
     assert manifest["checkpoint_uri"].startswith(f"s3://{bucket}/out/checkpoints/"), (manifest["checkpoint_uri"],
