@@ -116,17 +116,25 @@ def checkpoint_uri(cfg: Config, checkpoint) -> str | None:
     return storage_uri(cfg).rstrip("/") + checkpoint.path[len(storage.path):]
 
 
-def warm_start_checkpoint(cfg: Config, spec: ModelSpec):
-    """The ray.train.Checkpoint named by train.warm_start (none, latest: the newest earlier date's
-    manifest under output.uri, or a checkpoint URI), checked against this run's model `spec`."""
-    from ray.train import Checkpoint
-
+def warm_start_uri(cfg: Config) -> str | None:
+    """The checkpoint URI train.warm_start names: none, latest (the newest earlier date's manifest under
+    output.uri; None where there is none), or the URI itself."""
     choice = cfg.train.warm_start
     if choice == "none":
         return None
     uri = latest_checkpoint_uri(cfg) if choice == "latest" else choice
     if uri is None:
         log.info("train.warm_start=latest: no earlier run with a checkpoint; training from scratch")
+    return uri
+
+
+def warm_start_checkpoint(cfg: Config, spec: ModelSpec):
+    """The ray.train.Checkpoint named by train.warm_start (`warm_start_uri`), checked against this run's
+    model `spec`; None where it names none."""
+    from ray.train import Checkpoint
+
+    uri = warm_start_uri(cfg)
+    if uri is None:
         return None
     loc = resolve(uri, cfg.data.storage_options)
     checkpoint = Checkpoint(path=loc.path, filesystem=loc.fs)

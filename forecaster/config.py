@@ -118,7 +118,8 @@ class TrainConfig:
     storage_path: str | None = setting(None, "Ray Train storage (checkpoints); default <output.uri>/checkpoints")
     max_failures: int = setting(1, "worker failures tolerated; training resumes from the last checkpoint", minimum=0)
     warm_start: str = setting("none", "none | latest (newest earlier date under output.uri) | a checkpoint URI")
-    warm_epochs: int = setting(10, "epoch limit when warm-starting", minimum=1)
+    warm_epochs: int = setting(10, "epoch limit when warm-starting; 0: forecast with the warm start's model as it is "
+                                   "(no training, no Ray Train run)", minimum=0)
     diagnostics: bool = setting(False, "report per-rank parameter checksums and shard overlap (DDP checks)")
 
 

@@ -24,7 +24,7 @@ from forecaster.report import report_location, write_report
 from forecaster.runtime import init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
-from forecaster.train import VALIDATED_COLUMNS, fit
+from forecaster.train import VALIDATED_COLUMNS, fit, reused_model
 from forecaster.validate import attach_side_tables, clean_rows, min_length, reject_rows, validate_batch
 from forecaster.write import FORECASTS, REJECTS, count_models, manifest_location, write_manifest, write_partition
 
@@ -133,12 +133,18 @@ def split_rejects(validated: ray.data.Dataset) -> tuple[ray.data.Dataset, ray.da
 def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray.train.Checkpoint | None,
                                                                             str | None, dict]:
     """Train on the clean series long enough for the network (sets counts["trained_on"]);
-    returns (checkpoint, its URI, training metrics), no checkpoint when no series is long enough."""
+    returns (checkpoint, its URI, training metrics), no checkpoint when no series is long enough.
+    train.warm_epochs=0 with a warm start found: that model as it is, nothing trained."""
     trainable = trainable_series(cfg, clean)
     counts["trained_on"] = trainable.count()
     if counts["trained_on"] == 0:
         log.warning("no series long enough for the LSTM: baselines only")
         return None, None, {}
+    reused = reused_model(cfg, trainable)
+    if reused is not None:
+        log.info("train.warm_epochs=0: forecasting with %s as it is, no training", reused[1])
+        counts["trained_on"] = 0
+        return *reused, {"warm_started": True, "epochs": 0}
     result = fit(cfg, trainable)
     return result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
 

@@ -519,6 +519,16 @@ def data_config(cfg: Config) -> ray.train.DataConfig:
     return ray.train.DataConfig(datasets_to_split=[] if scaling(cfg) == 1 else "all")
 
 
+def reused_model(cfg: Config, train_ds: ray.data.Dataset) -> tuple[ray.train.Checkpoint, str] | None:
+    """train.warm_epochs=0: the warm start's checkpoint and its URI, to forecast with as it is (no Ray
+    Train run); None where this run trains (warm_epochs > 0, or no warm start found)."""
+    if cfg.train.warm_epochs > 0:
+        return None
+    spec = ModelSpec.from_config(cfg, feature_spec(cfg, train_ds.schema().base_schema))
+    found = checkpoint.warm_start_checkpoint(cfg, spec)
+    return None if found is None else (found, checkpoint.warm_start_uri(cfg))
+
+
 def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) -> ray.train.Result:
     """Run the TorchTrainer over the clean series; returns Ray's Result (checkpoint, metrics).
 

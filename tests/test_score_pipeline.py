@@ -28,9 +28,14 @@ HORIZON, K, BASE = 4, 2, 30
 DATES = ("2026-01-01", "2026-01-02", "2026-01-03")
 
 
+# the later dates forecast with the first date's model, untrained (no Ray Train run of their own)
+REUSE = ("train.warm_start=latest", "train.warm_epochs=0")
+
+
 def _settings(data, out, date):
     return job_settings(data, out, date, HORIZON, "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1",
-                        "train.max_epochs=1", "train.windows_per_series=4", "report.enabled=false")
+                        "train.max_epochs=1", "train.windows_per_series=4", "report.enabled=false",
+                        *(REUSE if date > DATES[0] else ()))
 
 
 def _config(data, out, date):
@@ -118,8 +123,8 @@ def _partition(out, table, date):
 
 
 def test_a_rerun_through_the_command_line_replaces_that_dates_partitions_and_keeps_the_others(runs):
-    """The second date again, through the command-line contract in-process (same Ray): it resumes that
-    date's finished Ray Train run and rewrites that date's forecasts, rejects and scores only."""
+    """The second date again, through the command-line contract in-process (same Ray): it rewrites that
+    date's forecasts, rejects and scores only."""
     out = runs["out"]
     before = {(table, date): _partition(out, table, date) for table in ("forecasts", "rejects") for date in DATES}
     scores = _scores(out, DATES[1])
@@ -141,6 +146,20 @@ def test_a_rerun_through_the_command_line_replaces_that_dates_partitions_and_kee
     assert not after.duplicated(["unique_id", "origin_date", "model"]).any()
     files = list((out / "scores" / f"forecast_date={DATES[1]}").glob("*.parquet"))
     assert pq.read_table(files).num_rows == len(scores)
+
+
+def test_later_dates_forecast_with_the_first_dates_model_as_it_is(runs):
+    """train.warm_epochs=0 with train.warm_start=latest: the model of the newest earlier date, no training."""
+    first, *later = runs["manifests"]
+    assert first["metrics"]["epochs"] == 1 and first["counts"]["trained_on"] == 12
+    for manifest in later:
+        assert manifest["checkpoint_uri"] == first["checkpoint_uri"]
+        assert manifest["metrics"]["epochs"] == 0 and manifest["metrics"]["warm_started"] is True
+        assert manifest["counts"]["trained_on"] == 0 and manifest["placement"]["train"] == []
+    assert [p.name for p in (runs["out"] / "checkpoints").iterdir()] == [f"forecaster-{DATES[0]}"]
+    forecasts = pq.read_table(runs["out"] / "forecasts" / f"forecast_date={DATES[2]}").to_pandas()
+    assert len(forecasts) == 10 * HORIZON and np.isfinite(forecasts.LSTM).all()
+    assert set(forecasts.model) == {"LSTM+Theta"}
 
 
 def test_score_enabled_false_scores_nothing(tmp_path):
