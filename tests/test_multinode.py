@@ -10,12 +10,12 @@ with this virtualenv's python, receives the working dir without .venv, out/, ben
 the working dir's .gitignore; .git is excluded with runtime_env `excludes`), merges its own runtime_env
 env_vars with the job's (init_ray must not name them again: Ray refuses to merge two runtime_envs that share
 a variable), runs its training ranks and predictor actors on the worker nodes and records where (`placement`
-in the manifest); a worker node killed while training runs is
-survived with fewer ranks than the job asked for (`train.min_workers`: training resumes from the last
-checkpoint with the one rank the node that is left holds, the manifest counts the restart, every series
-ends up forecast or rejected); a worker node killed while the forecasts are predicted
-and written leaves the whole partition committed or none, never part of one; a local output path on a
-cluster of several nodes stops the run before training with an error that says why.
+in the manifest); a worker node killed while training runs is survived with fewer ranks than the job asked
+for (`train.min_workers`: training resumes from the last checkpoint with the one rank that the node left
+holds, the manifest counts the restart, every series ends up forecast or rejected); a worker node killed
+while the forecasts are predicted and written leaves the whole partition committed or none, never part of
+one; a local output path on a cluster of several nodes stops the run before training with an error that
+says why.
 """
 
 from __future__ import annotations
