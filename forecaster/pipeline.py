@@ -144,7 +144,7 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
     if reused is not None:
         log.info("train.warm_epochs=0: forecasting with %s as it is, no training", reused[1])
         counts["trained_on"] = 0
-        return *reused, {"warm_started": True, "epochs": 0}
+        return *reused, {"warm_started": True, "epochs": 0, "reused_checkpoint": reused[1]}
     result = fit(cfg, trainable)
     return result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
 

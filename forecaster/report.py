@@ -168,6 +168,11 @@ def training(metrics: dict, key: str = "training") -> dict:
         ("restarts", "restarts", 0)) if metrics.get(key) is not None]
     if metrics.get("warm_started") is not None:
         facts.append(("warm started", "yes" if metrics["warm_started"] else "no"))
+    reused = metrics.get("reused_checkpoint")
+    if reused:  # train.warm_epochs=0
+        facts.append(("model", clip(str(reused))))
+        return {"facts": facts, "svg": None, "missing": f"Not trained in this run: it forecast with the model of "
+                f"{clip(str(reused))} as it is (train.warm_epochs=0)."}
     history = [h for h in metrics.get("history") or [] if isinstance(h, dict) and "epoch" in h]
     if not history:
         return {"facts": facts, "svg": None, "missing": "Training curve: not recorded by this run "

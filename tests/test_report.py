@@ -126,6 +126,19 @@ def test_older_manifest_gives_a_report(tmp_path):
     assert html.count("history not recorded") == 6
 
 
+def test_a_run_that_reused_a_model_says_which(tmp_path):
+    """train.warm_epochs=0: no training of its own, the model of an earlier checkpoint."""
+    stored_run(str(tmp_path), n_series=10, n_rejects=1)
+    path = tmp_path / "manifests" / f"forecast_date={DATE}.json"
+    manifest = json.loads(path.read_text())
+    earlier = "s3://bucket/out/checkpoints/forecaster-2025-12-29/checkpoint_2025-12-29_01-02-03.000000"
+    manifest["metrics"] = {"warm_started": True, "epochs": 0, "reused_checkpoint": earlier}
+    path.write_text(json.dumps(manifest))
+    html = _report(tmp_path)
+    assert f"it forecast with the model of {earlier} as it is (train.warm_epochs=0)" in html
+    assert "Training curve: not recorded" not in html
+
+
 def test_report_survives_a_bare_manifest(tmp_path):
     """A manifest with none of the keys the report reads, and no partitions: a page that says so."""
     os.makedirs(tmp_path / "manifests")

@@ -155,6 +155,7 @@ def test_later_dates_forecast_with_the_first_dates_model_as_it_is(runs):
     for manifest in later:
         assert manifest["checkpoint_uri"] == first["checkpoint_uri"]
         assert manifest["metrics"]["epochs"] == 0 and manifest["metrics"]["warm_started"] is True
+        assert manifest["metrics"]["reused_checkpoint"] == first["checkpoint_uri"]
         assert manifest["counts"]["trained_on"] == 0 and manifest["placement"]["train"] == []
     assert [p.name for p in (runs["out"] / "checkpoints").iterdir()] == [f"forecaster-{DATES[0]}"]
     forecasts = pq.read_table(runs["out"] / "forecasts" / f"forecast_date={DATES[2]}").to_pandas()
