@@ -46,7 +46,6 @@ sys.path.insert(0, str(ROOT))
 from forecaster import checkpoint as checkpoint_format  # noqa: E402
 from forecaster.columns import DS, ID, Y  # noqa: E402
 from forecaster.config import load_config  # noqa: E402
-from forecaster.covariates import feature_spec  # noqa: E402
 from forecaster.features import forecast_windows  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
 from forecaster.pipeline import clean_series, predict, predictor_options, validate_options, validate_series  # noqa: E402
@@ -55,7 +54,7 @@ from forecaster.read import read_series, rows_to_series  # noqa: E402
 from forecaster.runtime import init_ray  # noqa: E402
 from forecaster.spec import LoopSettings, ModelSpec  # noqa: E402
 from forecaster.synthetic import seasonal_series  # noqa: E402
-from forecaster.train import fit, minibatches, train_epoch, weight_average  # noqa: E402
+from forecaster.train import fit, minibatches, run_spec, train_epoch, weight_average  # noqa: E402
 from forecaster.validate import validate_batch  # noqa: E402
 
 
@@ -76,8 +75,7 @@ def bare_training(cfg, clean, threads: int, epochs: int) -> float:
     series rows are read before the clock starts (their blocks are built in the epoch, as in the loop)."""
     torch.set_num_threads(threads)
     device = torch.device("cuda" if cfg.train.use_gpu else "cpu")
-    spec, settings = ModelSpec.from_config(cfg, feature_spec(cfg, clean.schema().base_schema)), \
-        LoopSettings.from_config(cfg)
+    spec, settings = run_spec(cfg, clean), LoopSettings.from_config(cfg)
     torch.manual_seed(0)
     model = build_model(spec).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)

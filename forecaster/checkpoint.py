@@ -128,14 +128,11 @@ def warm_start_uri(cfg: Config) -> str | None:
     return uri
 
 
-def warm_start_checkpoint(cfg: Config, spec: ModelSpec):
-    """The ray.train.Checkpoint named by train.warm_start (`warm_start_uri`), checked against this run's
-    model `spec`; None where it names none."""
+def checked_checkpoint(cfg: Config, uri: str, spec: ModelSpec):
+    """The ray.train.Checkpoint at `uri` (what train.warm_start named), refused with a ConfigError unless
+    it is a forecaster checkpoint of this run's model `spec`."""
     from ray.train import Checkpoint
 
-    uri = warm_start_uri(cfg)
-    if uri is None:
-        return None
     loc = resolve(uri, cfg.data.storage_options)
     checkpoint = Checkpoint(path=loc.path, filesystem=loc.fs)
     try:
@@ -144,6 +141,16 @@ def warm_start_checkpoint(cfg: Config, spec: ModelSpec):
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"train.warm_start={uri}: not a readable forecaster checkpoint ({exc})") from None
     spec.check_same_architecture(saved, f"train.warm_start={uri}: checkpoint")
+    return checkpoint
+
+
+def warm_start_checkpoint(cfg: Config, spec: ModelSpec):
+    """The checkpoint train.warm_start names (`warm_start_uri`), checked against this run's model
+    `spec`; None where it names none."""
+    uri = warm_start_uri(cfg)
+    if uri is None:
+        return None
+    checkpoint = checked_checkpoint(cfg, uri, spec)
     log.info("warm start from %s", uri)
     return checkpoint
 

@@ -519,14 +519,18 @@ def data_config(cfg: Config) -> ray.train.DataConfig:
     return ray.train.DataConfig(datasets_to_split=[] if scaling(cfg) == 1 else "all")
 
 
+def run_spec(cfg: Config, train_ds: ray.data.Dataset) -> ModelSpec:
+    """The model this run trains: the config's, with the covariates the series rows carry."""
+    return ModelSpec.from_config(cfg, feature_spec(cfg, train_ds.schema().base_schema))
+
+
 def reused_model(cfg: Config, train_ds: ray.data.Dataset) -> tuple[ray.train.Checkpoint, str] | None:
     """train.warm_epochs=0: the warm start's checkpoint and its URI, to forecast with as it is (no Ray
     Train run); None where this run trains (warm_epochs > 0, or no warm start found)."""
     if cfg.train.warm_epochs > 0:
         return None
-    spec = ModelSpec.from_config(cfg, feature_spec(cfg, train_ds.schema().base_schema))
-    found = checkpoint.warm_start_checkpoint(cfg, spec)
-    return None if found is None else (found, checkpoint.warm_start_uri(cfg))
+    uri = checkpoint.warm_start_uri(cfg)
+    return None if uri is None else (checkpoint.checked_checkpoint(cfg, uri, run_spec(cfg, train_ds)), uri)
 
 
 def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) -> ray.train.Result:
@@ -537,7 +541,7 @@ def fit(cfg: Config, train_ds: ray.data.Dataset, callbacks: list | None = None) 
     from ray.train.torch import TorchTrainer
 
     storage = resolve(checkpoint.storage_uri(cfg), cfg.data.storage_options)
-    spec = ModelSpec.from_config(cfg, feature_spec(cfg, train_ds.schema().base_schema))
+    spec = run_spec(cfg, train_ds)
     warm_start = checkpoint.warm_start_checkpoint(cfg, spec)
     checkpoint.check_resumable(storage, checkpoint.run_name(cfg), spec)
     series = train_ds.count()
