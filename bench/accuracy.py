@@ -55,9 +55,11 @@ class Truth:
     def score(self, forecast: pd.DataFrame, column: str) -> dict:
         merged = self.keys.merge(forecast[["unique_id", "ds", column]], on=["unique_id", "ds"], how="left")
         predicted = merged[column].to_numpy(dtype=float).reshape(self.actual.shape)
-        scaled = mase(self.actual, predicted, self.scale)[self.scale > 0]  # MASE is undefined on flat histories
-        return {"MASE": float(np.mean(scaled)), "sMAPE": float(np.mean(smape(self.actual, predicted))),
-                "series": len(self.ids)}
+        # MASE is undefined on flat histories; a column may lack series (LSTM: those too short for the network)
+        defined = np.isfinite(predicted).all(axis=1)
+        scaled = mase(self.actual, predicted, self.scale)[(self.scale > 0) & defined]
+        return {"MASE": float(np.mean(scaled)), "sMAPE": float(np.mean(smape(self.actual, predicted)[defined])),
+                "series": int(defined.sum())}
 
     def coverage(self, forecast: pd.DataFrame, level: int) -> dict:
         """Share of test points inside `forecast`'s `level` % interval, and its mean width in units of the
@@ -116,14 +118,18 @@ def main() -> None:
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")
         rows.update(statistical(truth, train, freq, horizon))
         covered = {level: truth.coverage(forecast, level) for level in cfg.model.levels}
-        table.append((name, rows, manifest["counts"], seconds, manifest["metrics"].get("epochs"), covered))
+        train_minutes = manifest["timings_s"]["train"] / 60
+        table.append((name, rows, manifest["counts"], seconds, train_minutes, manifest["metrics"].get("epochs"),
+                      covered))
     print()
-    print(f"{'dataset':10} {'model':14} {'MASE':>7} {'sMAPE':>7}   series rejected epochs seconds")
-    for name, rows, counts, seconds, epochs, _ in table:
+    print("train-min: the minutes of the job's training stage (Ray Train's start included), next to its MASE; "
+          "series: how many the row scores (LSTM: those long enough for the network)")
+    print(f"{'dataset':10} {'model':14} {'MASE':>7} {'sMAPE':>7} {'series':>6}   rejected epochs seconds train-min")
+    for name, rows, counts, seconds, train_minutes, epochs, _ in table:
         for model, result in rows.items():
-            extra = (f"   {counts['input']:6d} {counts['rejected']:8d} {epochs!s:>6} {seconds:7.1f}"
+            extra = (f"   {counts['rejected']:8d} {epochs!s:>6} {seconds:7.1f} {train_minutes:9.2f}"
                      if model == "forecast" else "")
-            print(f"{name:10} {model:14} {result['MASE']:7.3f} {result['sMAPE']:7.2f}{extra}")
+            print(f"{name:10} {model:14} {result['MASE']:7.3f} {result['sMAPE']:7.2f} {result['series']:6d}{extra}")
     print()
     print(f"{'dataset':10} {'interval':>8} {'coverage':>9} {'width':>7}   (intervals of forecast on the test set; "
           "width in units of each series' MASE scale)")

@@ -113,6 +113,10 @@ class TrainConfig:
                                                 minimum=1)
     series_per_block: int = setting(512, "series read from the shard at a time (memory bound of the loop)", minimum=1)
     learning_rate: float = setting(1e-3, "Adam")
+    loss_weight: str = setting("none", "mase: each window's errors over its input's mean absolute seasonal difference "
+                                       "(MASE's scale, in the window's scaled units), for training and early stopping "
+                                       "| none: errors in scaled units",
+                               choices=("mase", "none"))
     ema_decay: float = setting(0.99, "forecasts and early stopping use a moving average of the weights; 0: off")
     seed: int = setting(0, "seeds torch, numpy and window sampling")
     storage_path: str | None = setting(None, "Ray Train storage (checkpoints); default <output.uri>/checkpoints")

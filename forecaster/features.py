@@ -45,6 +45,7 @@ class Windows:
     ahead: np.ndarray | None = None  # (windows, horizon, horizon features)
     static_num: np.ndarray | None = None  # (windows, numeric statics)
     static_cat: np.ndarray | None = None  # (windows, categorical statics) hash buckets
+    weight: np.ndarray | None = None  # (windows,) of each window's errors in the loss (train.loss_weight)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -157,6 +158,25 @@ def _flat(column) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+NAIVE_UNIT_FLOOR = 0.1  # in scaled units (a standard-scaled window has std 1): weights stay at most 10
+
+
+def naive_unit(windows: Windows, season: int) -> np.ndarray:
+    """(windows,) each input window's mean absolute seasonal difference (lag `season`, or lag 1 where the
+    window holds no observed pair that far apart) in its scaled units, at least NAIVE_UNIT_FLOOR: the
+    window's MASE scale, as train.loss_weight=mase divides its errors by. 1 without any observed pair."""
+    x, observed = windows.inputs, windows.input_mask
+    out = np.full(len(x), np.nan)
+    for lag in dict.fromkeys((season, 1)):
+        if x.shape[1] <= lag:
+            continue
+        pairs = observed[:, lag:] * observed[:, :-lag]
+        count = pairs.sum(axis=1)
+        mean = (np.abs(x[:, lag:] - x[:, :-lag]) * pairs).sum(axis=1) / np.maximum(count, 1)
+        out = np.where(np.isnan(out) & (count > 0), mean, out)
+    return np.maximum(np.nan_to_num(out, nan=1.0), NAIVE_UNIT_FLOOR)
 
 
 def window_stats(values: np.ndarray, mask: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:

@@ -140,6 +140,7 @@ class LoopSettings:
     diagnostics: bool
     levels: tuple[int, ...] = ()  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
     refit_epochs: int = 0  # train.refit_epochs: epochs on whole series after early stopping
+    loss_weight: str = "none"  # train.loss_weight: mase weighs each window's errors by 1 / its MASE scale
     validation_share: float = 1.0  # of the series, validated on (train.max_validation_series)
 
     @classmethod
@@ -152,7 +153,8 @@ class LoopSettings:
                    learning_rate=t.learning_rate, ema_decay=t.ema_decay, seed=t.seed,
                    threads=max(1, int(t.cpus_per_worker)), precision=t.precision, combine=cfg.model.combine,
                    worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels),
-                   refit_epochs=t.refit_epochs, validation_share=validation_share(cfg, series))
+                   refit_epochs=t.refit_epochs, validation_share=validation_share(cfg, series),
+                   loss_weight=t.loss_weight)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -40,7 +40,7 @@ from forecaster.columns import FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
 from forecaster.evaluate import holdout_actual, mase, mase_scale, smape, validation_scores
-from forecaster.features import SeriesBlock, Windows, training_windows, validation_windows, windows_of_each
+from forecaster.features import SeriesBlock, Windows, naive_unit, training_windows, validation_windows, windows_of_each
 from forecaster.model import autocast_bf16, build_model, masked_loss, member_mean, per_step_loss
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
@@ -81,11 +81,23 @@ class ValidationRows:
 
 
 def _to_tensors(windows: Windows, rows: np.ndarray, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """(model inputs, targets, target mask) of windows `rows` on `device`."""
+    """(model inputs, targets, target mask) of windows `rows` on `device`; the mask carries the windows'
+    loss weights (train.loss_weight), so that every loss is the weighted mean over observed steps."""
     inputs = {k: torch.from_numpy(v).to(device) for k, v in windows.model_inputs(rows).items()}
     targets = torch.from_numpy(windows.targets[rows].astype(np.float32))
-    mask = torch.from_numpy(windows.target_mask[rows].astype(np.float32))
-    return inputs, targets.to(device), mask.to(device)
+    mask = windows.target_mask[rows]
+    if windows.weight is not None:
+        mask = mask * windows.weight[rows, None]
+    return inputs, targets.to(device), torch.from_numpy(mask.astype(np.float32)).to(device)
+
+
+def weighed(windows: Windows, spec: ModelSpec, settings: LoopSettings) -> Windows:
+    """`windows` with their loss weights for train.loss_weight: mase divides each window's errors by its
+    input's mean absolute seasonal difference (features.naive_unit), so that a window counts in the loss
+    as its errors count in MASE, the score the forecasts are judged by; none leaves them equal."""
+    if settings.loss_weight == "mase":
+        windows.weight = 1.0 / naive_unit(windows, spec.season)
+    return windows
 
 
 def _all_ranks(flag: bool, device) -> bool:
@@ -118,7 +130,7 @@ def minibatches(batches: Iterable[pa.Table], spec: ModelSpec, settings: LoopSett
                 continue
             batch, counts = batch.filter(pa.array(drawn)), counts[drawn]
         block = SeriesBlock.from_batch(batch, spec.features)
-        windows = training_windows(block, spec, counts, rng, whole)
+        windows = weighed(training_windows(block, spec, counts, rng, whole), spec, settings)
         order = rng.permutation(len(windows))
         for i in range(0, len(order), local_batch):
             yield windows, order[i:i + local_batch]
@@ -249,7 +261,7 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     kept = []
     for batch in rows:
         block = SeriesBlock.from_batch(batch, spec.features)
-        windows = validation_windows(block, spec)
+        windows = weighed(validation_windows(block, spec), spec, settings)
         inputs, targets, mask = _to_tensors(windows, np.arange(len(windows)), device)
         prediction = member_mean(model(**inputs))  # an ensemble is scored by its mean forecast
         loss += [float((per_step_loss(prediction, targets, spec.loss, spec.quantiles) * mask).sum()),

@@ -3,9 +3,12 @@ import pytest
 
 from forecaster.covariates import FeatureSpec
 from forecaster.features import (
+    NAIVE_UNIT_FLOOR,
     SeriesBlock,
+    Windows,
     forecast_windows,
     make_windows,
+    naive_unit,
     series_stats,
     training_cutoffs,
     training_windows,
@@ -49,6 +52,19 @@ def test_targets_past_the_limit_are_masked():
     w = make_windows(block, np.array([0]), np.array([8]), np.array([10]), _spec(3, 4))
     np.testing.assert_array_equal(w.target_mask, [[1, 1, 0, 0]])
     np.testing.assert_array_equal(w.targets[0, 2:], [0, 0])
+
+
+def test_naive_unit_is_the_inputs_mean_absolute_seasonal_difference_in_scaled_units():
+    inputs = np.array([[0, 2, 0, 3, 1, 2.0],  # lag 2: |0-0| |3-2| |1-0| |2-3| -> 0.75
+                       [0, 0, 5, 7, 5, 7.0],  # the first two unobserved: lag 2 pairs |5-5| |7-7| -> floor
+                       [0, 0, 0, 0, 1, 4.0],  # only the last two observed: no lag-2 pair, lag 1 -> 3
+                       [0, 0, 0, 0, 0, 9.0]])  # one observed point: no pair at all -> 1
+    mask = np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 1.0]])
+    windows = Windows(inputs=inputs, input_mask=mask, targets=np.zeros((4, 1)), target_mask=np.ones((4, 1)),
+                      loc=np.zeros((4, 1)), scale=np.ones((4, 1)))
+    np.testing.assert_allclose(naive_unit(windows, season=2), [0.75, NAIVE_UNIT_FLOOR, 3.0, 1.0])
+    # a season longer than the window: lag 1 throughout
+    np.testing.assert_allclose(naive_unit(windows, season=12)[0], np.mean([2, 2, 3, 2, 1]))
 
 
 def test_validation_window_holds_out_last_horizon():

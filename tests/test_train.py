@@ -245,6 +245,52 @@ def test_an_epoch_under_the_cap_builds_blocks_only_for_series_that_draw_a_window
     np.testing.assert_array_equal(windows.targets, expected.targets)
 
 
+@pytest.mark.parametrize("loss_weight", ["mase", "none"])
+def test_mase_loss_weight_weighs_each_window_by_its_inverse_naive_scale(loss_weight):
+    """train.loss_weight=mase: a series that moves a lot from season to season counts less in the loss,
+    as its errors count less in MASE; the loss is the weighted mean of the step errors (training and
+    validation read the same mask)."""
+    import torch
+
+    from forecaster.features import NAIVE_UNIT_FLOOR, naive_unit
+    from forecaster.model import masked_loss
+    from forecaster.spec import LoopSettings
+    from forecaster.train import _to_tensors, minibatches
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    spec = model_spec(*SMALL, "model.horizon=4", "model.input_size=8", "data.freq=QS")
+    settings = LoopSettings.from_config(load_config(None, ["data.freq=QS", f"train.loss_weight={loss_weight}"]))
+    rng = np.random.default_rng(0)
+    seasonal = _batch({"seasonal": 100 + 10 * np.tile([1.0, 3, -2, -2], 10) + rng.normal(0, 0.01, 40)})
+    rough = _batch({"rough": 100 + rng.normal(0, 10, 40)})
+    steps = list(minibatches([seasonal, rough], spec, settings, np.random.default_rng(1), local_batch=10_000))
+    (windows, order), (rough_windows, _) = steps  # a block per batch
+    inputs, targets, mask = _to_tensors(windows, order, torch.device("cpu"))
+    if loss_weight == "none":
+        assert windows.weight is None and rough_windows.weight is None
+        np.testing.assert_array_equal(mask.numpy(), windows.target_mask[order])
+        return
+    # seasonal naive is all but exact on the first series: its windows that hold a season's pair of points
+    # get the largest weight there is (one that starts with fewer points falls back to lag 1)
+    paired = (windows.input_mask[:, 4:] * windows.input_mask[:, :-4]).sum(axis=1) > 0
+    assert paired.sum() > 20
+    np.testing.assert_allclose(windows.weight[paired], 1 / NAIVE_UNIT_FLOOR)
+    np.testing.assert_allclose(rough_windows.weight, 1 / naive_unit(rough_windows, spec.season))
+    assert rough_windows.weight.max() < 2
+    np.testing.assert_allclose(mask.numpy(), windows.target_mask[order] * windows.weight[order, None], rtol=1e-6)
+    rough_inputs, rough_targets, rough_mask = _to_tensors(rough_windows, np.arange(len(rough_windows)),
+                                                          torch.device("cpu"))
+    both = torch.cat([mask, rough_mask])
+    prediction = torch.zeros(len(both), spec.horizon, 1)
+    weights = (np.concatenate([windows.weight[order], rough_windows.weight])[:, None]
+               * np.concatenate([windows.target_mask[order], rough_windows.target_mask]))
+    errors = np.abs(np.concatenate([windows.targets[order], rough_windows.targets]))
+    expected = (errors * weights).sum() / weights.sum()
+    loss = masked_loss(prediction, torch.cat([targets, rough_targets]), both, "mae")
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
 def test_weight_average_warms_up_then_keeps_the_decay():
     import torch
 
