@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--dev", action="store_true",
                         help="score on the last horizon points of each training series instead of test.parquet "
                              "(the job trains on the points before them): for choosing, never touching the test sets")
+    parser.add_argument("--origin", type=int, default=1,
+                        help="with --dev: score on the origin-th last horizon of each training series, the points "
+                             "after it dropped (2: the horizon before the last; a rolling-origin check)")
     args = parser.parse_args()
     table = []
     for name in args.only:
@@ -94,7 +97,7 @@ def main() -> None:
         train = pd.read_parquet(train_path).sort_values(["unique_id", "ds"])
         out = pathlib.Path(args.out) / name
         if args.dev:
-            train, test = held_out(train, horizon)
+            train, test = held_out(train, horizon, args.origin)
             train_path = out.parent / f"{name}-dev-train.parquet"
             train_path.parent.mkdir(parents=True, exist_ok=True)
             train.to_parquet(train_path, index=False)
@@ -138,13 +141,14 @@ def main() -> None:
             print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f}")
 
 
-def held_out(train: pd.DataFrame, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """--dev: (each series but its last `horizon` points, those points), for the series with more than
-    horizon + 2 points (the others could not be scored with a training part left)."""
+def held_out(train: pd.DataFrame, horizon: int, origin: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """--dev: (each series up to its `origin`-th last horizon, that horizon's points), for the series with
+    more than origin x horizon + 2 points (the others could not be scored with a training part left)."""
     length = train.groupby("unique_id").y.transform("size")
-    train = train[length > horizon + 2]
+    train = train[length > origin * horizon + 2]
     from_end = train.groupby("unique_id").cumcount(ascending=False)  # 0: the last point
-    return train[from_end >= horizon], train[from_end < horizon]
+    before, held = from_end >= origin * horizon, (from_end >= (origin - 1) * horizon) & (from_end < origin * horizon)
+    return train[before], train[held]
 
 
 def statistical(truth: Truth, train: pd.DataFrame, freq: str, horizon: int) -> dict:

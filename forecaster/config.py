@@ -98,7 +98,7 @@ class TrainConfig:
                              choices=("fp32", "bf16"))
     max_epochs: int = setting(30, "upper bound on epochs", minimum=1)
     patience: int = setting(5, "early stopping: epochs without validation improvement", minimum=1)
-    refit_epochs: int = setting(0, "after early stopping, epochs that go on training the best weights on whole "
+    refit_epochs: int = setting(3, "after early stopping, epochs that go on training the best weights on whole "
                                    "series, the validation window included (otherwise the last horizon points are "
                                    "never a target); 0: off", minimum=0)
     batch_size: int = setting(256, "windows per optimiser step (global, split across workers)", minimum=1)
@@ -113,7 +113,7 @@ class TrainConfig:
                                                 minimum=1)
     series_per_block: int = setting(512, "series read from the shard at a time (memory bound of the loop)", minimum=1)
     learning_rate: float = setting(1e-3, "Adam")
-    loss_weight: str = setting("none", "mase: each window's errors over its input's mean absolute seasonal difference "
+    loss_weight: str = setting("mase", "mase: each window's errors over its input's mean absolute seasonal difference "
                                        "(MASE's scale, in the window's scaled units), for training and early stopping "
                                        "| none: errors in scaled units",
                                choices=("mase", "none"))

@@ -165,7 +165,8 @@ def training(metrics: dict, key: str = "training") -> dict:
     facts = [(label, fmt(metrics.get(key), digits)) for label, key, digits in (
         ("epochs", "epochs", 0), ("best epoch", "best_epoch", 0), ("best validation loss", "best_val_loss", 4),
         ("last validation loss", "last_val_loss", 4), ("validation loss before training", "initial_val_loss", 4),
-        ("restarts", "restarts", 0)) if metrics.get(key) is not None]
+        ("refit epochs on whole series, after the best", "refit_epochs", 0), ("restarts", "restarts", 0))
+        if metrics.get(key) is not None]
     if metrics.get("warm_started") is not None:
         facts.append(("warm started", "yes" if metrics["warm_started"] else "no"))
     reused = metrics.get("reused_checkpoint")

@@ -175,6 +175,7 @@ def _run_trial(params: dict, cfg: Config, series: ray.data.Dataset, train_storag
     trial_cfg.run.name = f"trial-{ray.tune.get_context().get_trial_id()}"  # run name: trial-<id>-<date>
     trial_cfg.train.storage_path = train_storage
     trial_cfg.train.warm_start = "none"  # trials with other architectures cannot start from one checkpoint
+    trial_cfg.train.refit_epochs = 0  # a trial is judged by its validation losses; a refit reports none
     fit(trial_cfg, series, callbacks=[TuneReportCallback()])
 
 

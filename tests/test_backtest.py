@@ -120,7 +120,8 @@ def backtest_run(ray_session, tmp_path_factory):
     try:
         settings = [f"data.uri={data}", f"output.uri={out}", f"model.horizon={HORIZON}", "run.date=2024-06-01",
                     "model.loss=quantile", "model.levels=[80]", "model.hidden_size=16", "train.max_epochs=2",
-                    "train.windows_per_series=8", "model.fallback=validation", "train.num_workers=1"]
+                    "train.refit_epochs=0", "train.windows_per_series=8", "model.fallback=validation",
+                    "train.num_workers=1"]
         code = main(["backtest", "--windows", "2", *(a for s in settings for a in ("--set", s))])
     finally:
         bt.train_clean = real_train

@@ -341,7 +341,9 @@ def test_a_small_run_prints_a_short_clean_console(tmp_path):
     assert _noise(lines) == [], output
     assert not any(RAY_DATA_ACTOR_FALSE_ALARM.search(line) for line in lines), output
     assert "reading 1 Parquet file(s) from" in output and "12 series: 12 clean, 0 rejected" in output
-    assert sum("epoch " in line for line in lines) == 2
+    refits = sum("val_loss refit" in line for line in lines)  # train.refit_epochs' default, after the 2 epochs
+    assert refits == load_config(None, []).train.refit_epochs
+    assert sum("epoch " in line for line in lines) == 2 + refits
     assert re.search(r"^forecast: 12/12 series \(100%\), [\d.]+ series/s, in [\d.]+ s$", done.stdout, re.M), output
     assert "wall time:" in done.stdout
     assert len(lines) <= 25, output

@@ -519,28 +519,37 @@ def test_training_survives_a_killed_worker(ray_session, tmp_path, monkeypatch):
     data.mkdir()
     pq.write_table(seasonal_series(20, (36, 48), freq="MS", seed=5, noise=0.05), data / "part-0.parquet")
     marker = tmp_path / "killed.marker"
-    monkeypatch.setenv("FORECASTER_TEST_KILL_RANK", f"1:2:{marker}")  # rank 1 exits at epoch 2, once
+    # rank 1 exits once, at epoch 3: the second of the 3 refit epochs (train.refit_epochs) that follow the
+    # 2 epochs of early stopping
+    monkeypatch.setenv("FORECASTER_TEST_KILL_RANK", f"1:3:{marker}")
     # Ray Train's controller collects reports (and so registers checkpoints) when it polls the workers, every
     # 2 s by default: an epoch here is shorter, so without this the crash can come before any checkpoint was
     # registered and the restart begins at epoch 0 (restarts would stay 0). Ray Train passes it to its controller.
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     cfg = load_config(None, [
         f"data.uri={data}", "data.freq=MS", "model.horizon=6", f"output.uri={out}", f"run.date={DATE}",
-        "train.max_epochs=4", "train.patience=10", "train.num_workers=2", "model.hidden_size=16",
+        "train.max_epochs=2", "train.patience=10", "train.num_workers=2", "model.hidden_size=16",
         "train.max_failures=1", "train.windows_per_series=16", "train.batch_size=64", "run.name=kill",
+        "train.refit_epochs=3",
     ])
     manifest = run(cfg)
 
     assert marker.exists()  # the worker really died
-    assert manifest["metrics"]["restarts"] >= 1
-    assert manifest["metrics"]["epochs"] == 4  # resumed at epoch 2 from the epoch-1 checkpoint, not from 0
-    # the moving average of the weights resumed too: it counts the steps of all 4 epochs (about 5 per
+    metrics = manifest["metrics"]
+    assert metrics["restarts"] >= 1
+    # resumed inside the refit from the checkpoint of its first epoch: neither from epoch 0 nor from the
+    # start of the refit (which would begin again at the best epoch's weights), and no epoch twice
+    assert metrics["epochs"] == 5 and metrics["refit_epochs"] == 3
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3, 4]
+    assert [h["val_loss"] is None for h in metrics["history"]] == [False, False, True, True, True]
+    # the moving average of the weights resumed too: it counts the steps of all 5 epochs (about 5 per
     # epoch: 2 ranks x 160 windows in batches of 32), not only the 2 after the restart
     import torch
 
     saved = torch.load(os.path.join(manifest["checkpoint_uri"].removeprefix("file://"), "model.pt"),
                        map_location="cpu", weights_only=True)
-    assert int(saved["ema"]["n_averaged"]) >= 15
+    assert int(saved["ema"]["n_averaged"]) >= 20
+    assert saved["refit_done"] == 3
     on_disk = json.loads((out / "manifests" / f"forecast_date={DATE}.json").read_text())
     assert on_disk["metrics"]["restarts"] == manifest["metrics"]["restarts"]
     forecasts = pq.read_table(out / "forecasts" / NAME).to_pandas()

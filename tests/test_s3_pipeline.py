@@ -51,8 +51,8 @@ def _upload_input(bucket: str) -> pd.DataFrame:
 
 def _config(bucket: str):
     return job_config(f"s3://{bucket}/input", f"s3://{bucket}/out", DATE, HORIZON,
-                      f"train.storage_path=s3://{bucket}/ckpt", "train.max_epochs=2", "model.hidden_size=16",
-                      "train.num_workers=1")
+                      f"train.storage_path=s3://{bucket}/ckpt", "train.max_epochs=2", "train.refit_epochs=0",
+                      "model.hidden_size=16", "train.num_workers=1")
 
 
 def _read(bucket: str, table: str) -> pd.DataFrame:

@@ -35,7 +35,8 @@ REUSE = ("train.warm_start=latest", "train.warm_epochs=0")
 
 def _settings(data, out, date):
     return job_settings(data, out, date, HORIZON, "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1",
-                        "train.max_epochs=1", "train.windows_per_series=4", "report.enabled=false", *REUSE)
+                        "train.max_epochs=1", "train.refit_epochs=0", "train.windows_per_series=4",
+                        "report.enabled=false", *REUSE)
 
 
 def _config(data, out, date):

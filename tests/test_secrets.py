@@ -59,7 +59,8 @@ def test_no_secret_in_outputs_checkpoints_or_printed_output(ray_session, tmp_pat
     pq.write_table(seasonal_series(12, (30, 40), freq="MS", seed=2), data / "part-0.parquet")
     settings = [
         f"data.uri={data}", "data.freq=MS", "model.horizon=6", f"output.uri={out}", f"run.date={DATE}",
-        "train.max_epochs=1", "model.hidden_size=16", "train.windows_per_series=8", "train.batch_size=64",
+        "train.max_epochs=1", "train.refit_epochs=0", "model.hidden_size=16", "train.windows_per_series=8",
+        "train.batch_size=64",
         "train.num_workers=1",
         f"data.storage_options.key={SECRET_KEY_ID}", f"data.storage_options.secret={SECRET_OPT}",
     ]

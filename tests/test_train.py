@@ -51,7 +51,7 @@ def test_ddp_ranks_get_disjoint_shards_keep_identical_parameters_and_match_one_w
     results = {}
     for workers in (1, 2):
         cfg = _cfg(data_dir, tmp_path / str(workers), f"train.num_workers={workers}", "train.max_epochs=6",
-                   "train.patience=10", "train.diagnostics=true", f"run.name=w{workers}",
+                   "train.refit_epochs=0", "train.patience=10", "train.diagnostics=true", f"run.name=w{workers}",
                    "train.max_validation_series=10")
         clean = _clean(cfg)
         results[workers] = fit(cfg, clean).metrics
@@ -69,7 +69,8 @@ def test_ddp_ranks_get_disjoint_shards_keep_identical_parameters_and_match_one_w
 def test_warm_start_begins_at_the_earlier_validation_loss(ray_session, data_dir, tmp_path):
     """train.warm_start=latest finds the first run's checkpoint through its manifest (a whole run); the
     warm start itself needs only training."""
-    common = ["train.num_workers=1", "train.patience=10"]
+    # no refit: the warm start reads the best epoch's weights, whose validation loss the first run recorded
+    common = ["train.num_workers=1", "train.patience=10", "train.refit_epochs=0"]
     first = run(_cfg(data_dir, tmp_path, *common, "train.max_epochs=5", "run.date=2024-01-01"))
     cfg = _cfg(data_dir, tmp_path, *common, "train.warm_start=latest", "train.warm_epochs=2", "run.date=2024-02-01")
     warm = fit(cfg, _clean(cfg)).metrics

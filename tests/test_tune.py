@@ -143,6 +143,7 @@ def test_tiny_search_writes_the_trial_with_the_lowest_val_loss(ray_session, tmp_
     _check_applied(loaded, records[best_id][0])
     assert f"trial {best_id}" in best.read_text().splitlines()[0]
     assert loaded.run.date is None and loaded.train.max_epochs == 30  # tune.max_epochs capped the trials only
+    assert loaded.train.refit_epochs == load_config(None, []).train.refit_epochs  # the trials ran without refit
 
     # the first trial ran the config's own values; every trial ran 2 epochs or was stopped early by ASHA
     baseline = current_params(load_config(None, [f"model.horizon={HORIZON}"]))
