@@ -240,6 +240,7 @@ def main() -> None:
     common = [f"output.uri={work / 'out'}", "data.freq=MS", "model.horizon=18", "run.date=2030-01-01",
               f"train.num_workers={args.workers}", f"train.cpus_per_worker={threads}",
               f"train.max_epochs={args.epochs}", f"train.patience={args.epochs}", f"train.use_gpu={args.gpu}",
+              "train.refit_epochs=0",  # --epochs epochs in both loops, as the bare loop runs them
               f"train.precision={precision}", f"predict.precision={precision}",
               f"run.name=throughput-{int(time.time())}"]
     try:

@@ -94,7 +94,8 @@ class TrainConfig:
                                       minimum=1)
     cpus_per_worker: float = setting(1.0, "Ray CPUs per worker; torch threads = max(1, floor(this))")
     use_gpu: bool = setting(False, "one GPU per worker")
-    precision: str = setting("fp32", "fp32 | bf16 (autocast of the forward pass; meant for GPUs)",
+    precision: str = setting("bf16", "bf16: the forward pass under bfloat16 autocast where the device has bf16 "
+                                     "units (CUDA with bf16, CPUs with AVX-512 BF16 or AMX; fp32 elsewhere) | fp32",
                              choices=("fp32", "bf16"))
     max_epochs: int = setting(30, "upper bound on epochs", minimum=1)
     patience: int = setting(5, "early stopping: epochs without validation improvement", minimum=1)

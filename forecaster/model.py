@@ -173,5 +173,6 @@ def inference_dtype(precision: str, device_type: str) -> torch.dtype:
 
 
 def autocast_bf16(precision: str, device_type: str) -> bool:
-    """True where `precision` asks for bf16 and the device runs it (see bf16_supported); fp32 otherwise."""
-    return precision == "bf16" and bf16_supported(device_type)
+    """True where `precision` asks for bf16, the device computes in it natively (bf16_units: elsewhere bf16
+    is emulated and slower than fp32) and runs the LSTM in it (bf16_supported); fp32 otherwise."""
+    return precision == "bf16" and bf16_units(device_type) and bf16_supported(device_type)

@@ -141,8 +141,8 @@ def train_step(model, optimizer, windows: Windows, rows: np.ndarray, spec: Model
     """One optimiser step on windows `rows`; returns the loss.
 
     precision="bf16" runs the forward pass under bfloat16 autocast (cuDNN LSTM on GPUs) where the device
-    can (model.bf16_supported; fp32 elsewhere, with one warning); the loss and the optimiser stay in
-    float32 (bf16 needs no loss scaling).
+    has bf16 units and runs the LSTM in it (model.autocast_bf16; fp32 elsewhere, with one warning where
+    the LSTM fails); the loss and the optimiser stay in float32 (bf16 needs no loss scaling).
     """
     inputs, targets, mask = _to_tensors(windows, rows, device)
     optimizer.zero_grad(set_to_none=True)

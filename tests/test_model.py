@@ -148,6 +148,21 @@ def test_bf16_on_a_cpu_without_it_trains_in_fp32_with_a_warning():
     assert done.stderr.count("cannot run the LSTM in bfloat16") == 1 and "training in fp32" in done.stderr
 
 
+@pytest.mark.parametrize("precision, units, supported, expected", [
+    ("bf16", True, True, True),
+    ("bf16", False, True, False),  # emulated bf16 (no bf16 units) is slower than fp32: stay in fp32
+    ("bf16", True, False, False),  # the LSTM primitive fails in bf16 here
+    ("fp32", True, True, False),
+])
+def test_training_autocasts_to_bf16_only_where_the_device_computes_it(monkeypatch, precision, units, supported,
+                                                                      expected):
+    from forecaster import model as model_module
+
+    monkeypatch.setattr(model_module, "bf16_units", lambda device_type: units)
+    monkeypatch.setattr(model_module, "bf16_supported", lambda device_type: supported)
+    assert model_module.autocast_bf16(precision, "cpu") is expected
+
+
 def test_bf16_train_step_runs_and_learns():
     """The bf16 autocast path of train_step (CPU here; the same code runs under CUDA). On a CPU without
     bf16 LSTM support (bf16_supported false) the same call trains in fp32 instead of failing."""
