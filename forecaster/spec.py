@@ -138,10 +138,10 @@ class LoopSettings:
     combine: str  # model.combine: validation scores the forecast as the predictor makes it
     worst_series: int  # report.worst_series: the series validation names for the report
     diagnostics: bool
-    levels: tuple[int, ...] = ()  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
-    refit_epochs: int = 0  # train.refit_epochs: epochs on whole series after early stopping
-    loss_weight: str = "none"  # train.loss_weight: mase weighs each window's errors by 1 / its MASE scale
-    validation_share: float = 1.0  # of the series, validated on (train.max_validation_series)
+    levels: tuple[int, ...]  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
+    refit_epochs: int  # train.refit_epochs: epochs on whole series after early stopping
+    loss_weight: str  # train.loss_weight: mase weighs each window's errors by 1 / its MASE scale
+    validation_share: float  # of the series, validated on (train.max_validation_series; 1: all)
 
     @classmethod
     def from_config(cls, cfg: Config, series: int | None = None) -> LoopSettings:
