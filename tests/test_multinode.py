@@ -99,7 +99,19 @@ def _worker_node_ids(cluster) -> set[str]:
     return {n["raylet"]["nodeId"] for n in nodes if not n["raylet"].get("isHeadNode")}
 
 
-def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_server):
+@pytest.fixture(scope="module")
+def submitted(cluster, s3_server):
+    """A whole job submitted with `ray job submit` and finished: (bucket, input ids, job id). Its model is
+    also the one the predict-loss test forecasts with (no Ray Train run of its own)."""
+    bucket = s3_server.bucket("multinode")
+    ids = _upload(bucket, series=24, length=48)
+    # three batches of 8 series, so three predictor actors: more than the 2 CPUs of one worker node
+    job_id = _submit(cluster, bucket, "train.max_epochs=2", "predict.batch_size=8")
+    _finished(cluster, job_id)
+    return bucket, ids, job_id
+
+
+def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_server, submitted):
     # which python a job runs: the venv's, found on the PATH the nodes were started with
     probe = cluster.cli("job", "submit", "--address", cluster.dashboard, "--",
                         "python", "-c", "import sys; print('JOB_PYTHON_PREFIX', sys.prefix)")
@@ -107,11 +119,7 @@ def test_a_submitted_job_runs_on_both_worker_nodes_and_says_where(cluster, s3_se
     assert probe.returncode == 0 and prefix, probe.stdout + probe.stderr
     assert Path(prefix.group(1)) == Path(sys.prefix)
 
-    bucket = s3_server.bucket("multinode")
-    ids = _upload(bucket, series=24, length=48)
-    # three batches of 8 series, so three predictor actors: more than the 2 CPUs of one worker node
-    job_id = _submit(cluster, bucket, "train.max_epochs=2", "predict.batch_size=8")
-    _finished(cluster, job_id)
+    bucket, ids, job_id = submitted
     _check_uploaded_working_dir(cluster, job_id)
 
     manifest = _manifest(bucket)
@@ -204,14 +212,16 @@ def test_a_worker_node_lost_while_training_is_survived_by_fewer_ranks(cluster, s
     assert _forecast_ids(bucket) == ids
 
 
-def test_a_worker_node_lost_while_predicting_leaves_the_whole_partition_or_none(cluster, s3_server):
+def test_a_worker_node_lost_while_predicting_leaves_the_whole_partition_or_none(cluster, s3_server, submitted):
     """Kill the node of a predictor actor as soon as one runs (3000 series in blocks of 64, so most are
     still to come): Ray Data retries the lost blocks on the node that is left and the job commits every
-    series, or the job fails and commits no partition. Never a partial one."""
+    series, or the job fails and commits no partition. Never a partial one. The job forecasts with the
+    submitted job's model as it is (train.warm_epochs=0): what is tested starts after training."""
     bucket, series = s3_server.bucket("predictloss"), 3000
     ids = _upload(bucket, series=series, length=48)
-    job_id = _submit(cluster, bucket, "train.max_epochs=1", "train.refit_epochs=0", "train.windows_per_series=1",
-                     "predict.batch_size=64", "report.enabled=false")
+    model = _manifest(submitted[0])["checkpoint_uri"]
+    job_id = _submit(cluster, bucket, f"train.warm_start={model}", "train.warm_epochs=0", "predict.batch_size=64",
+                     "report.enabled=false")
     deadline, victim = time.monotonic() + 300, None
     while victim is None:
         status = cluster.job_status(job_id)

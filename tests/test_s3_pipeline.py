@@ -49,10 +49,10 @@ def _upload_input(bucket: str) -> pd.DataFrame:
     return frame
 
 
-def _config(bucket: str):
+def _config(bucket: str, *extra: str):
     return job_config(f"s3://{bucket}/input", f"s3://{bucket}/out", DATE, HORIZON,
                       f"train.storage_path=s3://{bucket}/ckpt", "train.max_epochs=2", "train.refit_epochs=0",
-                      "model.hidden_size=16", "train.num_workers=1")
+                      "model.hidden_size=16", "train.num_workers=1", *extra)
 
 
 def _read(bucket: str, table: str) -> pd.DataFrame:
@@ -113,9 +113,12 @@ def test_checkpoint_is_in_the_bucket(s3_server, s3_run):
 
 
 def test_rerun_same_date_replaces_the_partition(s3_server, s3_run):
-    bucket, _, _ = s3_run
+    """The rerun forecasts with the first run's model as it is (the subject is the commit on S3, not training:
+    no second Ray Train run)."""
+    bucket, _, first = s3_run
     before = _read(bucket, "forecasts")
-    manifest = run(_config(bucket))
+    manifest = run(_config(bucket, f"train.warm_start={first['checkpoint_uri']}", "train.warm_epochs=0"))
+    assert manifest["checkpoint_uri"] == first["checkpoint_uri"]
     again = _read(bucket, "forecasts")
     assert len(again) == len(before) == SERIES * HORIZON
     assert not again.duplicated(["unique_id", "ds"]).any()
