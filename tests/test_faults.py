@@ -523,8 +523,8 @@ def test_training_survives_a_killed_worker(ray_session, tmp_path, monkeypatch):
     # 2 epochs of early stopping
     monkeypatch.setenv("FORECASTER_TEST_KILL_RANK", f"1:3:{marker}")
     # Ray Train's controller collects reports (and so registers checkpoints) when it polls the workers, every
-    # 2 s by default: an epoch here is shorter, so without this the crash can come before any checkpoint was
-    # registered and the restart begins at epoch 0 (restarts would stay 0). Ray Train passes it to its controller.
+    # 2 s by default: an epoch here is shorter, so without the job's 0.1 s (runtime.RAY_ENV) the crash can come
+    # before any checkpoint was registered and the restart begins at epoch 0 (restarts would stay 0).
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     cfg = load_config(None, [
         f"data.uri={data}", "data.freq=MS", "model.horizon=6", f"output.uri={out}", f"run.date={DATE}",
