@@ -55,7 +55,8 @@ def test_driver_endpoint_reaches_the_workers_of_a_running_cluster_credentials_do
     done = subprocess.run(
         [str(VENV_BIN / "forecaster"), "run", "--set", f"data.uri=s3://{bucket}/input", "--set", "data.freq=MS",
          "--set", f"model.horizon={HORIZON}", "--set", f"output.uri=s3://{bucket}/out", "--set", f"run.date={DATE}",
-         "--set", "train.max_epochs=1", "--set", "model.hidden_size=8"],
+         "--set", "train.max_epochs=1", "--set", "train.refit_epochs=0", "--set", "train.num_workers=1",
+         "--set", "model.hidden_size=8"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[:3000] + "\n...\n" + output[-5000:]
