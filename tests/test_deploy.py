@@ -283,21 +283,11 @@ ray.shutdown()
 
 
 @pytest.mark.ray
-def test_a_stopped_clusters_address_file_does_not_stop_a_local_run(tmp_path_factory):
+def test_a_stopped_clusters_address_file_does_not_stop_a_local_run(local_ray_scripts):
     """A `ray start` cluster killed without `ray stop` leaves <tmp>/ray/ray_current_cluster behind; a plain
     ray.init(num_cpus=...) then tries to join it and fails with ValueError. The job starts its own Ray and
     says which cluster it did not join."""
-    root = tempfile.mkdtemp(prefix="stale-", dir="/tmp")  # short: Ray's unix sockets live under it
-    try:
-        os.makedirs(os.path.join(root, "ray"))
-        with open(os.path.join(root, "ray", "ray_current_cluster"), "w") as fh:
-            fh.write("127.0.0.1:1\n")  # nothing listens there
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=root)
-        done = subprocess.run([sys.executable, "-c", STALE_CLUSTER_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=180)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    done = local_ray_scripts("stale")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ANSWER 42" in done.stdout
     assert "starting a local Ray for this job, not the cluster at 127.0.0.1:1" in done.stderr, done.stderr[-3000:]
@@ -346,13 +336,44 @@ ray.shutdown()
 """
 
 
+@pytest.fixture(scope="module")
+def local_ray_scripts():
+    """STALE_CLUSTER_SCRIPT (with a stopped cluster's address file in its RAY_TMPDIR) and IDLE_WORKERS_SCRIPT,
+    each a process that starts a local Ray of its own, started together (each mostly waits for its Ray to
+    start); returns a function that waits for one by name ("stale", "idle") and gives its CompletedProcess."""
+    root = tempfile.mkdtemp(prefix="stale-", dir="/tmp")  # short: Ray's unix sockets live under it
+    os.makedirs(os.path.join(root, "ray"))
+    with open(os.path.join(root, "ray", "ray_current_cluster"), "w") as fh:
+        fh.write("127.0.0.1:1\n")  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    scripts = {"stale": (STALE_CLUSTER_SCRIPT, {**env, "RAY_TMPDIR": root}), "idle": (IDLE_WORKERS_SCRIPT, env)}
+    procs = {name: subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=script_env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, (script, script_env) in scripts.items()}
+    done: dict[str, subprocess.CompletedProcess] = {}
+
+    def finished(name: str) -> subprocess.CompletedProcess:
+        if name not in done:
+            proc = procs[name]
+            stdout, stderr = proc.communicate(timeout=180)
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        return done[name]
+
+    try:
+        yield finished
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.ray
-def test_local_ray_workers_exit_once_idle():
+def test_local_ray_workers_exit_once_idle(local_ray_scripts):
     """A local Ray started by the job keeps no idle worker process (Ray's default keeps one per CPU,
     each holding the object-store pages it ever wrote)."""
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, "-c", IDLE_WORKERS_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=180)
+    done = local_ray_scripts("idle")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "IDLE 0" in done.stdout, done.stdout + done.stderr[-2000:]
