@@ -46,7 +46,7 @@ def test_covariates_end_to_end(ray_session, tmp_path):
                      "data.future_covariates=[promo]", f"data.future_uri={tmp_path / 'future'}",
                      "data.static_covariates=[store]", f"data.static_uri={tmp_path / 'static'}", "model.hidden_size=8",
                      "train.max_epochs=2", "train.refit_epochs=0", "train.windows_per_series=8",
-                     "model.ensemble_size=2",
+                     "model.ensemble_size=2", "report.enabled=false",
                      "train.num_workers=1")
     manifest = run(cfg)
 
@@ -71,7 +71,7 @@ def test_static_covariates_from_the_input(ray_session, tmp_path):
     cfg = load_config(None, [
         f"data.uri={tmp_path / 'input'}", "data.freq=MS", f"model.horizon={HORIZON}", f"output.uri={out}",
         f"run.date={DATE}", "data.static_covariates=[size]", "model.hidden_size=8", "train.max_epochs=1",
-        "train.refit_epochs=0", "train.windows_per_series=4", "train.num_workers=1",
+        "train.refit_epochs=0", "train.windows_per_series=4", "train.num_workers=1", "report.enabled=false",
     ])
     manifest = run(cfg)
     assert manifest["counts"]["forecast"] == 16 and manifest["counts"]["rejected"] == 0

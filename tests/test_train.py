@@ -35,8 +35,10 @@ def data_dir(tmp_path_factory):
 
 
 def _cfg(data, out, *extra):
+    """A small training's config; no HTML report (2-3 s a run here: tests/test_report.py and the pipeline
+    tests cover it)."""
     return job_config(data, out, "2024-01-01", 6, "model.hidden_size=16", "train.windows_per_series=16",
-                      "train.batch_size=64", "train.seed=3", *extra)
+                      "train.batch_size=64", "train.seed=3", "report.enabled=false", *extra)
 
 
 def _clean(cfg):
