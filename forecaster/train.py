@@ -137,7 +137,7 @@ def minibatches(batches: Iterable[pa.Table], spec: ModelSpec, settings: LoopSett
 
 
 def train_step(model, optimizer, windows: Windows, rows: np.ndarray, spec: ModelSpec, device,
-               precision: str = "fp32") -> float:
+               precision: str) -> float:
     """One optimiser step on windows `rows`; returns the loss.
 
     precision="bf16" runs the forward pass under bfloat16 autocast (cuDNN LSTM on GPUs) where the device
