@@ -21,6 +21,7 @@ import pytest
 from forecaster import console, runtime
 from forecaster.config import load_config
 from forecaster.synthetic import seasonal_series
+from tests.processes import finish, start_script, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 FORECASTER = Path(sys.executable).parent / "forecaster"
@@ -373,20 +374,12 @@ print("SUM", sum(r["id"] for r in rows.take_all()))
 
 
 def _ray_data(*runs: tuple[str, str]) -> list[subprocess.CompletedProcess]:
-    """RAY_DATA_SCRIPT once per (level, mode), all at once: each process mostly waits for its own local
-    Ray to start, so together they take about as long as one."""
-    procs = [subprocess.Popen([sys.executable, "-c", RAY_DATA_SCRIPT, level, mode], cwd=ROOT, env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for level, mode in runs]
-    done = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for other in procs:
-                other.kill()
-            raise
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
-    return done
+    """RAY_DATA_SCRIPT once per (level, mode), all at once (tests/processes.py)."""
+    procs = [start_script(RAY_DATA_SCRIPT, level, mode, env=_env()) for level, mode in runs]
+    try:
+        return [finish(proc, timeout=300) for proc in procs]
+    finally:
+        stop(procs)
 
 
 @pytest.mark.ray

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
+from tests.processes import finish, start_script, stop
 
 try:
     import tomllib
@@ -347,26 +348,19 @@ def local_ray_scripts():
         fh.write("127.0.0.1:1\n")  # nothing listens there
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    scripts = {"stale": (STALE_CLUSTER_SCRIPT, {**env, "RAY_TMPDIR": root}), "idle": (IDLE_WORKERS_SCRIPT, env)}
-    procs = {name: subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=script_env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name, (script, script_env) in scripts.items()}
+    procs = {"stale": start_script(STALE_CLUSTER_SCRIPT, env={**env, "RAY_TMPDIR": root}),
+             "idle": start_script(IDLE_WORKERS_SCRIPT, env=env)}
     done: dict[str, subprocess.CompletedProcess] = {}
 
     def finished(name: str) -> subprocess.CompletedProcess:
         if name not in done:
-            proc = procs[name]
-            stdout, stderr = proc.communicate(timeout=180)
-            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+            done[name] = finish(procs[name], timeout=180)
         return done[name]
 
     try:
         yield finished
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
+        stop(procs.values())
         shutil.rmtree(root, ignore_errors=True)
 
 
