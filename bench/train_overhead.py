@@ -52,8 +52,9 @@ def main() -> None:
             f"train.max_epochs={args.epochs}", f"train.patience={args.epochs}", "train.refit_epochs=0",
             "ray.num_cpus=3"])
 
-    init_ray(config("warm-up"))
-    clean = clean_series(validate_series(config("warm-up"), read_series(config("warm-up"))))
+    first = config("read")
+    init_ray(first)
+    clean = clean_series(validate_series(first, read_series(first)))  # read once, trained on by every fit
     seconds: dict[str, list[float]] = {interval: [] for interval in intervals}
     for repeat in range(args.repeats):
         for interval in intervals:
