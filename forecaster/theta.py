@@ -71,8 +71,8 @@ def _is_seasonal(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
     valid = ~np.isnan(y)
     mean = np.nanmean(y, axis=1, keepdims=True)
     d = np.where(valid, y - mean, 0.0)
-    denominator = (d * d).sum(axis=1)
-    acf = np.stack([(d[:, k:] * d[:, :-k]).sum(axis=1) for k in range(1, season + 1)], axis=1)
+    denominator = np.einsum("ij,ij->i", d, d)
+    acf = np.stack([np.einsum("ij,ij->i", d[:, k:], d[:, :-k]) for k in range(1, season + 1)], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         acf = acf / denominator[:, None]
         stat = np.sqrt((1 + 2 * (acf[:, :-1] ** 2).sum(axis=1)) / n)
@@ -95,8 +95,12 @@ def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
         average = (inner + 0.5 * (filled[:, centre - half] + filled[:, centre + half])) / season
     inside = centre[None, :] - half >= (width - n)[:, None]  # the whole average lies in the series
     ratio = np.where(inside, y[:, centre] / np.where(inside, average, 1.0), np.nan)
-    position = centre % season
-    index = np.stack([np.nanmean(ratio[:, position == p], axis=1) for p in range(season)], axis=1)
+    # the mean ratio per position in the season, over the ratios that exist: sums and counts per
+    # position as one product with a (centre, season) indicator matrix
+    observed = ~np.isnan(ratio)
+    indicator = (centre[:, None] % season == np.arange(season)[None, :]).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        index = (np.where(observed, ratio, 0.0) @ indicator) / (observed @ indicator)
     return index / index.mean(axis=1, keepdims=True)
 
 
