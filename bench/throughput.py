@@ -8,8 +8,9 @@ and steps the same model with the same batch size and the same number of threads
 fixed start-up is printed separately.
 
 Inference: series/s of the Ray Data path (read Parquet + validate + predict + write Parquet) and of
-the bare predictor against the limit, the network's forward pass alone on the same windows (fp32,
-and in bf16 weights for comparison); the Ray path against the bare predictor: the same
+the bare predictor against the limit, the network's forward pass alone on the same windows at the
+paths' precision (predict.precision, bf16 by default; the other precision is printed for comparison);
+the Ray path against the bare predictor: the same
 `SeriesPredictor` (windows, forward, un-scale, baselines, validation fallback) called in one process
 on blocks already in memory. The start-up of the Ray Data path (actor start, model load) is measured
 on a tiny input and printed separately; the rate is (N series) / (wall time - start-up). The wall
@@ -22,7 +23,10 @@ process on the same files and forecasts (the same functions the Ray path maps ov
 prints their CPU-seconds E, and the rate N / (bare seconds + E / C) of a path that predicted at the
 bare rate and spread those steps perfectly over C cores: the ratio that such a path would reach.
 (The Ray path can beat it: its two one-thread actors run the predictor's numpy work on both cores,
-which the bare process runs on one.)
+which the bare process runs on one.) It also prints the ceiling of any path that reads, validates and
+writes: N / (N / forward + E / C), a predictor that cost nothing but its forward pass, with those
+steps spread perfectly over the cores; against the forward pass alone, that ceiling is what this
+machine allows whatever the predictor and Ray do.
 """
 
 from __future__ import annotations
@@ -192,7 +196,7 @@ def ray_inference(cfg, checkpoint, out: pathlib.Path) -> dict:
 
 
 def print_inference(n_series: int, ray_stages: dict, startup: dict, bare: tuple[float, float], other: dict,
-                    forward: dict) -> None:
+                    forward: dict, precision: str) -> None:
     """The rates against the forward-only limit, and the breakdown that bounds the ratio on this machine's
     cores."""
     cores = os.cpu_count() or 1
@@ -212,14 +216,19 @@ def print_inference(n_series: int, ray_stages: dict, startup: dict, bare: tuple[
     print(f"  bare predictor, in-memory blocks     {bare_rate:10.0f} series/s "
           f"({bare_seconds:.1f} s, {bare_cpu:.1f} CPU-s on {cores} torch threads)")
     print(f"  ratio                                {ray_rate / bare_rate:10.2f}")
-    limit = forward["fp32"]
-    print(f"  forward pass alone, fp32 (the limit) {limit:10.0f} series/s; bf16 weights {forward['bf16']:.0f} "
-          f"series/s ({forward['bf16'] / limit:.2f}x)")
+    limit = forward[precision]
+    others = "; ".join(f"{name} {rate:.0f} series/s ({rate / limit:.2f}x)"
+                       for name, rate in forward.items() if name != precision)
+    print(f"  forward pass alone, {precision} (the limit) {limit:10.0f} series/s; {others}")
     print(f"  against the limit: Ray path {ray_rate / limit:.2f}, bare predictor {bare_rate / limit:.2f}")
     print(f"  steps the bare predictor skips, one process: {seconds(other)}  (sum {extra:.1f} CPU-s)")
     print(f"  bound if prediction ran at the bare rate and those steps on all {cores} cores: "
           f"N / ({bare_seconds:.1f} s + {extra:.1f} CPU-s / {cores}) = {bound:.0f} series/s, "
           f"ratio {bound / bare_rate:.2f}")
+    ceiling = n_series / (n_series / limit + extra / cores)
+    print(f"  ceiling of any path that reads, validates and writes, with a predictor that costs only its forward: "
+          f"N / ({n_series / limit:.1f} s + {extra:.1f} CPU-s / {cores}) = {ceiling:.0f} series/s, "
+          f"{ceiling / limit:.2f} of the limit")
 
 
 def main() -> None:
@@ -228,20 +237,19 @@ def main() -> None:
     parser.add_argument("--infer-series", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--gpu", action="store_true", help="train on CUDA (cuDNN LSTM) in both loops")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both training loops "
-                        "(train.precision=bf16), bf16 weights in both inference paths (predict.precision=bf16)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"),
+                        help="train.precision and predict.precision for every path (default: the config's)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the bare loop is one process)")
     parser.add_argument("--only", choices=("train", "infer"), help="run one half only")
     args = parser.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="throughput-", dir=ROOT / "bench"))
     cpus = os.cpu_count() or 1
     threads = max(1, cpus // args.workers)
-    precision = "bf16" if args.bf16 else "fp32"
     common = [f"output.uri={work / 'out'}", "data.freq=MS", "model.horizon=18", "run.date=2030-01-01",
               f"train.num_workers={args.workers}", f"train.cpus_per_worker={threads}",
               f"train.max_epochs={args.epochs}", f"train.patience={args.epochs}", f"train.use_gpu={args.gpu}",
               "train.refit_epochs=0",  # --epochs epochs in both loops, as the bare loop runs them
-              f"train.precision={precision}", f"predict.precision={precision}",
+              *([f"train.precision={args.precision}", f"predict.precision={args.precision}"] if args.precision else []),
               f"run.name=throughput-{int(time.time())}"]
     try:
         write_series(work / "train", args.train_series, files=4)
@@ -284,7 +292,8 @@ def main() -> None:
         bare_seconds, bare_cpu, forecasts = bare_inference(big, blocks, checkpoint)
         other = bare_other_steps(big, sorted((work / "infer").glob("*.parquet")), forecasts, work / "pred-bare")
         forward = {p: forward_limit(big, blocks, checkpoint, p) for p in ("fp32", "bf16")}
-        print_inference(args.infer_series, ray_stages, startup, (bare_seconds, bare_cpu), other, forward)
+        print_inference(args.infer_series, ray_stages, startup, (bare_seconds, bare_cpu), other, forward,
+                        big.predict.precision)
         print(f"  (the first, cold run of the Ray path took {cold:.1f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
