@@ -252,7 +252,7 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     timer = Timer()
     root = resolve(cfg.output.uri, cfg.data.storage_options)
     checked = check_schema(cfg)  # file-level errors stop before Ray starts
-    init_ray(cfg, checked.rows)
+    init_ray(cfg)
     series = read_series(cfg, checked)  # materialised: every window cuts the same rows
     table = _collect(series.map_batches(lambda b: pa.table({ID: b[ID], LENGTH: _lengths(b)}),
                                         batch_format="pyarrow", batch_size=None),

@@ -156,10 +156,9 @@ class RaySection:
     data_cpus: float | None = setting(None, "CPU cap for Ray Data stages (resource_limits); default all but training")
     dashboard: bool = setting(False, "start Ray's dashboard with a local Ray (~1 GiB in 10 processes); clusters keep "
                                      "theirs")
-    idle_workers: int | None = setting(None, "idle worker processes a local Ray keeps (num_workers_soft_limit); "
-                                              "others exit after 1 s. None: one per CPU for inputs under 1 M rows, "
-                                              "none above",
-                                       minimum=0)
+    idle_workers: int = setting(0, "idle worker processes a local Ray keeps (num_workers_soft_limit); others exit "
+                                   "after 1 s",
+                                minimum=0)
     shared_local_paths: bool = setting(False, "local paths are one shared mount (NFS) on every node of a multi-node "
                                               "cluster")
     log_level: str = setting("WARNING", "Ray's own console lines: WARNING (warnings, errors) | INFO (all of them; "

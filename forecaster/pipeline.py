@@ -173,7 +173,7 @@ def run(cfg: Config) -> dict:
     timer = Timer()
     root = resolve(cfg.output.uri, cfg.data.storage_options)
     checked = check_schema(cfg)  # file-level errors stop the job before Ray starts
-    init_ray(cfg, checked.rows)
+    init_ray(cfg)
     timer.mark("ray_init")
 
     validated = validate_series(cfg, read_series(cfg, checked))  # read, validate

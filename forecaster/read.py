@@ -9,7 +9,6 @@ groupby, so every series reaches the next step whole, with its points sorted by 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -28,23 +27,12 @@ class DataError(ValueError):
     """Input data cannot be used as a whole; the message names the file and column."""
 
 
-class Inputs(NamedTuple):
-    """The checked input files (check_schema) and the rows they hold, from their footers."""
-
-    loc: Location
-    files: list[str]
-    rows: int
-
-
-def check_schema(cfg: Config) -> Inputs:
+def check_schema(cfg: Config) -> tuple[Location, list[str]]:
     """Find the input files and check that each has the configured columns with usable types."""
     loc, files = _parquet_files(cfg.data.uri, "data.uri", cfg.data.storage_options)
-    rows = 0
     for path in files:
-        footer = _footer(loc, path)
-        _check_columns(path, footer.schema.to_arrow_schema(), cfg)
-        rows += footer.num_rows
-    return Inputs(loc, files, rows)
+        _check_columns(path, _schema(loc, path), cfg)
+    return loc, files
 
 
 def _parquet_files(uri: str, key: str, storage_options: dict) -> tuple[Location, list[str]]:
@@ -58,10 +46,9 @@ def _parquet_files(uri: str, key: str, storage_options: dict) -> tuple[Location,
     return loc, files
 
 
-def _footer(loc: Location, path: str) -> pq.FileMetaData:
-    """The file's footer: its schema (`.schema.to_arrow_schema()`) and row count (`.num_rows`)."""
+def _schema(loc: Location, path: str) -> pa.Schema:
     try:
-        return pq.read_metadata(path, filesystem=loc.fs)
+        return pq.read_schema(path, filesystem=loc.fs)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
 
@@ -117,12 +104,12 @@ def _check_column(path: str, schema: pa.Schema, column: str, key: str, ok, what:
         raise DataError(f"{path}: column {column!r} ({key}) has type {typ}, expected {what}")
 
 
-def read_series(cfg: Config, checked: Inputs | None = None) -> ray.data.Dataset:
+def read_series(cfg: Config, checked: tuple[Location, list[str]] | None = None) -> ray.data.Dataset:
     """The input as a Dataset of series rows: unique_id (str), ds (list<timestamp>), y (list<double>).
 
     `checked` is the result of `check_schema(cfg)` when the caller ran it already (before Ray).
     """
-    loc, files, _ = checked or check_schema(cfg)
+    loc, files = checked or check_schema(cfg)
     log.info("reading %d Parquet file(s) from %s", len(files), cfg.data.uri)
     rename = {cfg.data.id_col: ID, cfg.data.time_col: DS, cfg.data.target_col: Y}
     rename.update({c: PAST + c for c in cfg.data.past_covariates})
@@ -244,7 +231,7 @@ def read_side_table(cfg: Config, kind: str) -> pa.Table | None:
     wanted = [data.id_col] + ([] if kind == "static" else [data.time_col]) + list(names)
     loc, files = _parquet_files(uri, key, data.storage_options)
     for path in files:
-        schema = _footer(loc, path).schema.to_arrow_schema()
+        schema = _schema(loc, path)
         _check_column(path, schema, data.id_col, "data.id_col", lambda t: _scalar(t) and not pa.types.is_floating(t),
                       "string or integer")
         if kind == "future":

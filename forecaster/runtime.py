@@ -12,7 +12,7 @@ On a small machine (2 cores here) Ray must be told its CPUs explicitly. The rule
   `DataContext.execution_options.resource_limits`;
 - the predictor actors (one CPU and one torch thread each) all start before the first block
   (`predict_pool`), instead of Ray Data growing the pool from one actor;
-- a local Ray keeps idle worker processes for a small input only (`ray.idle_workers`, `idle_workers`).
+- a local Ray keeps no idle worker processes (`ray.idle_workers`, `local_system_config`).
 - Ray's own console lines follow `ray.log_level` (forecaster.console): the level reaches the workers
   through runtime_env env_vars and `worker_process_setup_hook` (`setup_hook`).
 
@@ -162,38 +162,21 @@ def setup_hook(cfg: Config, local: bool, environ=None) -> str | None:
     return f"{quiet_ray_worker.__module__}.{quiet_ray_worker.__name__}"
 
 
-# Inputs of at least this many rows start a local Ray that keeps no idle worker process (ray.idle_workers
-# unset); smaller ones keep Ray's default, one per CPU. See idle_workers.
-IDLE_WORKERS_MAX_ROWS = 1_000_000
-
-
-def idle_workers(cfg: Config, input_rows: int | None) -> int:
-    """How many idle worker processes a local Ray keeps: `ray.idle_workers` where set; otherwise one per
-    CPU (Ray's default) for an input of fewer than IDLE_WORKERS_MAX_ROWS rows, none for a larger one or
-    where the input is not known (`input_rows` None).
+def local_system_config(cfg: Config) -> dict:
+    """Raylet settings of a local Ray: keep `ray.idle_workers` idle worker processes (Ray's default
+    keeps one per CPU), so that a worker exits about a second after its last task.
 
     A worker that ran read, validate or map tasks keeps every object-store page it wrote mapped for
-    as long as it lives: at 1 M series (120 M rows) three idle workers held 5.0 GiB of the object store
-    (RssShmem) and 0.8 GiB of their own while the predictor actors started, about 14 MB per worker and
-    million rows. Without idle workers, a task that finds none starts a new worker process (about
-    2 s here): with two training ranks, every epoch's streaming split runs one such task first, so each
-    epoch waits for a new process (the demo's 23 epochs: 118 s without idle workers, 74 s with them)."""
-    if cfg.ray.idle_workers is not None:
-        return cfg.ray.idle_workers
-    small = input_rows is not None and input_rows < IDLE_WORKERS_MAX_ROWS
-    return local_cpus(cfg) if small else 0
+    as long as it lives: at 1 M series three idle workers held 5.0 GiB of the object store (RssShmem)
+    and 0.8 GiB of their own while the predictor actors started. The cost is a new worker process
+    (about a second) for a task that finds none idle.
+    """
+    return {"num_workers_soft_limit": cfg.ray.idle_workers}
 
 
-def local_system_config(cfg: Config, input_rows: int | None = None) -> dict:
-    """Raylet settings of a local Ray: `idle_workers` idle worker processes (num_workers_soft_limit);
-    the others exit about a second after their last task."""
-    return {"num_workers_soft_limit": idle_workers(cfg, input_rows)}
-
-
-def init_ray(cfg: Config, input_rows: int | None = None) -> None:
-    """Join the cluster named by ray.address / RAY_ADDRESS, or start a local Ray sized for the job
-    (`input_rows`: the rows of its input, where known: see idle_workers); Ray's console lines at
-    ray.log_level (forecaster.console)."""
+def init_ray(cfg: Config) -> None:
+    """Join the cluster named by ray.address / RAY_ADDRESS, or start a local Ray sized for the job;
+    Ray's console lines at ray.log_level (forecaster.console)."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     level = cfg.ray.log_level
@@ -220,7 +203,7 @@ def init_ray(cfg: Config, input_rows: int | None = None) -> None:
             # killed one) that a plain ray.init() would try to join. No dashboard by default: its ten
             # processes hold about 1 GiB, a third of a small job's memory
             ray.init(address="local", num_cpus=local_cpus(cfg), runtime_env=runtime_env, configure_logging=False,
-                     include_dashboard=cfg.ray.dashboard, _system_config=local_system_config(cfg, input_rows))
+                     include_dashboard=cfg.ray.dashboard, _system_config=local_system_config(cfg))
     check_shared_storage(cfg)  # also where the caller had joined a cluster before calling the job
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # forecaster.console draws the progress line of predict + write

@@ -183,7 +183,7 @@ def read_trainable(cfg: Config) -> ray.data.Dataset:
     """The series the nightly job would train on: the pipeline's read, validate and filter steps."""
     check_output_location(cfg)
     checked = check_schema(cfg)
-    init_ray(cfg, checked.rows)
+    init_ray(cfg)
     return trainable_series(cfg, clean_series(validate_series(cfg, read_series(cfg, checked))))
 
 

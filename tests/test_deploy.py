@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
@@ -212,10 +211,10 @@ def local_init(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3})
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
 
-    def init(overrides, input_rows=None):
+    def init(overrides):
         calls = []
         monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-        runtime.init_ray(load_config(None, overrides), input_rows)
+        runtime.init_ray(load_config(None, overrides))
         return calls
 
     return init
@@ -295,45 +294,9 @@ def test_a_stopped_clusters_address_file_does_not_stop_a_local_run(local_ray_scr
     assert "starting a local Ray for this job, not the cluster at 127.0.0.1:1" in done.stderr, done.stderr[-3000:]
 
 
-def test_a_local_ray_keeps_idle_workers_for_a_small_input_only(local_init):
-    """Ray's default (one idle worker per CPU) below 1 M input rows, where the object-store pages they
-    keep mapped are small and every epoch's streaming split would otherwise wait for a new process;
-    none for a larger or unknown input; ray.idle_workers wherever it is set."""
-    cases = [([], None), ([], 999_999), ([], 1_000_000), (["ray.idle_workers=2"], 10), (["ray.idle_workers=0"], 10)]
-    limits = [local_init(["ray.num_cpus=3", *overrides], rows)[0]["_system_config"]["num_workers_soft_limit"]
-              for overrides, rows in cases]
-    assert limits == [0, 3, 0, 2, 0]
-
-
-@pytest.mark.parametrize("entry", ["run", "backtest", "tune"])
-def test_each_entry_point_starts_ray_knowing_its_inputs_rows(tmp_path, monkeypatch, entry):
-    """The rows come from the footers check_schema reads before Ray starts (no Ray here: init_ray is
-    recorded, then the entry point is stopped)."""
-    from forecaster import backtest, pipeline, tune
-    from forecaster.config import load_config
-    from forecaster.synthetic import seasonal_series
-
-    (tmp_path / "in").mkdir()
-    pq.write_table(seasonal_series(3, 20, freq="MS", seed=0), tmp_path / "in" / "a.parquet")
-    pq.write_table(seasonal_series(2, 30, freq="MS", seed=1), tmp_path / "in" / "b.parquet")
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def record(cfg, input_rows=None):
-        seen.append(input_rows)
-        raise Stop
-
-    module = {"run": pipeline, "backtest": backtest, "tune": tune}[entry]
-    monkeypatch.setattr(module, "init_ray", record)
-    cfg = load_config(None, [f"data.uri={tmp_path / 'in'}", "data.freq=MS", "model.horizon=3",
-                             f"output.uri={tmp_path / 'out'}", "run.date=2030-01-01"])
-    call = {"run": lambda: pipeline.run(cfg), "backtest": lambda: backtest.backtest(cfg, windows=1),
-            "tune": lambda: tune.read_trainable(cfg)}[entry]
-    with pytest.raises(Stop):
-        call()
-    assert seen == [3 * 20 + 2 * 30]
+def test_local_ray_keeps_idle_workers_as_configured(local_init):
+    calls = local_init([]) + local_init(["ray.idle_workers=2"])
+    assert [c["_system_config"]["num_workers_soft_limit"] for c in calls] == [0, 2]
 
 
 IDLE_WORKERS_SCRIPT = """
@@ -366,8 +329,7 @@ def idle():
             pass
     return sum(name.startswith(b"ray::IDLE") for name in names)
 
-from forecaster.runtime import IDLE_WORKERS_MAX_ROWS
-init_ray(load_config(None, ["ray.num_cpus=2"]), input_rows=IDLE_WORKERS_MAX_ROWS)
+init_ray(load_config(None, ["ray.num_cpus=2"]))
 ray.get([ray.remote(lambda: os.getpid()).remote() for _ in range(4)])
 time.sleep(4)
 print("IDLE", idle())
@@ -404,8 +366,8 @@ def local_ray_scripts():
 
 @pytest.mark.ray
 def test_local_ray_workers_exit_once_idle(local_ray_scripts):
-    """A local Ray started by the job for an input of 1 M rows or more keeps no idle worker process
-    (Ray's default keeps one per CPU, each holding the object-store pages it ever wrote)."""
+    """A local Ray started by the job keeps no idle worker process (Ray's default keeps one per CPU,
+    each holding the object-store pages it ever wrote)."""
     done = local_ray_scripts("idle")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "IDLE 0" in done.stdout, done.stdout + done.stderr[-2000:]
