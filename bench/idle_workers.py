@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
 
-from scale import TreeSampler  # bench/scale.py: the summed RSS / PSS of a process tree
+from scale import measured  # bench/scale.py: a job run with the summed RSS / PSS of its process tree
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,16 +39,11 @@ def settings(config: str) -> dict[str, list[str]]:
 def run(config: str, out: pathlib.Path, extra: list[str]) -> dict:
     """The run's manifest, with the peak RSS and PSS (GiB) of its process tree added."""
     shutil.rmtree(out, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray inside the measured tree
-    proc = subprocess.Popen([str(FORECASTER), "run", "--config", config, "--set", f"output.uri={out}",
-                             "--set", "report.enabled=false", *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
-    _, stderr = proc.communicate()
-    sampler.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"forecaster run failed ({proc.returncode}):\n{stderr[-4000:]}")
+    log = out.with_suffix(".log")
+    _, sampler, code = measured([str(FORECASTER), "run", "--config", str(ROOT / config), "--set",
+                                 f"output.uri={out}", "--set", "report.enabled=false", *extra], log)
+    if code != 0:
+        raise SystemExit(f"forecaster run failed ({code}):\n{log.read_text()[-4000:]}")
     manifest = json.loads(next((out / "manifests").glob("*.json")).read_text())
     return {**manifest, "peak_gib": (sampler.peak_rss / 2**30, sampler.peak_pss / 2**30)}
 

@@ -175,6 +175,12 @@ def run_job(data: pathlib.Path, out: pathlib.Path, log: pathlib.Path,
         "--set", f"output.uri={out}", "--set", f"run.date={RUN_DATE}",
         "--set", "train.max_epochs=2", "--set", "train.patience=2",
     ] + [arg for item in overrides for arg in ("--set", item)]
+    return measured(command, log)
+
+
+def measured(command: list[str], log: pathlib.Path) -> tuple[float, TreeSampler, int]:
+    """Run `command` (a job that starts its own local Ray) with its output in `log`: (wall seconds, the
+    sampler of its process tree, exit code)."""
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)  # a local Ray of the job's own, inside the measured tree
     with open(log, "w") as fh:
