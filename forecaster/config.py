@@ -67,6 +67,8 @@ class ModelConfig:
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))
+    nonnegative: str = setting("auto", "auto: `forecast` and its interval bounds floored at zero for the series with "
+                                       "no value below zero | none", choices=("auto", "none"))
     short_series: str = setting("baseline", "series under horizon+2 points: baseline (forecast by Theta) | "
                                             "reject",
                                 choices=("baseline", "reject"))

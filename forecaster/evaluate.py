@@ -24,8 +24,7 @@ def mase_scale(block: SeriesBlock, ends: np.ndarray, season: int) -> np.ndarray:
     """
     n = len(block)
     lag = np.where(ends > season, season, 1)
-    series_of_point = np.repeat(np.arange(n), block.lengths)
-    position = np.arange(len(block.values)) - block.starts[series_of_point]
+    series_of_point, position = block.points()
     point_lag = lag[series_of_point]
     usable = (position >= point_lag) & (position < ends[series_of_point])
     index = np.flatnonzero(usable)

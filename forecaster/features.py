@@ -108,6 +108,17 @@ class SeriesBlock:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(series index, position inside its series) of every point of `values`."""
+        series = np.repeat(np.arange(len(self)), self.lengths)
+        return series, np.arange(len(self.values)) - self.starts[series]
+
+    def never_negative(self, ends: np.ndarray) -> np.ndarray:
+        """(series,) True where no point of [0, ends[i]) is below zero."""
+        series, position = self.points()
+        negative = (self.values < 0) & (position < ends[series])
+        return np.bincount(series[negative], minlength=len(self)) == 0
+
     @classmethod
     def from_batch(cls, batch, spec: FeatureSpec | None = None) -> SeriesBlock:
         """A block from series rows (pyarrow): `y`, plus the covariate columns `spec` names."""

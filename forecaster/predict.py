@@ -48,7 +48,7 @@ from forecaster.covariates import future_dates
 from forecaster.evaluate import holdout_actual, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, inference_dtype, member_mean
-from forecaster.theta import combine_weights, network_forecast, theta
+from forecaster.theta import combine_weights, floored, network_forecast, theta
 from forecaster.validate import min_length
 
 
@@ -85,22 +85,23 @@ class Forecasts:
 
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
-                 fallback: str, combine: str, levels: tuple[int, ...] = (), threads: int = 1, use_gpu: bool = False,
-                 progress=None, placement=None, precision: str = "fp32"):
+                 fallback: str, combine: str, nonnegative: str, levels: tuple[int, ...] = (), threads: int = 1,
+                 use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
         model.combine, how the network's forecast is made from the LSTM and Theta (self.weight: the LSTM's
-        share; for fitted, the one training chose, or the mean from a checkpoint without it). `levels`: model.levels,
-        the intervals of `forecast` (NaN where the checkpoint holds no calibration for a level). `progress`: called
-        with the number of series of each batch once it is forecast (forecaster.console.Tally).
-        `placement`: a forecaster.runtime.NodeSet actor told the node this predictor runs on. `precision`:
-        predict.precision (bf16: the network's weights and inputs in bfloat16 where the device has bf16 units,
-        model.inference_dtype; its outputs back in float64)."""
+        share; for fitted, the one training chose, or the mean from a checkpoint without it). `nonnegative`:
+        model.nonnegative (auto: `forecast` and its bounds floored at zero for series never below it).
+        `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint holds no calibration
+        for a level). `progress`: called with the number of series of each batch once it is forecast
+        (forecaster.console.Tally). `placement`: a forecaster.runtime.NodeSet actor told the node this
+        predictor runs on. `precision`: predict.precision (bf16: the network's weights and inputs in
+        bfloat16 where the device has bf16 units, model.inference_dtype; its outputs back in float64)."""
         torch.set_num_threads(threads)
         if placement is not None:
             placement.add.remote(ray.get_runtime_context().get_node_id())
         self.progress = progress
         self.freq, self.season, self.horizon = freq, season, horizon
-        self.fallback = fallback
+        self.fallback, self.nonnegative = fallback, nonnegative
         choices = combine_weights(combine)
         self.weight = choices[0] if len(choices) == 1 else 0.5
         self.model = self.spec = None
@@ -166,13 +167,16 @@ class SeriesPredictor:
         # too short for the network: Theta (on the M1 series cut short, 10-20 % lower MASE than seasonal naive);
         # the network's forecast lost the validation window (model.fallback=validation): seasonal naive
         baseline = np.where(network[:, None], snaive, statistical)
-        chosen = np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.weight), baseline)
+        floor = self._floor(block, block.lengths)
+        chosen = floored(np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.weight),
+                                  baseline), floor)
         name = "LSTM+Theta" if self.weight < 1 else LSTM
         model = np.where(use_lstm, name, np.where(~network, THETA,
                                                   np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE)))
         scale = intervals.scales(block, block.lengths, self.season)
         missing = np.full(h, np.nan)
-        bounds = {level: intervals.bounds(chosen, scale, self.quantiles.get(level, missing))
+        bounds = {level: tuple(floored(bound, floor)
+                               for bound in intervals.bounds(chosen, scale, self.quantiles.get(level, missing)))
                   for level in self.forecast_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
                          seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model, intervals=bounds)
@@ -203,14 +207,18 @@ class SeriesPredictor:
                         CUTOFF: pa.array(np.repeat(last.astype("datetime64[us]"), h))})
         return pa.table(columns, schema=forecast_schema(f.levels, tuple(f.intervals)))
 
+    def _floor(self, block: SeriesBlock, ends: np.ndarray) -> np.ndarray | None:
+        """The series whose forecasts from `ends` are floored at zero (model.nonnegative), or None."""
+        return block.never_negative(ends) if self.nonnegative == "auto" else None
+
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
         """Per series: is the network forecast's MAE on the held-out last `horizon` points (the LSTM's,
         or its combination with Theta fitted on the points before them) <= seasonal naive's?"""
         h = self.horizon
         cutoffs = block.lengths - h
         statistical = theta(block, cutoffs, h, self.season) if self.weight < 1 else None
-        forecast = network_forecast(self._network(validation_windows(block, self.spec))[..., 0], statistical,
-                                    self.weight)
+        forecast = floored(network_forecast(self._network(validation_windows(block, self.spec))[..., 0],
+                                            statistical, self.weight), self._floor(block, cutoffs))
         actual = holdout_actual(block, h)
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

@@ -150,6 +150,14 @@ def combine_weights(method: str) -> tuple[float, ...]:
     return (1.0,) if method == "none" else (0.5,)
 
 
+def floored(forecast: np.ndarray, never_negative: np.ndarray | None) -> np.ndarray:
+    """`forecast` (series, horizon) floored at zero on the series `never_negative` marks (model.nonnegative=auto:
+    the series with no point below zero; None: none)."""
+    if never_negative is None:
+        return forecast
+    return np.where(never_negative[:, None], np.maximum(forecast, 0.0), forecast)
+
+
 def network_forecast(lstm: np.ndarray, statistical: np.ndarray | None, weight: float) -> np.ndarray:
     """The forecast made with the network: weight x the LSTM's + (1 - weight) x Theta's (weight 1: the
     LSTM alone; `statistical` may then be None)."""

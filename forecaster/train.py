@@ -45,7 +45,7 @@ from forecaster.model import autocast_bf16, build_model, masked_loss, member_mea
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
 from forecaster.storage import resolve
-from forecaster.theta import combine_weights, network_forecast, theta
+from forecaster.theta import combine_weights, floored, network_forecast, theta
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,8 @@ class _ForecastTally:
         self.keep = worst_series
         self.worst: list[tuple[float, str, float, float]] = []
 
-    def add(self, weight: float, ids, lstm, statistical, actual, scale, scores: dict) -> None:
-        forecast = network_forecast(lstm, statistical, weight)
+    def add(self, weight: float, ids, lstm, statistical, actual, scale, scores: dict, floor) -> None:
+        forecast = floored(network_forecast(lstm, statistical, weight), floor)
         scores.update(mase_forecast=mase(actual, forecast, scale), smape_forecast=smape(actual, forecast))
         self.errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
         for i, name in enumerate(SCORES):
@@ -272,12 +272,14 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
         scale = mase_scale(block, block.lengths - spec.horizon, spec.season)  # for the scores and the intervals
         actual = holdout_actual(block, spec.horizon)
         scores = validation_scores(block, {"lstm": lstm, "theta": statistical}, spec.horizon, spec.season, scale)
+        floor = block.never_negative(block.lengths - spec.horizon) if settings.nonnegative == "auto" else None
         if len(weights) > 1:
             defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
             for i, weight in enumerate(weights):
-                by_weight[i] += mase(actual, network_forecast(lstm, statistical, weight), scale)[defined].sum()
+                forecast = floored(network_forecast(lstm, statistical, weight), floor)
+                by_weight[i] += mase(actual, forecast, scale)[defined].sum()
             by_weight[-1] += defined.sum()
-        part = (batch[ID], lstm, statistical, actual, scale, scores)
+        part = (batch[ID], lstm, statistical, actual, scale, scores, floor)
         if len(weights) == 1:
             tally.add(float(weights[0]), *part)
         else:

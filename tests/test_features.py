@@ -244,3 +244,9 @@ def test_a_fractional_rate_gives_that_many_windows_on_average():
     rng = np.random.default_rng(1)
     few = training_windows(block, _spec(8, 4), windows_of_each(len(block), 0.5, rng), rng)
     assert 10 < len(few) < 40
+
+
+def test_never_negative_looks_only_before_each_end():
+    block = _block([3.0, 0.0, 2.0, -1.0], [-2.0, 5.0], [1.0])
+    np.testing.assert_array_equal(block.never_negative(np.array([4, 2, 1])), [False, False, True])
+    np.testing.assert_array_equal(block.never_negative(np.array([3, 0, 1])), [True, True, True])

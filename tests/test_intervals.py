@@ -86,7 +86,8 @@ def _batch(series):
     })
 
 
-OPTIONS = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "none", "combine": "theta"}
+OPTIONS = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "none", "combine": "theta",
+           "nonnegative": "none"}
 
 
 def test_the_predictor_writes_intervals_of_forecast_from_the_calibration(tmp_path):
@@ -115,3 +116,22 @@ def test_a_checkpoint_without_calibration_gives_empty_interval_columns(tmp_path)
     assert out["forecast-hi-80"].notna().all() and out["forecast-hi-95"].isna().all()
     old = SeriesPredictor(_checkpoint(tmp_path / "b", None), **OPTIONS, levels=(80,))
     assert old(_batch({"a": np.arange(30.0)})).to_pandas()["forecast-lo-80"].isna().all()
+
+
+def test_a_series_never_below_zero_gets_no_negative_forecast_or_bound(tmp_path):
+    """model.nonnegative=auto floors `forecast` and its bounds at zero where the history never went below it
+    (a count falling towards zero); a series with a negative value keeps its negative bounds."""
+    calibration = {"levels": [80, 95], "quantiles": [[2.0, 3.0, 4.0], [4.0, 6.0, 8.0]]}
+    rng = np.random.default_rng(5)
+    series = {"falling": np.maximum(30.0 - 1.5 * np.arange(24) + rng.normal(0, 1, 24), 0.0),
+              "signed": 3.0 * np.sin(np.arange(24)) + rng.normal(0, 1, 24)}
+    out = {rule: SeriesPredictor(_checkpoint(tmp_path / rule, calibration), **{**OPTIONS, "nonnegative": rule},
+                                 levels=(80, 95))(_batch(series)).to_pandas() for rule in ("auto", "none")}
+    columns = ["forecast", "forecast-lo-80", "forecast-hi-80", "forecast-lo-95", "forecast-hi-95"]
+    falling = {rule: table[table.unique_id == "falling"][columns].to_numpy() for rule, table in out.items()}
+    assert (falling["none"][:, 3] < 0).any()  # the unfloored 95 % interval reaches below zero
+    np.testing.assert_array_equal(falling["auto"][:, 0], np.maximum(falling["none"][:, 0], 0.0))
+    assert (falling["auto"] >= 0).all() and (falling["auto"][:, 3] == 0).any()
+    signed = {rule: table[table.unique_id == "signed"][columns].to_numpy() for rule, table in out.items()}
+    np.testing.assert_array_equal(signed["auto"], signed["none"])
+    assert (signed["auto"][:, 3] < 0).any()

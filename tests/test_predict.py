@@ -12,7 +12,7 @@ from forecaster.predict import SeriesPredictor, without_fallback
 from tests.specs import SMALL, model_spec
 
 HORIZON = 4
-PLAIN = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "none", "combine": "none"}
+PLAIN = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "none", "combine": "none", "nonnegative": "none"}
 
 
 def _checkpoint(tmp_path, loss="mae", levels=(), seed=0):

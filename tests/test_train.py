@@ -200,6 +200,36 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
     assert subset.scores["series"] == int(validated(rows["unique_id"], 0.5).sum()) < 6
 
 
+def test_validation_scores_and_calibrates_forecast_floored_at_zero_as_it_is_written():
+    """model.nonnegative=auto: series falling to zero and staying there, whose Theta drifts below zero: the
+    validation pass scores (and calibrates the intervals on) `forecast` floored at zero, as the predictor
+    writes it; the models' own scores are the same either way."""
+    import dataclasses
+
+    import torch
+
+    from forecaster.model import build_model
+    from forecaster.spec import LoopSettings
+    from forecaster.train import ValidationRows, _holdout_pass
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
+    rows = _batch({f"fall{i}": np.maximum(40.0 - (2 + i) * np.arange(30.0), 0.0) for i in range(4)})
+    holdouts = {}
+    for rule in ("auto", "none"):
+        cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS", f"model.nonnegative={rule}"])
+        settings = dataclasses.replace(LoopSettings.from_config(cfg, 4), series_per_block=2)
+        torch.manual_seed(0)
+        holdouts[rule] = _holdout_pass(build_model(spec), ValidationRows(_Shard(rows), settings), spec, settings,
+                                       torch.device("cpu"))
+    auto, plain = holdouts["auto"], holdouts["none"]
+    assert auto.scores["mase_theta"] == plain.scores["mase_theta"]
+    assert auto.scores["mase_lstm"] == plain.scores["mase_lstm"]
+    assert auto.scores["mase_forecast"] < plain.scores["mase_forecast"]
+    assert (np.asarray(auto.calibration["quantiles"]) <= np.asarray(plain.calibration["quantiles"])).all()
+
+
 def test_validation_reads_its_series_from_the_shard_once_and_keeps_only_the_validated():
     import dataclasses
 
