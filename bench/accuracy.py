@@ -114,8 +114,11 @@ def main() -> None:
         forecast = pd.read_parquet(out / "forecasts" / f"forecast_date={cfg.forecast_date}")
         # the combination without the validation fallback (model.fallback=none), from the same run
         weight = manifest["metrics"].get("combine_weight") or 0.5  # the LSTM's in forecast
+        floor = None  # model.nonnegative=auto: the rows of series never below zero, floored as forecast is
+        if cfg.model.nonnegative == "auto":
+            floor = forecast["unique_id"].map(train.groupby("unique_id").y.min() >= 0).to_numpy(dtype=bool)
         forecast["LSTM+Theta"] = without_fallback(forecast["LSTM"].to_numpy(), forecast["Theta"].to_numpy(),
-                                                  forecast["forecast"].to_numpy(), weight)
+                                                  forecast["forecast"].to_numpy(), weight, floor)
         columns = ("forecast", "LSTM", "LSTM+Theta", "Theta")
         rows = {column: truth.score(forecast, column) for column in columns}
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")

@@ -151,7 +151,7 @@ class WindowScorer(SeriesPredictor):
         scale = mase_scale(block, block.lengths, self.season)
         point = f.lstm[..., 0]
         scores = {name: forecast_scores(actual, values, scale) for name, values in (
-            (FORECAST, f.forecast), (NO_FALLBACK, without_fallback(point, f.theta, f.forecast, self.weight)),
+            (FORECAST, f.forecast), (NO_FALLBACK, without_fallback(point, f.theta, f.forecast, self.weight, f.floor)),
             (NAIVE, f.naive), (SEASONAL_NAIVE, f.seasonal_naive), (THETA, f.theta))}
         # the LSTM with all its outputs (the pinball loss scores the interval bounds of loss=quantile)
         scores[LSTM] = forecast_scores(actual, f.lstm, scale, self.spec.quantiles if self.spec else (0.5,))

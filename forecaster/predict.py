@@ -58,11 +58,13 @@ def output_schema(cfg: Config) -> pa.Schema:
     return forecast_schema(cfg.model.levels if cfg.model.loss == "quantile" else (), cfg.model.levels)
 
 
-def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, weight: float) -> np.ndarray:
+def without_fallback(lstm: np.ndarray, statistical: np.ndarray, chosen: np.ndarray, weight: float,
+                     floor: np.ndarray | None) -> np.ndarray:
     """`forecast` as model.fallback=none makes it, from the output columns and the LSTM's `weight` in it
     (SeriesPredictor.weight; the manifest's metrics.combine_weight): the network's forecast wherever the
-    network forecast (LSTM not NaN), the chosen baseline of a short series elsewhere."""
-    return np.where(np.isfinite(lstm), network_forecast(lstm, statistical, weight), chosen)
+    network forecast (LSTM not NaN), the chosen baseline of a short series elsewhere; floored at zero
+    on the series (rows) `floor` marks (Forecasts.floor: model.nonnegative)."""
+    return floored(np.where(np.isfinite(lstm), network_forecast(lstm, statistical, weight), chosen), floor)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Forecasts:
     forecast: np.ndarray  # what users are told to use
     model: np.ndarray  # (series,): which model made `forecast`
     intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lo, hi) of `forecast`, forecaster.intervals
+    floor: np.ndarray | None  # (series,): `forecast` floored at zero (model.nonnegative); None: none
 
     def bound(self, side: str, level: int) -> np.ndarray:
         """(series, horizon): the `side` (lo, hi) of the LSTM's `level` % interval."""
@@ -179,7 +182,8 @@ class SeriesPredictor:
                                for bound in intervals.bounds(chosen, scale, self.quantiles.get(level, missing)))
                   for level in self.forecast_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
-                         seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model, intervals=bounds)
+                         seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model, intervals=bounds,
+                         floor=floor)
 
     def to_arrow(self, batch: pa.Table, f: Forecasts) -> pa.Table:
         """Long forecast rows (forecast_schema): `horizon` rows per series."""

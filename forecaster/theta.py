@@ -151,11 +151,12 @@ def combine_weights(method: str) -> tuple[float, ...]:
 
 
 def floored(forecast: np.ndarray, never_negative: np.ndarray | None) -> np.ndarray:
-    """`forecast` (series, horizon) floored at zero on the series `never_negative` marks (model.nonnegative=auto:
-    the series with no point below zero; None: none)."""
+    """`forecast` (series, horizon), or one value per row, floored at zero on the series (rows)
+    `never_negative` marks (model.nonnegative=auto: the series with no point below zero; None: none)."""
     if never_negative is None:
         return forecast
-    return np.where(never_negative[:, None], np.maximum(forecast, 0.0), forecast)
+    mask = never_negative.reshape(never_negative.shape + (1,) * (forecast.ndim - never_negative.ndim))
+    return np.where(mask, np.maximum(forecast, 0.0), forecast)
 
 
 def network_forecast(lstm: np.ndarray, statistical: np.ndarray | None, weight: float) -> np.ndarray:

@@ -132,7 +132,18 @@ def test_without_fallback_is_the_network_forecast_wherever_the_network_forecast(
     network (LSTM NaN), its baseline stays."""
     lstm, statistical = np.array([[1.0, 2.0], [np.nan, np.nan]]), np.array([[3.0, 4.0], [6.0, 6.0]])
     chosen = np.array([[9.0, 9.0], [5.0, 5.0]])
-    np.testing.assert_array_equal(without_fallback(lstm, statistical, chosen, weight), expected)
+    np.testing.assert_array_equal(without_fallback(lstm, statistical, chosen, weight, None), expected)
+
+
+def test_without_fallback_is_floored_as_forecast_is():
+    """model.nonnegative=auto: the series never below zero (a) get no negative value; b keeps its own."""
+    lstm, statistical = np.array([[-4.0, 2.0], [-4.0, 2.0]]), np.array([[1.0, -6.0], [1.0, -6.0]])
+    chosen = np.zeros((2, 2))
+    floored = without_fallback(lstm, statistical, chosen, 0.5, np.array([True, False]))
+    np.testing.assert_array_equal(floored, [[0.0, 0.0], [-1.5, -2.0]])
+    rows = without_fallback(lstm.reshape(-1), statistical.reshape(-1), chosen.reshape(-1), 0.5,
+                            np.array([True, True, False, False]))  # one value per row, as the bench's columns
+    np.testing.assert_array_equal(rows, [0.0, 0.0, -1.5, -2.0])
 
 
 @pytest.mark.parametrize("freq,expected", [("D", "2020-12-02"), ("W-SUN", "2020-12-06"), ("QS", "2021-01-01")])
