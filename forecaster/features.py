@@ -338,17 +338,21 @@ def windows_of_each(series: int, windows_per_series: float, rng: np.random.Gener
 
 
 def training_cutoffs(train_lengths: np.ndarray, horizon: int, windows_per_series: int | np.ndarray,
-                     rng: np.random.Generator, min_inputs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                     rng: np.random.Generator, min_inputs: int = 1,
+                     recent: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Random cutoffs inside each series' training part -> (series index, cutoff) per window.
 
     A cutoff c leaves at least one observed target and, where the series allows, `min_inputs`
     observed inputs (windows scaled from one or two points teach the network mostly noise);
-    where the training part is long enough, targets are complete (c <= n - horizon).
+    where the training part is long enough, targets are complete (c <= n - horizon). `recent`
+    (train.recent_horizons in points): only cutoffs at most `recent` points before the latest are drawn.
     """
     series = np.repeat(np.arange(len(train_lengths)), windows_per_series)
     n = train_lengths[series]
     high = np.maximum(np.where(n - horizon >= 1, n - horizon, n - 1), 1)  # inclusive upper bound
     low = np.minimum(min_inputs, high)
+    if recent is not None:
+        low = np.maximum(low, high - recent)
     cutoffs = low + np.floor(rng.random(len(series)) * (high - low + 1)).astype(np.int64)
     return series, np.minimum(cutoffs, high)
 
@@ -359,13 +363,14 @@ def min_training_inputs(input_size: int, horizon: int) -> int:
 
 
 def training_windows(block: SeriesBlock, spec: ModelSpec, counts: int | np.ndarray, rng: np.random.Generator,
-                     whole: bool = False) -> Windows:
+                     whole: bool = False, recent: int | None = None) -> Windows:
     """`counts` random windows from the training part (all but the last `horizon` points) of each series
     (one count for all, or one per series: windows_of_each draws them for a fractional rate), or with
-    `whole` from the whole series (train.refit_epochs: the validation window has been used)."""
+    `whole` from the whole series (train.refit_epochs: the validation window has been used); `recent`:
+    cutoffs at most `recent` points before each series' latest (training_cutoffs)."""
     train_lengths = block.lengths - (0 if whole else spec.horizon)
     series, cutoffs = training_cutoffs(train_lengths, spec.horizon, counts, rng,
-                                       min_training_inputs(spec.input_size, spec.horizon))
+                                       min_training_inputs(spec.input_size, spec.horizon), recent)
     return make_windows(block, series, cutoffs, train_lengths[series], spec)
 
 

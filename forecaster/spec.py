@@ -142,6 +142,7 @@ class LoopSettings:
     levels: tuple[int, ...]  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
     refit_epochs: int  # train.refit_epochs: epochs on whole series after early stopping
     loss_weight: str  # train.loss_weight: mase weighs each window's errors by 1 / its MASE scale
+    recent_horizons: float | None  # train.recent_horizons: windows' cutoffs in the last this many horizons
     validation_share: float  # of the series, validated on (train.max_validation_series; 1: all)
 
     @classmethod
@@ -156,7 +157,11 @@ class LoopSettings:
                    nonnegative=cfg.model.nonnegative,
                    worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels),
                    refit_epochs=t.refit_epochs, validation_share=validation_share(cfg, series),
-                   loss_weight=t.loss_weight)
+                   loss_weight=t.loss_weight, recent_horizons=t.recent_horizons)
+
+    def recent_points(self, horizon: int) -> int | None:
+        """train.recent_horizons in points of a series (None: no limit)."""
+        return None if self.recent_horizons is None else int(self.recent_horizons * horizon)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

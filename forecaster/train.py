@@ -130,7 +130,8 @@ def minibatches(batches: Iterable[pa.Table], spec: ModelSpec, settings: LoopSett
                 continue
             batch, counts = batch.filter(pa.array(drawn)), counts[drawn]
         block = SeriesBlock.from_batch(batch, spec.features)
-        windows = weighed(training_windows(block, spec, counts, rng, whole), spec, settings)
+        windows = weighed(training_windows(block, spec, counts, rng, whole, settings.recent_points(spec.horizon)),
+                          spec, settings)
         order = rng.permutation(len(windows))
         for i in range(0, len(order), local_batch):
             yield windows, order[i:i + local_batch]

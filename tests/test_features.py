@@ -102,6 +102,42 @@ def test_training_cutoffs_keep_min_inputs_where_possible():
     assert set(cutoffs[series == 1]) == {2}  # 3 points: the only cutoff with a target is 2
 
 
+def test_recent_horizons_draw_cutoffs_only_near_the_end_of_the_training_part():
+    """train.recent_horizons=2 with horizon 6: cutoffs at most 12 points before the latest (34 of a
+    40-point part), every one of them reachable; a part shorter than that keeps its own range, and the
+    limit comes through LoopSettings in points."""
+    from forecaster.config import load_config
+    from forecaster.spec import LoopSettings
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([40, 12])
+    series, cutoffs = training_cutoffs(lengths, horizon=6, windows_per_series=400, rng=rng, min_inputs=5,
+                                       recent=12)
+    assert set(cutoffs[series == 0]) == set(range(22, 35))
+    assert set(cutoffs[series == 1]) == set(range(5, 7))
+    settings = LoopSettings.from_config(load_config(None, ["train.recent_horizons=1.5"]))
+    assert settings.recent_points(8) == 12 and settings.recent_points(6) == 9
+    assert LoopSettings.from_config(load_config(None, ["train.recent_horizons=null"])).recent_points(8) is None
+
+
+def test_the_training_loop_draws_its_windows_within_train_recent_horizons():
+    """minibatches (the loop's windows) pass train.recent_horizons on: on y = 0, 1, 2, ... each window's first
+    target is its cutoff, all within 2 horizons of the training part's latest (34 of 40 points)."""
+    import dataclasses
+
+    from forecaster.config import load_config
+    from forecaster.spec import LoopSettings
+    from forecaster.train import minibatches
+    from tests.test_predict import _batch
+
+    cfg = load_config(None, ["model.horizon=6", "model.input_size=8", "train.recent_horizons=2"])
+    settings = dataclasses.replace(LoopSettings.from_config(cfg), windows_per_series=200)
+    spec = model_spec("model.horizon=6", "model.input_size=8")
+    windows, _ = next(minibatches([_batch({"a": np.arange(46.0)})], spec, settings, np.random.default_rng(0), 1000))
+    first = np.round(windows.unscale(windows.targets)[:, 0]).astype(int)
+    assert set(first) == set(range(22, 35))
+
+
 def test_refit_windows_take_targets_from_the_validation_part_too():
     """train.refit_epochs: windows from whole series reach the last point; only those see it."""
     horizon = 4
