@@ -106,9 +106,9 @@ class TrainConfig:
                                    "never a target); 0: off", minimum=0)
     batch_size: int = setting(256, "windows per optimiser step (global, split across workers)", minimum=1)
     windows_per_series: int = setting(32, "random training windows cut from each series per epoch", minimum=1)
-    recent_horizons: float | None = setting(None, "training windows' cutoffs (where their inputs end) within the last "
-                                                  "this many horizons of each series' training part (N-BEATS' "
-                                                  "history limit L_H); null: anywhere in it", minimum=1)
+    recent_horizons: float | None = setting(3, "training windows' cutoffs (where their inputs end) within the last "
+                                               "this many horizons of each series' training part (N-BEATS' "
+                                               "history limit L_H); null: anywhere in it", minimum=1)
     max_windows_per_epoch: int | None = setting(262144, "cap on the training windows of an epoch, whatever the "
                                                         "number of series: fewer windows per series beyond cap / "
                                                         "windows_per_series series (8192 at the defaults); null: "
