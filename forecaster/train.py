@@ -216,8 +216,9 @@ def validated(ids: pa.ChunkedArray | pa.Array, share: float) -> np.ndarray:
 
 
 class _ForecastTally:
-    """The validation pass's sums for `forecast` = weight x LSTM + (1 - weight) x Theta, block by block:
-    (sum, count) per score of SCORES, the scaled-error histogram (intervals) and the worst series."""
+    """The validation pass's sums for `forecast` = weight x LSTM + (1 - weight) x Theta (floored at zero on
+    the `floor` series, model.nonnegative), block by block: (sum, count) per score of SCORES, the
+    scaled-error histogram (intervals) and the worst series."""
 
     def __init__(self, horizon: int, worst_series: int):
         self.sums = np.zeros(2 * len(SCORES))
@@ -225,7 +226,8 @@ class _ForecastTally:
         self.keep = worst_series
         self.worst: list[tuple[float, str, float, float]] = []
 
-    def add(self, weight: float, ids, lstm, statistical, actual, scale, scores: dict, floor) -> None:
+    def add(self, weight: float, ids, lstm, statistical, actual, scale, scores: dict,
+            floor: np.ndarray | None) -> None:
         forecast = floored(network_forecast(lstm, statistical, weight), floor)
         scores.update(mase_forecast=mase(actual, forecast, scale), smape_forecast=smape(actual, forecast))
         self.errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
