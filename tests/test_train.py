@@ -272,7 +272,8 @@ def test_an_epoch_under_the_cap_builds_blocks_only_for_series_that_draw_a_window
     (windows, order), = steps
     assert built == [len(windows)]  # one block, of the series that drew a window (one each under 1)
     rng = np.random.default_rng(5)  # the same draws, on the whole batch's block
-    expected = training_windows(SeriesBlock.from_batch(rows, spec.features), spec, windows_of_each(200, 0.3, rng), rng)
+    expected = training_windows(SeriesBlock.from_batch(rows, spec.features), spec, windows_of_each(200, 0.3, rng), rng,
+                                recent=settings.recent_points(spec.horizon))
     assert 30 < len(windows) < 90  # about 0.3 x 200
     np.testing.assert_array_equal(windows.inputs, expected.inputs)
     np.testing.assert_array_equal(windows.targets, expected.targets)
