@@ -176,21 +176,30 @@ class Cluster:
 
     def add_worker(self, num_cpus: int, env: dict | None = None, timeout: float = 90) -> Node:
         """One more node (`ray start --address=<gcs> --block`) with its own temp dir and ports; returns
-        once the head lists it alive."""
-        temp_dir = tempfile.mkdtemp(prefix="w", dir=self.root)
-        ports = dict(zip(WORKER_PORT_FLAGS, free_ports(len(WORKER_PORT_FLAGS)), strict=True))
-        command = [str(RAY), "start", f"--address={self.gcs}", "--block", f"--num-cpus={num_cpus}",
-                   "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-                   *[f"--{flag}={port}" for flag, port in ports.items()]]
+        once the head lists it alive. A `ray start` that gives up before joining is started again while
+        `timeout` lasts: right after a node loss the head's GCS, busy with the job that lost it, has
+        answered a joining node's first call after its 30 s deadline ("Failed to get node info ...
+        Deadline Exceeded"), and that `ray start` exits."""
         before = len(self.alive_nodes())
-        node = _spawn(command, temp_dir, {**ray_env(), **NODE_CREDENTIALS, **(env or {})})
-        self.workers.append(node)
         deadline = time.monotonic() + timeout
-        while len(self.alive_nodes()) <= before:
-            if node.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker node did not join:\n{node.log.read_text()[-5000:]}")
-            time.sleep(0.5)
-        return node
+        gave_up = []
+        while True:
+            temp_dir = tempfile.mkdtemp(prefix="w", dir=self.root)
+            ports = dict(zip(WORKER_PORT_FLAGS, free_ports(len(WORKER_PORT_FLAGS)), strict=True))
+            command = [str(RAY), "start", f"--address={self.gcs}", "--block", f"--num-cpus={num_cpus}",
+                       "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+                       *[f"--{flag}={port}" for flag, port in ports.items()]]
+            node = _spawn(command, temp_dir, {**ray_env(), **NODE_CREDENTIALS, **(env or {})})
+            self.workers.append(node)
+            while len(self.alive_nodes()) <= before and node.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if len(self.alive_nodes()) > before:
+                return node
+            self.workers.remove(node)
+            node.stop()
+            gave_up.append(node.log.read_text()[-3000:])
+            if time.monotonic() >= deadline:
+                raise RuntimeError("worker node did not join:\n" + "\n---\n".join(gave_up))
 
     def alive_nodes(self) -> list[dict]:
         """The nodes the head lists alive (its REST API: no driver of ours joins the cluster)."""
