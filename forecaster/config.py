@@ -279,7 +279,8 @@ def _check_values(cfg: Config) -> None:
         if allowed is not None and value not in allowed:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
         if minimum is not None and value is not None and value < minimum:
-            raise ConfigError(f"{key}={value}: " + ("must be a positive integer" if minimum == 1 else
+            integral = str(f.type).startswith("int")  # a float key (train.recent_horizons) takes 1.5
+            raise ConfigError(f"{key}={value}: " + ("must be a positive integer" if minimum == 1 and integral else
                                                     f"must be >= {minimum}"))
     if cfg.train.min_workers is not None and cfg.train.min_workers > cfg.train.num_workers:
         raise ConfigError(f"train.min_workers={cfg.train.min_workers}: must be at most "

@@ -1,6 +1,7 @@
 """forecaster.config.load_config and the CLI's handling of bad config: everything stops before any work."""
 
 import json
+import re
 
 import pytest
 
@@ -179,6 +180,17 @@ def test_bad_value_names_the_key(item, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, [item])
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize("item,message", [
+    ("model.horizon=0", "model.horizon=0: must be a positive integer"),
+    ("train.recent_horizons=0.5", "train.recent_horizons=0.5: must be >= 1"),  # a float key: 1.5 is fine
+    ("model.nonnegative=yes", "model.nonnegative='yes': expected one of auto, none"),
+])
+def test_a_value_below_its_minimum_says_what_the_key_takes(item, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [item])
+    assert load_config(None, ["train.recent_horizons=1.5"]).train.recent_horizons == 1.5
 
 
 def test_bad_freq_message_relays_the_pandas_hint():
