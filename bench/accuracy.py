@@ -31,6 +31,7 @@ from forecaster.evaluate import coverage, mase, mase_scale, scaled_width, season
 from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
 from forecaster.predict import without_fallback  # noqa: E402
+from forecaster.theta import floor_series  # noqa: E402
 
 DATASETS = {"monthly": ("MS", 18), "quarterly": ("QS", 8), "yearly": ("YS", 6)}
 
@@ -114,9 +115,9 @@ def main() -> None:
         forecast = pd.read_parquet(out / "forecasts" / f"forecast_date={cfg.forecast_date}")
         # the combination without the validation fallback (model.fallback=none), from the same run
         weight = manifest["metrics"].get("combine_weight") or 0.5  # the LSTM's in forecast
-        floor = None  # model.nonnegative=auto: the rows of series never below zero, floored as forecast is
-        if cfg.model.nonnegative == "auto":
-            floor = forecast["unique_id"].map(train.groupby("unique_id").y.min() >= 0).to_numpy(dtype=bool)
+        floor = floor_series(truth.block, truth.block.lengths, cfg.model.nonnegative)  # per series, as forecast
+        if floor is not None:  # ... and per forecast row
+            floor = forecast["unique_id"].map(pd.Series(floor, index=truth.ids)).to_numpy(dtype=bool)
         forecast["LSTM+Theta"] = without_fallback(forecast["LSTM"].to_numpy(), forecast["Theta"].to_numpy(),
                                                   forecast["forecast"].to_numpy(), weight, floor)
         columns = ("forecast", "LSTM", "LSTM+Theta", "Theta")

@@ -48,7 +48,7 @@ from forecaster.covariates import future_dates
 from forecaster.evaluate import holdout_actual, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, inference_dtype, member_mean
-from forecaster.theta import combine_weights, floored, network_forecast, theta
+from forecaster.theta import combine_weights, floor_series, floored, network_forecast, theta
 from forecaster.validate import min_length
 
 
@@ -170,7 +170,7 @@ class SeriesPredictor:
         # too short for the network: Theta (on the M1 series cut short, 10-20 % lower MASE than seasonal naive);
         # the network's forecast lost the validation window (model.fallback=validation): seasonal naive
         baseline = np.where(network[:, None], snaive, statistical)
-        floor = self._floor(block, block.lengths)
+        floor = floor_series(block, block.lengths, self.nonnegative)
         chosen = floored(np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.weight),
                                   baseline), floor)
         name = "LSTM+Theta" if self.weight < 1 else LSTM
@@ -211,10 +211,6 @@ class SeriesPredictor:
                         CUTOFF: pa.array(np.repeat(last.astype("datetime64[us]"), h))})
         return pa.table(columns, schema=forecast_schema(f.levels, tuple(f.intervals)))
 
-    def _floor(self, block: SeriesBlock, ends: np.ndarray) -> np.ndarray | None:
-        """The series whose forecasts from `ends` are floored at zero (model.nonnegative), or None."""
-        return block.never_negative(ends) if self.nonnegative == "auto" else None
-
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
         """Per series: is the network forecast's MAE on the held-out last `horizon` points (the LSTM's,
         or its combination with Theta fitted on the points before them) <= seasonal naive's?"""
@@ -222,7 +218,7 @@ class SeriesPredictor:
         cutoffs = block.lengths - h
         statistical = theta(block, cutoffs, h, self.season) if self.weight < 1 else None
         forecast = floored(network_forecast(self._network(validation_windows(block, self.spec))[..., 0],
-                                            statistical, self.weight), self._floor(block, cutoffs))
+                                            statistical, self.weight), floor_series(block, cutoffs, self.nonnegative))
         actual = holdout_actual(block, h)
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

@@ -150,6 +150,12 @@ def combine_weights(method: str) -> tuple[float, ...]:
     return (1.0,) if method == "none" else (0.5,)
 
 
+def floor_series(block: SeriesBlock, ends: np.ndarray, nonnegative: str) -> np.ndarray | None:
+    """The series whose forecasts from `ends` are floored at zero (`floored`): under
+    model.nonnegative=auto those with no point below zero before their end; none: None."""
+    return block.never_negative(ends) if nonnegative == "auto" else None
+
+
 def floored(forecast: np.ndarray, never_negative: np.ndarray | None) -> np.ndarray:
     """`forecast` (series, horizon), or one value per row, floored at zero on the series (rows)
     `never_negative` marks (model.nonnegative=auto: the series with no point below zero; None: none)."""

@@ -45,7 +45,7 @@ from forecaster.model import autocast_bf16, build_model, masked_loss, member_mea
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
 from forecaster.storage import resolve
-from forecaster.theta import combine_weights, floored, network_forecast, theta
+from forecaster.theta import combine_weights, floor_series, floored, network_forecast, theta
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
         scale = mase_scale(block, block.lengths - spec.horizon, spec.season)  # for the scores and the intervals
         actual = holdout_actual(block, spec.horizon)
         scores = validation_scores(block, {"lstm": lstm, "theta": statistical}, spec.horizon, spec.season, scale)
-        floor = block.never_negative(block.lengths - spec.horizon) if settings.nonnegative == "auto" else None
+        floor = floor_series(block, block.lengths - spec.horizon, settings.nonnegative)
         if len(weights) > 1:
             defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
             for i, weight in enumerate(weights):
