@@ -6,11 +6,12 @@ Trains on each train.parquet through the normal job (`forecaster run` contract),
 test.parquet (with --dev: against the last horizon points of each training series, the job training
 on the points before them, so that choices are made without the test sets): MASE (seasonal lag from
 the frequency, scale from the training part) and sMAPE, averaged over series. Rows: `forecast` (what
-the job recommends: by default the mean of the LSTM and Theta; with --set model.fallback=validation,
-seasonal naive where that won the series' validation window), `LSTM` (the network alone),
-`LSTM+Theta` (the combination as training weighed it, never the fallback: the same as `forecast`
-under the defaults), `Theta` (the job's own Theta baseline), seasonal naive, and, when statsforecast
-is installed (`pip install -e '.[bench]'`), AutoETS and AutoTheta.
+the job recommends: by default the mean of the LSTM and its statistical partner, the mean of Theta
+and DampedTrend; with --set model.fallback=validation, seasonal naive where that won the series'
+validation window), `LSTM` (the network alone), `no_fallback` (the combination as training weighed
+it, never the fallback: the same as `forecast` under the defaults), `Theta` and `DampedTrend` (the
+job's own statistical baselines), seasonal naive, and, when statsforecast is installed
+(`pip install -e '.[bench]'`), AutoETS and AutoTheta.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import pandas as pd
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from forecaster.backtest import NO_FALLBACK  # noqa: E402
+from forecaster.columns import DAMPED, FORECAST, LSTM, THETA  # noqa: E402
 from forecaster.config import load_config, season_length  # noqa: E402
 from forecaster.evaluate import coverage, mase, mase_scale, scaled_width, seasonal_naive, smape  # noqa: E402
 from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
 from forecaster.predict import without_fallback  # noqa: E402
-from forecaster.theta import floor_series  # noqa: E402
+from forecaster.theta import STATISTICAL, floor_series, partner  # noqa: E402
 
 DATASETS = {"monthly": ("MS", 18), "quarterly": ("QS", 8), "yearly": ("YS", 6)}
 
@@ -118,9 +121,10 @@ def main() -> None:
         floor = floor_series(truth.block, truth.block.lengths, cfg.model.nonnegative)  # per series, as forecast
         if floor is not None:  # ... and per forecast row
             floor = forecast["unique_id"].map(pd.Series(floor, index=truth.ids)).to_numpy(dtype=bool)
-        forecast["LSTM+Theta"] = without_fallback(forecast["LSTM"].to_numpy(), forecast["Theta"].to_numpy(),
-                                                  forecast["forecast"].to_numpy(), weight, floor)
-        columns = ("forecast", "LSTM", "LSTM+Theta", "Theta")
+        methods = {name: forecast[name].to_numpy() for name in STATISTICAL[cfg.model.statistical]}
+        forecast[NO_FALLBACK] = without_fallback(forecast[LSTM].to_numpy(), partner(methods, cfg.model.statistical),
+                                                 forecast[FORECAST].to_numpy(), weight, floor)
+        columns = (FORECAST, LSTM, NO_FALLBACK, THETA, DAMPED)
         rows = {column: truth.score(forecast, column) for column in columns}
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")
         rows.update(statistical(truth, train, freq, horizon))

@@ -6,12 +6,13 @@ Ray Train run of its own per window (never a warm start: earlier weights have se
 points), and `WindowScorer`, the job's predictor plus scoring, forecasts `horizon` steps from each
 cutoff and scores them against the next `horizon` hidden points: the LSTM, the chosen `forecast`,
 `no_fallback` (what `forecast` would be with model.fallback=none: the fallback's gain or cost on
-this data) and the Naive, SeasonalNaive and Theta baselines (metrics: evaluate.py).
+this data) and the Naive, SeasonalNaive, Theta and DampedTrend baselines (metrics: evaluate.py).
 
 Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the job's partitions:
 
     series.parquet    unique_id, window, cutoff, metric, model (what `forecast` used), LSTM, forecast,
-                      no_fallback, Naive, SeasonalNaive, Theta: one row per series, window and metric
+                      no_fallback, Naive, SeasonalNaive, Theta, DampedTrend: one row per series, window
+                      and metric
     windows.parquet   window, metric, series, <models>: means over the series every model could be
                       scored on (LSTM needs horizon + 2 points before the cutoff; MASE a non-flat history)
     overall.parquet   metric, series, <models>: the same over all windows
@@ -38,6 +39,7 @@ import ray
 
 from forecaster.columns import (
     CUTOFF,
+    DAMPED,
     FORECAST,
     FUTURE,
     HORIZON,
@@ -67,7 +69,7 @@ log = logging.getLogger(__name__)
 
 BACKTESTS = "backtests"
 NO_FALLBACK = "no_fallback"  # `forecast` as model.fallback=none would make it: what the fallback gained or cost
-MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA)
+MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA, DAMPED)
 ACTUAL = "actual"  # the hidden points a window is scored on
 SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), (CUTOFF, pa.timestamp("us")),
                           ("metric", pa.string()), (MODEL, pa.string()), *((m, pa.float64()) for m in MODELS)])
@@ -151,8 +153,8 @@ class WindowScorer(SeriesPredictor):
         scale = mase_scale(block, block.lengths, self.season)
         point = f.lstm[..., 0]
         scores = {name: forecast_scores(actual, values, scale) for name, values in (
-            (FORECAST, f.forecast), (NO_FALLBACK, without_fallback(point, f.theta, f.forecast, self.weight, f.floor)),
-            (NAIVE, f.naive), (SEASONAL_NAIVE, f.seasonal_naive), (THETA, f.theta))}
+            (FORECAST, f.forecast), (NO_FALLBACK, without_fallback(point, f.partner, f.forecast, self.weight, f.floor)),
+            (NAIVE, f.naive), (SEASONAL_NAIVE, f.seasonal_naive), *f.statistical.items())}
         # the LSTM with all its outputs (the pinball loss scores the interval bounds of loss=quantile)
         scores[LSTM] = forecast_scores(actual, f.lstm, scale, self.spec.quantiles if self.spec else (0.5,))
         for level in f.levels:
@@ -227,10 +229,11 @@ def _skip_rows(ids, window: int, reason: str, details: list[str]) -> pa.Table:
 
 def aggregate(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Mean of each model's metric over the series where every model that has the metric is defined
-    (so models are compared on the same series); `series` counts them."""
+    (so models are compared on the same series); `series` counts them. A model without a column (a
+    series.parquet from before DampedTrend) has no mean."""
     rows = []
     for key, group in scores.groupby([*by, "metric"], sort=False):
-        models = [m for m in MODELS if group[m].notna().any()]
+        models = [m for m in MODELS if m in group and group[m].notna().any()]
         used = group.dropna(subset=models)
         rows.append({**dict(zip([*by, "metric"], key, strict=True)), "series": len(used),
                      **{m: used[m].mean() if m in models else np.nan for m in MODELS}})

@@ -31,9 +31,10 @@ VALIDATION_SCHEMA = pa.schema([(REJECT_REASON, pa.string()), (REJECT_DETAIL, pa.
 CUTOFF = "cutoff"  # the last observed timestamp the forecast starts after
 LSTM = "LSTM"  # the network's point forecast (the median for loss=quantile)
 NAIVE, SEASONAL_NAIVE, THETA = "Naive", "SeasonalNaive", "Theta"  # baselines, for every series
+DAMPED = "DampedTrend"  # damped-trend exponential smoothing, a baseline too (forecaster/theta.py)
 FORECAST = "forecast"  # the value users are told to use
-MODEL = "model"  # which model made `forecast`: LSTM+Theta, LSTM, SeasonalNaive or Naive
-BASELINES = (NAIVE, SEASONAL_NAIVE, THETA)
+MODEL = "model"  # which model made `forecast`: LSTM+Theta+DampedTrend, LSTM, Theta+DampedTrend, ... (predict.py)
+BASELINES = (NAIVE, SEASONAL_NAIVE, THETA, DAMPED)
 INTERVAL = re.compile(r"^(?P<model>.+)-(?P<side>lo|hi)-(?P<level>\d+(?:\.\d+)?)$")
 
 

@@ -60,16 +60,21 @@ class ModelConfig:
     loss: str = setting("mae", "mae | mse | quantile (pinball loss over the median and model.levels)",
                         choices=("mae", "mse", "quantile"))
     levels: list = setting(help="prediction intervals (percent) for loss=quantile", factory=lambda: [80, 95])
-    combine: str = setting("theta", "theta: forecast = mean of the LSTM and the Theta method | fitted: their "
+    combine: str = setting("theta", "theta: forecast = mean of the LSTM and model.statistical | fitted: their "
                                     "weighted mean, the LSTM's weight (0, 0.1 .. 1) chosen by MASE on the validation "
                                     "window | none: the LSTM alone",
                            choices=("theta", "fitted", "none"))
+    statistical: str = setting("theta_damped", "the LSTM's statistical partner in `forecast`, and the forecast of "
+                                               "series too short for it: theta_damped (the mean of the Theta method "
+                                               "and damped-trend exponential smoothing) | theta (Theta alone)",
+                               choices=("theta_damped", "theta"))
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))
     nonnegative: str = setting("auto", "auto: `forecast` and its interval bounds floored at zero for the series with "
                                        "no value below zero | none", choices=("auto", "none"))
-    short_series: str = setting("baseline", "series under horizon+2 points: baseline (forecast by Theta) | "
+    short_series: str = setting("baseline", "series under horizon+2 points: baseline (forecast by "
+                                            "model.statistical) | "
                                             "reject",
                                 choices=("baseline", "reject"))
     scaler: str = setting("window", "window: stats of each input window | series: per series up to the cutoff",

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forecaster.columns import ID, Y
+from forecaster.theta import partner_name
 
 PACKAGES = ("forecaster", "torch", "ray", "pyarrow", "pandas", "numpy", "fsspec")
 
@@ -60,8 +61,10 @@ def summary_lines(manifest: dict) -> list[str]:
             f"{c} {validation[c]['mase']:.3f}" for c in shown if validation[c].get("mase") is not None)
             + f"; sMAPE forecast {validation['forecast']['smape']:.2f}")
         weight = metrics.get("combine_weight")
-        if (manifest.get("config") or {}).get("model", {}).get("combine") == "fitted" and weight is not None:
-            lines.append(f"forecast = {weight:g} x LSTM + {1 - weight:g} x Theta (model.combine=fitted, chosen on "
+        model = (manifest.get("config") or {}).get("model", {})
+        if model.get("combine") == "fitted" and weight is not None:  # a manifest without model.statistical: Theta
+            partner = partner_name(model.get("statistical", "theta"))
+            lines.append(f"forecast = {weight:g} x LSTM + {1 - weight:g} x {partner} (model.combine=fitted, chosen on "
                          "validation)")
     elif metrics.get("val_mase_lstm") is not None:  # an older manifest: the LSTM and seasonal naive only
         lines.append(

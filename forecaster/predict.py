@@ -6,15 +6,17 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
     unique_id, ds, cutoff
     LSTM                          the network's point forecast (median for loss=quantile)
     LSTM-lo-80, LSTM-hi-80, ...   interval bounds for loss=quantile (sorted: they never cross)
-    Naive, SeasonalNaive, Theta   baselines, computed for every series (Theta: forecaster/theta.py)
+    Naive, SeasonalNaive, Theta, DampedTrend   baselines, computed for every series (forecaster/theta.py)
     forecast, model               the forecast to use and which model made it
     forecast-lo-80, forecast-hi-80, ...  its intervals at model.levels, calibrated on the validation
                                   window (forecaster/intervals.py)
 
-`model` is the network's forecast: `LSTM+Theta` (the mean of the two, model.combine=theta, the
-default) or `LSTM` (model.combine=none); unless the series is too short for the network (fewer than
-horizon + 2 points: Theta) or, with model.fallback=validation, seasonal naive (Naive under one
-season) beat that forecast on the series' own held-out last `horizon` points.
+`model` is the network's forecast: `LSTM+Theta+DampedTrend` (the mean of the LSTM and its
+statistical partner, model.statistical: the mean of Theta and DampedTrend by default, Theta alone
+with `theta`; model.combine=theta, the default) or `LSTM` (model.combine=none); unless the series is
+too short for the network (fewer than horizon + 2 points: the partner, `Theta+DampedTrend`) or,
+with model.fallback=validation, seasonal naive (Naive under one season) beat that forecast on the
+series' own held-out last `horizon` points.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from forecaster.columns import (
     MODEL,
     NAIVE,
     SEASONAL_NAIVE,
-    THETA,
     forecast_schema,
     interval,
 )
@@ -48,7 +49,16 @@ from forecaster.covariates import future_dates
 from forecaster.evaluate import holdout_actual, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, inference_dtype, member_mean
-from forecaster.theta import combine_weights, floor_series, floored, network_forecast, theta
+from forecaster.theta import (
+    STATISTICAL,
+    combine_weights,
+    floor_series,
+    floored,
+    network_forecast,
+    partner,
+    partner_name,
+    statistical,
+)
 from forecaster.validate import min_length
 
 
@@ -75,7 +85,8 @@ class Forecasts:
     levels: tuple[int, ...]  # the interval levels of lstm's outputs
     naive: np.ndarray  # (series, horizon)
     seasonal_naive: np.ndarray
-    theta: np.ndarray
+    statistical: dict[str, np.ndarray]  # column -> (series, horizon): Theta, DampedTrend (theta.statistical)
+    partner: np.ndarray  # the LSTM's partner in `forecast` (model.statistical)
     forecast: np.ndarray  # what users are told to use
     model: np.ndarray  # (series,): which model made `forecast`
     intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lo, hi) of `forecast`, forecaster.intervals
@@ -88,11 +99,12 @@ class Forecasts:
 
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
-                 fallback: str, combine: str, nonnegative: str, levels: tuple[int, ...] = (), threads: int = 1,
-                 use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
+                 fallback: str, combine: str, nonnegative: str, statistical: str, levels: tuple[int, ...] = (),
+                 threads: int = 1, use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
-        model.combine, how the network's forecast is made from the LSTM and Theta (self.weight: the LSTM's
-        share; for fitted, the one training chose, or the mean from a checkpoint without it). `nonnegative`:
+        model.combine, how the network's forecast is made from the LSTM and its statistical partner
+        (`statistical`: model.statistical; self.weight: the LSTM's share; for fitted, the one training
+        chose, or the mean from a checkpoint without it). `nonnegative`:
         model.nonnegative (auto: `forecast` and its bounds floored at zero for series never below it).
         `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint holds no calibration
         for a level). `progress`: called with the number of series of each batch once it is forecast
@@ -104,7 +116,7 @@ class SeriesPredictor:
             placement.add.remote(ray.get_runtime_context().get_node_id())
         self.progress = progress
         self.freq, self.season, self.horizon = freq, season, horizon
-        self.fallback, self.nonnegative = fallback, nonnegative
+        self.fallback, self.nonnegative, self.statistical = fallback, nonnegative, statistical
         choices = combine_weights(combine)
         self.weight = choices[0] if len(choices) == 1 else 0.5
         self.model = self.spec = None
@@ -163,18 +175,20 @@ class SeriesPredictor:
         if network.any():
             lstm[network] = self._network(forecast_windows(block.take(network), self.spec))
         snaive = seasonal_naive(block, block.lengths, h, self.season)
-        statistical = theta(block, block.lengths, h, self.season)
+        methods = statistical(block, block.lengths, h, self.season)
+        stat = partner(methods, self.statistical)
         use_lstm = network.copy()
         if self.fallback == "validation" and network.any():
             use_lstm[network] = self._lstm_wins_validation(block.take(network))
-        # too short for the network: Theta (on the M1 series cut short, 10-20 % lower MASE than seasonal naive);
-        # the network's forecast lost the validation window (model.fallback=validation): seasonal naive
-        baseline = np.where(network[:, None], snaive, statistical)
+        # too short for the network: the statistical partner (Theta on the M1 series cut short: 10-20 % lower
+        # MASE than seasonal naive); the network's forecast lost the validation window
+        # (model.fallback=validation): seasonal naive
+        baseline = np.where(network[:, None], snaive, stat)
         floor = floor_series(block, block.lengths, self.nonnegative)
-        chosen = floored(np.where(use_lstm[:, None], network_forecast(lstm[..., 0], statistical, self.weight),
+        chosen = floored(np.where(use_lstm[:, None], network_forecast(lstm[..., 0], stat, self.weight),
                                   baseline), floor)
-        name = "LSTM+Theta" if self.weight < 1 else LSTM
-        model = np.where(use_lstm, name, np.where(~network, THETA,
+        name = f"{LSTM}+{partner_name(self.statistical)}" if self.weight < 1 else LSTM
+        model = np.where(use_lstm, name, np.where(~network, partner_name(self.statistical),
                                                   np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE)))
         scale = intervals.scales(block, block.lengths, self.season)
         missing = np.full(h, np.nan)
@@ -182,8 +196,8 @@ class SeriesPredictor:
                                for bound in intervals.bounds(chosen, scale, self.quantiles.get(level, missing)))
                   for level in self.forecast_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
-                         seasonal_naive=snaive, theta=statistical, forecast=chosen, model=model, intervals=bounds,
-                         floor=floor)
+                         seasonal_naive=snaive, statistical=methods, partner=stat, forecast=chosen, model=model,
+                         intervals=bounds, floor=floor)
 
     def to_arrow(self, batch: pa.Table, f: Forecasts) -> pa.Table:
         """Long forecast rows (forecast_schema): `horizon` rows per series."""
@@ -202,8 +216,8 @@ class SeriesPredictor:
         for level in f.levels:
             columns[interval(LSTM, "lo", level)] = flat(f.bound("lo", level))
             columns[interval(LSTM, "hi", level)] = flat(f.bound("hi", level))
-        columns.update({NAIVE: flat(f.naive), SEASONAL_NAIVE: flat(f.seasonal_naive), THETA: flat(f.theta),
-                        FORECAST: flat(f.forecast)})
+        columns.update({NAIVE: flat(f.naive), SEASONAL_NAIVE: flat(f.seasonal_naive),
+                        **{name: flat(values) for name, values in f.statistical.items()}, FORECAST: flat(f.forecast)})
         for level, (lo, hi) in f.intervals.items():
             columns[interval(FORECAST, "lo", level)] = flat(lo)
             columns[interval(FORECAST, "hi", level)] = flat(hi)
@@ -213,12 +227,14 @@ class SeriesPredictor:
 
     def _lstm_wins_validation(self, block: SeriesBlock) -> np.ndarray:
         """Per series: is the network forecast's MAE on the held-out last `horizon` points (the LSTM's,
-        or its combination with Theta fitted on the points before them) <= seasonal naive's?"""
+        or its combination with the statistical partner fitted on the points before them) <= seasonal
+        naive's?"""
         h = self.horizon
         cutoffs = block.lengths - h
-        statistical = theta(block, cutoffs, h, self.season) if self.weight < 1 else None
+        stat = (partner(statistical(block, cutoffs, h, self.season, STATISTICAL[self.statistical]), self.statistical)
+                if self.weight < 1 else None)
         forecast = floored(network_forecast(self._network(validation_windows(block, self.spec))[..., 0],
-                                            statistical, self.weight), floor_series(block, cutoffs, self.nonnegative))
+                                            stat, self.weight), floor_series(block, cutoffs, self.nonnegative))
         actual = holdout_actual(block, h)
         naive = seasonal_naive(block, cutoffs, h, self.season)
         return np.abs(actual - forecast).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)

@@ -137,6 +137,7 @@ class LoopSettings:
     precision: str
     combine: str  # model.combine: validation scores the forecast as the predictor makes it
     nonnegative: str  # model.nonnegative: likewise
+    statistical: str  # model.statistical: the LSTM's partner in `forecast`, likewise
     worst_series: int  # report.worst_series: the series validation names for the report
     diagnostics: bool
     levels: tuple[int, ...]  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
@@ -154,7 +155,7 @@ class LoopSettings:
                    windows_per_series=windows_per_series(cfg, series), series_per_block=t.series_per_block,
                    learning_rate=t.learning_rate, ema_decay=t.ema_decay, seed=t.seed,
                    threads=max(1, int(t.cpus_per_worker)), precision=t.precision, combine=cfg.model.combine,
-                   nonnegative=cfg.model.nonnegative,
+                   nonnegative=cfg.model.nonnegative, statistical=cfg.model.statistical,
                    worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels),
                    refit_epochs=t.refit_epochs, validation_share=validation_share(cfg, series),
                    loss_weight=t.loss_weight, recent_horizons=t.recent_horizons)

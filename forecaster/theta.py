@@ -1,10 +1,14 @@
-"""The standard Theta method (Assimakopoulos & Nikolopoulos, 2000), vectorised over a block of series.
+"""The statistical forecasts, vectorised over a block of series: the standard Theta method and
+damped-trend exponential smoothing, and the partner they make for the LSTM.
 
 Theta is the statistical benchmark forecasting teams compare against (M3's winner; statsforecast's
-`Theta`, R's `forecast::thetaf`). The job computes it for every series, next to naive and seasonal
-naive, and by default combines it with the LSTM (`model.combine=theta`): an equal-weight average of
-a global network and a local statistical model is a more accurate and far less risky forecast
-than either alone (the M4 competition's lesson), and costs no training.
+`Theta`, R's `forecast::thetaf`); damped-trend exponential smoothing (Gardner & McKenzie, 1985) is a
+member of the M4 competition's "Comb" benchmark (with SES and Holt) and a strong method on trending
+quarterly and yearly data. The job computes both for every series, next
+to naive and seasonal naive, and by default combines their mean with the LSTM (`model.combine=theta`,
+`model.statistical=theta_damped`): an equal-weight average of a global network and local statistical
+models is a more accurate and far less risky forecast than any alone (the M4 competition's lesson),
+and costs no training.
 
 Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003):
 1. seasonality test: the autocorrelation at lag `season` is significant at 90 % (needs more than
@@ -12,9 +16,12 @@ Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003):
 2. if seasonal: classical multiplicative decomposition (centred moving average of one season;
    seasonal indices = mean ratio to it per position in the season, normalised to mean 1), and the
    series is divided by its indices;
-3. simple exponential smoothing of the (adjusted) series, alpha chosen from a grid by in-sample
+3. Theta: simple exponential smoothing of the (adjusted) series, alpha chosen from a grid by in-sample
    one-step squared error, plus half the slope of the series' least-squares line as drift:
    f(j) = level + b/2 * (j - 1 + (1 - (1 - alpha)^n) / alpha);
+   damped trend: Holt's linear method with a damped trend on the same adjusted series (level and
+   trend start at the first point and 0), (alpha, beta, phi) from a grid by in-sample one-step
+   squared error: f(j) = level + (phi + ... + phi^j) * trend;
 4. the forecast multiplied back by the seasonal indices.
 
 All series of a block run at once on a right-aligned matrix (every series ends in the last column,
@@ -26,31 +33,76 @@ from __future__ import annotations
 
 import numpy as np
 
+from forecaster.columns import DAMPED, THETA
 from forecaster.features import SeriesBlock, take_points
 
 MAX_HISTORY = 1000
 ALPHAS = np.linspace(0.05, 1.0, 20)
+# damped trend: (alpha, beta, phi) on a grid; beta is the trend's smoothing relative to alpha's
+DAMPED_ALPHAS, DAMPED_BETAS, DAMPED_PHIS = (g.ravel() for g in np.meshgrid(
+    np.linspace(0.05, 1.0, 10), np.array([0.01, 0.05, 0.1, 0.3]), np.array([0.8, 0.9, 0.95, 0.98]), indexing="ij"))
+STATISTICAL = {"theta": (THETA,), "theta_damped": (THETA, DAMPED)}  # model.statistical: its members (Theta first)
 Z90 = 1.6448536269514722  # one-sided 95 % normal quantile: the test's 90 % two-sided bound
 
 
 def theta(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """(series, horizon) Theta forecasts from each series' points [0, ends[i])."""
-    y, n = _right_aligned(block, ends)
-    if y.shape[1] == 0:
+    adjusted, n, index = _adjusted(block, ends, season)
+    if adjusted.shape[1] == 0:
         return np.full((len(ends), horizon), np.nan)
-    width = y.shape[1]
-    index = np.ones((len(n), max(season, 1)))
-    if season > 1:
-        seasonal = _is_seasonal(y, n, season)
-        if seasonal.any():
-            index[seasonal] = _seasonal_indices(y[seasonal], n[seasonal], season)
-    columns = np.arange(width)
-    adjusted = y / index[:, columns % index.shape[1]]
     level, alpha = _ses(adjusted, n)
     drift = _slope(adjusted, n) / 2
     steps = np.arange(horizon)[None, :]
     forecast = level[:, None] + drift[:, None] * (steps + ((1 - (1 - alpha) ** n) / alpha)[:, None])
-    future = (width + steps) % index.shape[1]
+    return _reseasonalised(forecast, index, adjusted.shape[1])
+
+
+def damped_trend(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """(series, horizon) damped-trend exponential smoothing forecasts from each series' points
+    [0, ends[i]), on the series seasonally adjusted as for Theta."""
+    adjusted, n, index = _adjusted(block, ends, season)
+    if adjusted.shape[1] == 0:
+        return np.full((len(ends), horizon), np.nan)
+    level, trend, phi = _damped(adjusted, n)
+    damping = np.cumsum(phi[:, None] ** np.arange(1, horizon + 1)[None, :], axis=1)
+    return _reseasonalised(level[:, None] + damping * trend[:, None], index, adjusted.shape[1])
+
+
+def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
+                names: tuple[str, ...] = (THETA, DAMPED)) -> dict[str, np.ndarray]:
+    """{column: (series, horizon) forecasts from each series' points [0, ends[i])} of the statistical
+    methods `names` (by their output columns)."""
+    methods = {THETA: theta, DAMPED: damped_trend}
+    return {name: methods[name](block, ends, horizon, season) for name in names}
+
+
+def partner(forecasts: dict[str, np.ndarray], method: str) -> np.ndarray:
+    """The LSTM's statistical partner in `forecast` (and the forecast of a series too short for the
+    network): the mean of model.statistical=`method`'s members."""
+    members = STATISTICAL[method]
+    return forecasts[members[0]] if len(members) == 1 else sum(forecasts[m] for m in members) / len(members)
+
+
+def partner_name(method: str) -> str:
+    """The `model` column's name of the partner: Theta, Theta+DampedTrend."""
+    return "+".join(STATISTICAL[method])
+
+
+def _adjusted(block: SeriesBlock, ends: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the right-aligned points divided by their seasonal indices, the counts, the (series, season)
+    indices: 1 where the seasonality test fails)."""
+    y, n = _right_aligned(block, ends)
+    index = np.ones((len(n), max(season, 1)))
+    if season > 1 and y.shape[1]:
+        seasonal = _is_seasonal(y, n, season)
+        if seasonal.any():
+            index[seasonal] = _seasonal_indices(y[seasonal], n[seasonal], season)
+    return y / index[:, np.arange(y.shape[1]) % index.shape[1]], n, index
+
+
+def _reseasonalised(forecast: np.ndarray, index: np.ndarray, width: int) -> np.ndarray:
+    """`forecast` of the adjusted series, from column `width` on, multiplied back by its indices."""
+    future = (width + np.arange(forecast.shape[1])[None, :]) % index.shape[1]
     return forecast * np.take_along_axis(index, np.broadcast_to(future, forecast.shape), axis=1)
 
 
@@ -106,14 +158,9 @@ def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
 
 def _ses(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Final level and alpha of simple exponential smoothing (level starts at the first point), alpha
-    from ALPHAS by the sum of squared one-step errors.
-
-    The left padding is filled with each series' first point, so before a series starts its level
-    stays at that point and its errors are 0: no mask inside the loop over time."""
-    rows, width = y.shape
-    first = width - n
-    start = y[np.arange(rows), np.minimum(first, width - 1)][:, None]
-    filled = np.where(np.arange(width)[None, :] < first[:, None], start, y).T.copy()  # time-major
+    from ALPHAS by the sum of squared one-step errors (the left padding: `_filled`)."""
+    width = y.shape[1]
+    filled, start = _filled(y, n)
     level = np.repeat(start, len(ALPHAS), axis=1)
     sse = np.zeros_like(level)
     error = np.empty_like(level)
@@ -125,7 +172,41 @@ def _ses(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         error *= error
         sse += error
     best = np.argmin(sse, axis=1)
-    return level[np.arange(rows), best], ALPHAS[best]
+    return level[np.arange(len(y)), best], ALPHAS[best]
+
+
+def _filled(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the time-major points with the left padding filled with each series' first point, that point
+    as a column): a model whose state starts at the first point then has zero error until the series
+    starts, with no mask inside the loop over time."""
+    rows, width = y.shape
+    first = width - n
+    start = y[np.arange(rows), np.minimum(first, width - 1)][:, None]
+    return np.where(np.arange(width)[None, :] < first[:, None], start, y).T.copy(), start
+
+
+def _damped(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Final level, trend and phi of Holt's damped-trend method in error-correction form (level at the
+    first point, trend 0), with the grid point of DAMPED_* of least in-sample squared one-step error
+    (the left padding: `_filled`; the second point's error is the same at every grid point, so that
+    it counts does not change the choice)."""
+    rows, width = y.shape
+    filled, start = _filled(y, n)
+    level = np.repeat(start, len(DAMPED_ALPHAS), axis=1)
+    trend, sse, error, step = (np.zeros_like(level) for _ in range(4))
+    gain = DAMPED_ALPHAS * DAMPED_BETAS
+    for c in range(1, width):
+        trend *= DAMPED_PHIS
+        level += trend  # the one-step forecast
+        np.subtract(filled[c][:, None], level, out=error)
+        np.multiply(gain, error, out=step)
+        trend += step
+        np.multiply(DAMPED_ALPHAS, error, out=step)
+        level += step
+        error *= error
+        sse += error
+    best = np.argmin(sse, axis=1)
+    return level[np.arange(rows), best], trend[np.arange(rows), best], DAMPED_PHIS[best]
 
 
 def _slope(y: np.ndarray, n: np.ndarray) -> np.ndarray:

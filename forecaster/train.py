@@ -45,7 +45,7 @@ from forecaster.model import autocast_bf16, build_model, masked_loss, member_mea
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
 from forecaster.storage import resolve
-from forecaster.theta import combine_weights, floor_series, floored, network_forecast, theta
+from forecaster.theta import STATISTICAL, combine_weights, floor_series, floored, network_forecast, partner, statistical
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ def validated(ids: pa.ChunkedArray | pa.Array, share: float) -> np.ndarray:
 
 
 class _ForecastTally:
-    """The validation pass's sums for `forecast` = weight x LSTM + (1 - weight) x Theta (floored at zero on
+    """The validation pass's sums for `forecast` = weight x LSTM + (1 - weight) x its statistical partner
+    (model.statistical; floored at zero on
     the `floor` series, model.nonnegative), block by block: (sum, count) per score of SCORES, the
     scaled-error histogram (intervals) and the worst series."""
 
@@ -226,9 +227,9 @@ class _ForecastTally:
         self.keep = worst_series
         self.worst: list[tuple[float, str, float, float]] = []
 
-    def add(self, weight: float, ids, lstm, statistical, actual, scale, scores: dict,
+    def add(self, weight: float, ids, lstm, stat, actual, scale, scores: dict,
             floor: np.ndarray | None) -> None:
-        forecast = floored(network_forecast(lstm, statistical, weight), floor)
+        forecast = floored(network_forecast(lstm, stat, weight), floor)
         scores.update(mase_forecast=mase(actual, forecast, scale), smape_forecast=smape(actual, forecast))
         self.errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
         for i, name in enumerate(SCORES):
@@ -271,18 +272,20 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
                  float(mask.sum()), len(block)]
         # the point forecast (the median for quantile loss), in the series' units
         lstm = windows.unscale(prediction[..., 0].float().cpu().numpy().astype(np.float64))
-        statistical = theta(block, block.lengths - spec.horizon, spec.horizon, spec.season)
+        methods = statistical(block, block.lengths - spec.horizon, spec.horizon, spec.season,
+                              STATISTICAL[settings.statistical])
+        stat = partner(methods, settings.statistical)
         scale = mase_scale(block, block.lengths - spec.horizon, spec.season)  # for the scores and the intervals
         actual = holdout_actual(block, spec.horizon)
-        scores = validation_scores(block, {"lstm": lstm, "theta": statistical}, spec.horizon, spec.season, scale)
+        scores = validation_scores(block, {"lstm": lstm, "theta": methods[THETA]}, spec.horizon, spec.season, scale)
         floor = floor_series(block, block.lengths - spec.horizon, settings.nonnegative)
         if len(weights) > 1:
             defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
             for i, weight in enumerate(weights):
-                forecast = floored(network_forecast(lstm, statistical, weight), floor)
+                forecast = floored(network_forecast(lstm, stat, weight), floor)
                 by_weight[i] += mase(actual, forecast, scale)[defined].sum()
             by_weight[-1] += defined.sum()
-        part = (batch[ID], lstm, statistical, actual, scale, scores, floor)
+        part = (batch[ID], lstm, stat, actual, scale, scores, floor)
         if len(weights) == 1:
             tally.add(float(weights[0]), *part)
         else:

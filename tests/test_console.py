@@ -78,7 +78,8 @@ def test_the_predictor_reports_each_batch_it_forecast():
                       "last_ds": pa.array(np.array(["2020-12-01"] * 3, dtype="datetime64[us]")),
                       "length": [4, 4, 4]})
     seen = []
-    options = {"freq": "MS", "season": 4, "horizon": 2, "fallback": "none", "combine": "none", "nonnegative": "none"}
+    options = {"freq": "MS", "season": 4, "horizon": 2, "fallback": "none", "combine": "none", "nonnegative": "none",
+               "statistical": "theta"}
     SeriesPredictor(None, **options, progress=seen.append)(batch)
     assert seen == [3]
     assert SeriesPredictor(None, **options)(batch).num_rows == 6

@@ -298,7 +298,8 @@ def test_predictor_uses_the_future_values_it_is_given(tmp_path):
     torch.manual_seed(0)
     checkpoint.save(str(tmp_path), build_model(spec), spec)
     predictor = SeriesPredictor(ray.train.Checkpoint.from_directory(str(tmp_path)), freq="MS", season=12,
-                                horizon=H, fallback="none", combine="none", nonnegative="none")
+                                horizon=H, fallback="none", combine="none", nonnegative="none",
+                                statistical="theta")
 
     def batch(prices):
         return pa.table({

@@ -87,7 +87,7 @@ def _batch(series):
 
 
 OPTIONS = {"freq": "MS", "season": 4, "horizon": HORIZON, "fallback": "none", "combine": "theta",
-           "nonnegative": "none"}
+           "nonnegative": "none", "statistical": "theta"}
 
 
 def test_the_predictor_writes_intervals_of_forecast_from_the_calibration(tmp_path):

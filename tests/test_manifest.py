@@ -30,9 +30,18 @@ def _validated(**metrics):
     return summary_lines(manifest)
 
 
+def test_the_fitted_weight_line_names_the_partner_of_model_statistical():
+    manifest = _manifest([])
+    manifest["metrics"].update(validation={"forecast": {"mase": 0.9, "smape": 12.0}}, combine_weight=0.6)
+    manifest["config"] = {"model": {"combine": "fitted", "statistical": "theta_damped"}}
+    assert ("forecast = 0.6 x LSTM + 0.4 x Theta+DampedTrend (model.combine=fitted, chosen on validation)"
+            in summary_lines(manifest))
+
+
 def test_the_summary_says_which_weight_and_how_many_series_validation_used():
     lines = _validated(combine_weight=0.7, val_series=65_536)
     assert "validation MASE (last horizon of 65536 of the 100000 series (train.max_validation_series))" in lines[1]
+    # a manifest from before model.statistical: its partner was Theta
     assert lines[2] == "forecast = 0.7 x LSTM + 0.3 x Theta (model.combine=fitted, chosen on validation)"
     # under the cap: a series or two that Ray Data's equal shards leave out is no subset of the cap's
     manifest = _manifest([])

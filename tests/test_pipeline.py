@@ -93,21 +93,23 @@ def test_every_series_is_forecast_or_rejected(first_run):
     assert (counts["input"], counts["forecast"], counts["rejected"], counts["trained_on"]) == (39, 37, 2, 36)
     assert counts["reject_reasons"] == {"non_finite_y": 1, "duplicate_ds": 1}
     # the 5-point series is too short for the LSTM: a baseline forecasts it
-    assert counts["by_model"]["Theta"] == 1 and sum(counts["by_model"].values()) == 37
+    assert counts["by_model"]["Theta+DampedTrend"] == 1 and sum(counts["by_model"].values()) == 37
 
 
 def test_forecast_rows_dates_and_values(first_run):
     _, out, frame, _ = first_run
     forecasts = _read(out, "forecasts", "2024-06-01")
-    expected = {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive", "Theta"}
+    expected = {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive", "Theta",
+                "DampedTrend"}
     assert expected <= set(forecasts)
     assert len(forecasts) == 37 * HORIZON
     assert np.isfinite(forecasts.forecast).all()
     long = forecasts[forecasts.unique_id != "short"]
     assert np.isfinite(long.LSTM).all() and forecasts[forecasts.unique_id == "short"].LSTM.isna().all()
-    combined = forecasts[forecasts.model == "LSTM+Theta"]  # model.combine=theta, the default
-    assert len(combined) > 0 and set(forecasts.model) == {"LSTM+Theta", "Theta"}
-    np.testing.assert_allclose(combined.forecast, (combined.LSTM + combined.Theta) / 2)
+    # model.combine=theta, model.statistical=theta_damped: the defaults
+    combined = forecasts[forecasts.model == "LSTM+Theta+DampedTrend"]
+    assert len(combined) > 0 and set(forecasts.model) == {"LSTM+Theta+DampedTrend", "Theta+DampedTrend"}
+    np.testing.assert_allclose(combined.forecast, (combined.LSTM + (combined.Theta + combined.DampedTrend) / 2) / 2)
     last = frame.groupby("unique_id").ds.max()
     for uid, rows in forecasts.groupby("unique_id"):
         expected = pd.date_range(last[uid], periods=HORIZON + 1, freq="MS")[1:]

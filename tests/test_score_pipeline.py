@@ -163,7 +163,7 @@ def test_later_dates_forecast_with_the_first_dates_model_as_it_is(runs):
     assert [p.name for p in (runs["out"] / "checkpoints").iterdir()] == [f"forecaster-{DATES[0]}"]
     forecasts = pq.read_table(runs["out"] / "forecasts" / f"forecast_date={DATES[2]}").to_pandas()
     assert len(forecasts) == 10 * HORIZON and np.isfinite(forecasts.LSTM).all()
-    assert set(forecasts.model) == {"LSTM+Theta"}
+    assert set(forecasts.model) == {"LSTM+Theta+DampedTrend"}
 
 
 def test_score_enabled_false_scores_nothing(tmp_path):

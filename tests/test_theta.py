@@ -1,10 +1,24 @@
-"""The Theta baseline (forecaster/theta.py): its closed forms, its seasonality handling, and that the
-vectorised block gives each series the forecast it would get alone."""
+"""The statistical baselines (forecaster/theta.py): Theta's closed forms, its seasonality handling, and
+that the vectorised block gives each series the forecast it would get alone; damped-trend exponential
+smoothing against a plain loop; the partner model.statistical makes."""
 
 import numpy as np
 
+from forecaster.columns import DAMPED, THETA
 from forecaster.features import SeriesBlock
-from forecaster.theta import MAX_HISTORY, _is_seasonal, _right_aligned, theta
+from forecaster.theta import (
+    DAMPED_ALPHAS,
+    DAMPED_BETAS,
+    DAMPED_PHIS,
+    MAX_HISTORY,
+    _is_seasonal,
+    _right_aligned,
+    damped_trend,
+    partner,
+    partner_name,
+    statistical,
+    theta,
+)
 
 
 def test_a_straight_line_gets_half_its_slope_from_the_last_point():
@@ -79,3 +93,64 @@ def test_a_long_series_is_forecast_from_its_last_max_history_points():
     forecast = theta(block, block.lengths, 6, 12)
     alone = theta(SeriesBlock([long[-MAX_HISTORY:]]), np.array([MAX_HISTORY]), 6, 12)
     np.testing.assert_allclose(forecast[0], alone[0], rtol=1e-12)
+
+
+# ---- damped trend ------------------------------------------------------------------------------
+
+def _damped_by_loop(y: np.ndarray, horizon: int) -> np.ndarray:
+    """Holt's damped trend written out for one unadjusted series, every grid point tried in turn: the
+    reference the vectorised version must equal."""
+    best = (np.inf, None)
+    for alpha, beta, phi in zip(DAMPED_ALPHAS, DAMPED_BETAS, DAMPED_PHIS, strict=True):
+        level, trend, sse = y[0], 0.0, 0.0
+        for t in range(1, len(y)):
+            forecast = level + phi * trend
+            error = y[t] - forecast
+            level, trend = forecast + alpha * error, phi * trend + alpha * beta * error
+            sse += error * error if t >= 2 else 0.0  # the second point's error is the same everywhere
+        if sse < best[0]:
+            best = (sse, (level, trend, phi))
+    level, trend, phi = best[1]
+    return level + np.cumsum(phi ** np.arange(1, horizon + 1)) * trend
+
+
+def test_damped_trend_of_a_ragged_block_equals_a_plain_loop_per_series():
+    """Series of different lengths (left padding in the right-aligned matrix) and ends that cut them:
+    each gets exactly the forecast of the loop over its own points."""
+    rng = np.random.default_rng(3)
+    series = [50 + np.cumsum(rng.normal(0.5, 2.0, size=n)) for n in (9, 25, 40, 3)]
+    block = SeriesBlock(series)
+    ends = np.array([9, 20, 40, 3])
+    forecast = damped_trend(block, ends, 5, 1)  # no season: nothing adjusted
+    for i, (values, end) in enumerate(zip(series, ends, strict=True)):
+        np.testing.assert_allclose(forecast[i], _damped_by_loop(values[:end], 5), rtol=1e-10)
+
+
+def test_damped_trend_follows_a_line_and_damps_its_slope():
+    """On a line the one-step forecasts follow the slope; the forecast's first step is close to the
+    slope and below it, and its steps shrink (phi < 1, the damping), so it stays below the line."""
+    line = 5.0 + 2.0 * np.arange(30)
+    forecast = damped_trend(SeriesBlock([line]), np.array([30]), 6, 1)[0]
+    steps = np.diff(np.concatenate([[line[-1]], forecast]))
+    assert 0.9 * 2.0 < steps[0] < 2.0
+    assert (np.diff(steps) < 0).all() and (forecast < line[-1] + 2.0 * np.arange(1, 7)).all()
+
+
+def test_damped_trend_carries_a_multiplicative_season_and_a_flat_series_stays_flat():
+    pattern = np.array([1.0, 1.5, 0.5, 1.2])
+    block = SeriesBlock([100.0 * np.tile(pattern, 10), np.full(40, 7.0)])
+    forecast = damped_trend(block, block.lengths, 8, 4)
+    np.testing.assert_allclose(forecast[0], 100.0 * np.tile(pattern, 2), rtol=1e-6)
+    np.testing.assert_allclose(forecast[1], 7.0)
+
+
+def test_the_partner_of_model_statistical():
+    """theta_damped: the mean of Theta and DampedTrend; theta: Theta alone; named as the `model` column says."""
+    block = SeriesBlock([50 + np.arange(30.0) ** 1.2, 10 + np.sin(np.arange(24.0))])
+    methods = statistical(block, block.lengths, 4, 1)
+    assert set(methods) == {THETA, DAMPED}
+    np.testing.assert_allclose(methods[THETA], theta(block, block.lengths, 4, 1))
+    np.testing.assert_allclose(partner(methods, "theta_damped"), (methods[THETA] + methods[DAMPED]) / 2)
+    assert partner(methods, "theta") is methods[THETA]
+    assert partner_name("theta_damped") == "Theta+DampedTrend" and partner_name("theta") == "Theta"
+    assert set(statistical(block, block.lengths, 4, 1, (THETA,))) == {THETA}

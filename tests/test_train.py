@@ -180,7 +180,8 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
     from tests.specs import SMALL, model_spec
     from tests.test_predict import _batch
 
-    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS", f"model.combine={combine}"])
+    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS", f"model.combine={combine}",
+                             "model.statistical=theta"])
     spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
     settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)  # two blocks
     torch.manual_seed(0)
@@ -198,6 +199,40 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
     half = dataclasses.replace(settings, validation_share=0.5)
     subset = _holdout_pass(build_model(spec), ValidationRows(_Shard(rows), half), spec, half, torch.device("cpu"))
     assert subset.scores["series"] == int(validated(rows["unique_id"], 0.5).sum()) < 6
+
+
+def test_validation_scores_forecast_with_the_partner_of_model_statistical():
+    """model.statistical=theta_damped (the default): with the LSTM's weight 0 (fitted, on straight lines)
+    `forecast`'s validation MASE is that of the mean of Theta and DampedTrend from the points before the
+    held-out ones, not Theta's."""
+    import dataclasses
+
+    import torch
+
+    from forecaster.evaluate import holdout_actual, mase, mase_scale
+    from forecaster.features import SeriesBlock
+    from forecaster.model import build_model
+    from forecaster.spec import LoopSettings
+    from forecaster.theta import partner, statistical
+    from forecaster.train import ValidationRows, _holdout_pass
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS", "model.combine=fitted"])
+    assert cfg.model.statistical == "theta_damped"
+    spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
+    settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)
+    torch.manual_seed(0)
+    rows = _batch({f"line{i}": 10.0 * i + (1 + i) * np.arange(30.0) + np.sin(np.arange(30.0)) for i in range(6)})
+    holdout = _holdout_pass(build_model(spec), ValidationRows(_Shard(rows), settings), spec, settings,
+                            torch.device("cpu"))
+    block = SeriesBlock.from_batch(rows)
+    cutoffs = block.lengths - 4
+    expected = mase(holdout_actual(block, 4), partner(statistical(block, cutoffs, 4, 12), "theta_damped"),
+                    mase_scale(block, cutoffs, 12)).mean()
+    assert holdout.weight == 0.0
+    assert holdout.scores["mase_forecast"] == pytest.approx(expected)
+    assert holdout.scores["mase_forecast"] != pytest.approx(holdout.scores["mase_theta"])
 
 
 def test_validation_scores_and_calibrates_forecast_floored_at_zero_as_it_is_written():
