@@ -61,15 +61,18 @@ class ValidationRows:
     """This rank's validated series rows (all, or the `validated` share beyond train.max_validation_series),
     train.series_per_block series at a time. The first pass reads them from the shard and keeps them, so
     later passes do not stream the whole shard again to find them: at most train.max_validation_series
-    series are kept over all ranks, as Arrow rows."""
+    series are kept over all ranks, as Arrow rows. `baselines` keeps, block by block, what the
+    validation pass scores against that no epoch changes (_Baselines), from the first pass on."""
 
     def __init__(self, shard, settings: LoopSettings):
         self.shard, self.settings, self.kept = shard, settings, None
+        self.baselines: list[_Baselines] = []
 
     def __iter__(self) -> Iterator[pa.Table]:
         if self.kept is not None:
             yield from self.kept
             return
+        self.baselines = []  # a pass that streams the shard again starts them again
         kept, share = [], self.settings.validation_share
         for batch in _batches(self.shard, self.settings):
             if share < 1:
@@ -244,6 +247,27 @@ class _ForecastTally:
                                               for i in np.flatnonzero(np.isfinite(gap))], reverse=True)[:self.keep]
 
 
+@dataclass
+class _Baselines:
+    """One validated block's statistical partner (model.statistical), MASE scales, held-out actuals,
+    floored series (model.nonnegative) and the baselines' scores: the same at every epoch."""
+
+    partner: np.ndarray
+    scale: np.ndarray
+    actual: np.ndarray
+    floor: np.ndarray | None
+    scores: dict  # mase_/smape_ of theta, seasonal_naive, naive per series
+
+
+def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _Baselines:
+    h, cutoffs = spec.horizon, block.lengths - spec.horizon
+    methods = statistical(block, cutoffs, h, spec.season, STATISTICAL[settings.statistical])
+    scale = mase_scale(block, cutoffs, spec.season)  # for the scores and the intervals
+    return _Baselines(partner(methods, settings.statistical), scale, holdout_actual(block, h),
+                      floor_series(block, cutoffs, settings.nonnegative),
+                      validation_scores(block, {"theta": methods[THETA]}, h, spec.season, scale))
+
+
 @torch.no_grad()
 def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSettings, device) -> Holdout:
     """The network's loss and the scores (SCORES, and `series`: how many were validated) over the last
@@ -263,8 +287,12 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
     tally = _ForecastTally(spec.horizon, settings.worst_series)
     kept = []
-    for batch in rows:
+    for i, batch in enumerate(rows):
         block = SeriesBlock.from_batch(batch, spec.features)
+        if i == len(rows.baselines):  # the first pass over this block
+            rows.baselines.append(_baselines(block, spec, settings))
+        fixed = rows.baselines[i]
+        stat, scale, actual, floor = fixed.partner, fixed.scale, fixed.actual, fixed.floor
         windows = weighed(validation_windows(block, spec), spec, settings)
         inputs, targets, mask = _to_tensors(windows, np.arange(len(windows)), device)
         prediction = member_mean(model(**inputs))  # an ensemble is scored by its mean forecast
@@ -272,13 +300,7 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
                  float(mask.sum()), len(block)]
         # the point forecast (the median for quantile loss), in the series' units
         lstm = windows.unscale(prediction[..., 0].float().cpu().numpy().astype(np.float64))
-        methods = statistical(block, block.lengths - spec.horizon, spec.horizon, spec.season,
-                              STATISTICAL[settings.statistical])
-        stat = partner(methods, settings.statistical)
-        scale = mase_scale(block, block.lengths - spec.horizon, spec.season)  # for the scores and the intervals
-        actual = holdout_actual(block, spec.horizon)
-        scores = validation_scores(block, {"lstm": lstm, "theta": methods[THETA]}, spec.horizon, spec.season, scale)
-        floor = floor_series(block, block.lengths - spec.horizon, settings.nonnegative)
+        scores = {**fixed.scores, "mase_lstm": mase(actual, lstm, scale), "smape_lstm": smape(actual, lstm)}
         if len(weights) > 1:
             defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
             for i, weight in enumerate(weights):

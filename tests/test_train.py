@@ -235,6 +235,37 @@ def test_validation_scores_forecast_with_the_partner_of_model_statistical():
     assert holdout.scores["mase_forecast"] != pytest.approx(holdout.scores["mase_theta"])
 
 
+def test_validation_computes_the_statistical_forecasts_once_and_scores_the_same_every_pass(monkeypatch):
+    """The partner, scales, actuals and baseline scores of each validated block do not change between
+    epochs: the first pass computes them (ValidationRows.baselines), later passes reuse them and score
+    exactly as the first did."""
+    import dataclasses
+
+    import torch
+
+    from forecaster import train
+    from forecaster.model import build_model
+    from forecaster.spec import LoopSettings
+    from forecaster.train import ValidationRows, _holdout_pass
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    calls = []
+    real = train.statistical
+    monkeypatch.setattr(train, "statistical", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS"])
+    spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
+    settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)
+    rng = np.random.default_rng(1)
+    rows = ValidationRows(_Shard(_batch({f"s{i}": 50 + rng.normal(size=30).cumsum() for i in range(6)})), settings)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    first, second = (_holdout_pass(model, rows, spec, settings, torch.device("cpu")) for _ in range(2))
+    assert calls == [4, 2] and len(rows.baselines) == 2  # two blocks, each computed in the first pass only
+    assert first.scores == second.scores and first.loss == second.loss
+    assert first.calibration == second.calibration
+
+
 def test_validation_scores_and_calibrates_forecast_floored_at_zero_as_it_is_written():
     """model.nonnegative=auto: series falling to zero and staying there, whose Theta drifts below zero: the
     validation pass scores (and calibrates the intervals on) `forecast` floored at zero, as the predictor
