@@ -80,7 +80,7 @@ def test_the_second_run_scores_the_first_runs_forecasts_like_pandas(runs):
     today = pq.read_table(runs["inputs"][1]).to_pandas()
     scores = _scores(out, DATES[1])
     got = scores[scores.status == "scored"].sort_values(["unique_id", "model"]).reset_index(drop=True)
-    models = ["LSTM", "Naive", "SeasonalNaive", "Theta", "forecast"]
+    models = ["DampedTrend", "LSTM", "Naive", "SeasonalNaive", "Theta", "forecast"]
     scored = forecasts[forecasts.unique_id.isin(today.unique_id)]
     expected = _expected(scored, today, models, season=12).sort_values(["unique_id", "model"]).reset_index(drop=True)
     assert set(got["origin_date"]) == {DATES[0]}

@@ -435,4 +435,5 @@ def test_forecasts_use_the_moving_average_of_the_weights_after_the_refit(ray_ses
     weight = metrics["combine_weight"]
     assert saved["combine_weight"] == weight and weight in [i / 10 for i in range(11)]
     forecasts = pd.read_parquet(tmp_path / "forecasts")
-    np.testing.assert_allclose(forecasts.forecast, weight * forecasts.LSTM + (1 - weight) * forecasts.Theta)
+    partner = (forecasts.Theta + forecasts.DampedTrend) / 2  # model.statistical=theta_damped
+    np.testing.assert_allclose(forecasts.forecast, weight * forecasts.LSTM + (1 - weight) * partner)
