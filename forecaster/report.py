@@ -115,8 +115,8 @@ def header(manifest: dict, root: Location) -> dict:
     versions = manifest.get("versions") or {}
     return {"run_name": run.get("name", "forecaster"), "data_uri": data.get("uri"), "output_uri": root.uri,
             "freq": data.get("freq"), "horizon": model.get("horizon"),
-            "model": ", ".join(f"{k}={model[k]}" for k in ("hidden_size", "num_layers", "loss", "combine")
-                               if k in model),
+            "model": ", ".join(f"{k}={model[k]}" for k in ("hidden_size", "num_layers", "loss", "combine",
+                                                             "statistical") if k in model),
             "forecaster": versions.get("forecaster"), "checkpoint_uri": manifest.get("checkpoint_uri"),
             "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 

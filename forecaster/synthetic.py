@@ -85,7 +85,7 @@ def stored_run(uri: str, forecast_date: str = "2026-01-01", n_series: int = 50, 
     manifest = {
         "config": {"data": {"uri": "examples/data/m1_monthly.parquet", "freq": "MS"},
                    "model": {"horizon": horizon, "hidden_size": 64, "num_layers": 2, "loss": "quantile",
-                             "combine": "theta"},
+                             "combine": "theta", "statistical": "theta_damped"},
                    "run": {"name": "forecaster", "date": forecast_date}, "output": {"uri": uri}},
         "versions": {"python": "3.11.2", "forecaster": "0.1.0", "torch": "2.13.0", "ray": "2.60.0"},
         "counts": {"input": n_series + n_rejects, "forecast": n_series, "rejected": n_rejects,
