@@ -26,9 +26,9 @@ from forecaster.columns import DAMPED, NAIVE, SEASONAL_NAIVE, THETA
 
 # One colour per model, the same in every plot of a report.
 COLOURS = {"history": "#24292f", "actual": "#24292f", "forecast": "#0969da", "LSTM": "#8250df",
-           "Theta": "#cf222e", "DampedTrend": "#1b7c83", "SeasonalNaive": "#1a7f37", "Naive": "#bf8700",
+           "Theta": "#cf222e", "DampedTrend": "#e16f24", "SeasonalNaive": "#1a7f37", "Naive": "#bf8700",
            "no_fallback": "#57606a", "train": "#8c959f", "validation": "#0969da"}
-_OTHER = ("#e16f24", "#6e7781", "#bf3989", "#4d2d00")
+_OTHER = ("#1b7c83", "#6e7781", "#bf3989", "#4d2d00")
 BASELINES = (THETA, DAMPED, SEASONAL_NAIVE, NAIVE)  # drawn in this order
 BAND_ALPHA = (0.14, 0.26, 0.38)  # interval bands, widest (lightest) first
 
