@@ -2,7 +2,7 @@
 and what the validation pass of each epoch costs with them.
 
     .venv/bin/python bench/statistical.py [--series 512] [--length 120] [--season 12] [--horizon 18] [--repeats 5]
-                                          [--validation-series 8192]
+                                          [--validation-series 8192] [--predict-series 8192]
 
 Every series is forecast by Theta and DampedTrend on every run (predict), and the partner of
 `forecast` again on the validation window at every epoch (train), so their cost grows with the
@@ -16,6 +16,11 @@ horizon, on one CPU thread) over `--validation-series` such series, three passes
 ValidationRows: the first computes what no epoch changes (the partner, scales, actuals, baseline
 scores: ValidationRows.baselines), the later ones reuse it, so first against later is the
 statistical part's share of a pass that recomputed it every epoch.
+
+The bare predictor (forecaster.predict.SeriesPredictor on an untrained checkpoint of the default
+model, one thread, fp32, blocks of 4096 series in memory: no Ray, no reading or writing) on
+`--predict-series` such series: its series/s, and the share of its time that the statistical
+forecasts take (it computes Theta and DampedTrend for every series, whatever model.statistical).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -31,10 +37,12 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from forecaster import checkpoint  # noqa: E402
 from forecaster.config import load_config  # noqa: E402
 from forecaster.covariates import feature_spec  # noqa: E402
 from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
+from forecaster.predict import SeriesPredictor  # noqa: E402
 from forecaster.spec import LoopSettings, ModelSpec  # noqa: E402
 from forecaster.theta import damped_trend, statistical, theta  # noqa: E402
 from forecaster.train import ValidationRows, _holdout_pass  # noqa: E402
@@ -58,16 +66,25 @@ def _series(rng: np.random.Generator, count: int, length: int, season: int) -> l
             for _ in range(count)]
 
 
-def validation_passes(series: list[np.ndarray], horizon: int) -> list[float]:
-    """Seconds of three validation passes over `series` (monthly, ending 2020-12)."""
+def _rows(series: list[np.ndarray]) -> pa.Table:
+    """Series rows (forecaster.columns.SERIES_SCHEMA) of monthly `series` ending 2020-12."""
     last = np.datetime64("2020-12", "M")
-    rows = pa.table({"unique_id": [f"s{i}" for i in range(len(series))],
+    return pa.table({"unique_id": [f"s{i}" for i in range(len(series))],
                      "y": pa.array([v.tolist() for v in series], pa.list_(pa.float64())),
                      "first_ds": pa.array(np.array([last - (len(v) - 1) for v in series]).astype("datetime64[us]")),
                      "last_ds": pa.array(np.full(len(series), last).astype("datetime64[us]")),
                      "length": [len(v) for v in series]})
+
+
+def _spec(horizon: int, rows: pa.Table):
     cfg = load_config(None, ["data.freq=MS", f"model.horizon={horizon}"])
-    spec = ModelSpec.from_config(cfg, feature_spec(cfg, rows.schema))
+    return cfg, ModelSpec.from_config(cfg, feature_spec(cfg, rows.schema))
+
+
+def validation_passes(series: list[np.ndarray], horizon: int) -> list[float]:
+    """Seconds of three validation passes over `series`."""
+    rows = _rows(series)
+    cfg, spec = _spec(horizon, rows)
     settings = LoopSettings.from_config(cfg, len(series))
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -80,6 +97,36 @@ def validation_passes(series: list[np.ndarray], horizon: int) -> list[float]:
     return seconds
 
 
+def predictor_share(series: list[np.ndarray], horizon: int, repeats: int) -> tuple[float, float]:
+    """(series/s of the bare predictor over `series`, the share of its time that theta.statistical
+    takes on the same blocks), medians over the repeats."""
+    import ray.train
+
+    rows = _rows(series)
+    _, spec = _spec(horizon, rows)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint.save(directory, build_model(spec), spec)
+        predictor = SeriesPredictor(ray.train.Checkpoint.from_directory(directory), freq="MS", season=12,
+                                    horizon=horizon, fallback="none", combine="theta", nonnegative="auto",
+                                    statistical="theta_damped", levels=(80, 95))
+    batches = [rows.slice(start, 4096) for start in range(0, rows.num_rows, 4096)]
+    blocks = [predictor.block(batch) for batch in batches]
+    predictor(batches[0])  # warm-up: the first forward pass
+    whole, part = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for batch in batches:
+            predictor(batch)
+        whole.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for block in blocks:
+            statistical(block, block.lengths, horizon, 12)
+        part.append(time.perf_counter() - started)
+    return len(series) / float(np.median(whole)), float(np.median(part) / np.median(whole))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=512)
@@ -88,6 +135,7 @@ def main() -> int:
     parser.add_argument("--horizon", type=int, default=18)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--validation-series", type=int, default=8192)
+    parser.add_argument("--predict-series", type=int, default=8192)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     block = SeriesBlock(_series(rng, args.series, args.length, args.season))
@@ -112,6 +160,10 @@ def main() -> int:
         print(f"validation pass over {args.validation_series} series (monthly, horizon {args.horizon}): first "
               f"{first:.2f} s, later {' / '.join(f'{s:.2f}' for s in later)} s: later / first = "
               f"{np.mean(later) / first:.2f}")
+    if args.predict_series:
+        rate, share = predictor_share(_series(rng, args.predict_series, args.length, 12), args.horizon, args.repeats)
+        print(f"bare predictor over {args.predict_series} series: {rate:,.0f} series/s; Theta and DampedTrend "
+              f"(theta.statistical) take {100 * share:.0f} % of its time")
     return 0
 
 

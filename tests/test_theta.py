@@ -3,6 +3,7 @@ that the vectorised block gives each series the forecast it would get alone; dam
 smoothing against a plain loop; the partner model.statistical makes."""
 
 import numpy as np
+import pytest
 
 from forecaster.columns import DAMPED, THETA
 from forecaster.features import SeriesBlock
@@ -114,16 +115,28 @@ def _damped_by_loop(y: np.ndarray, horizon: int) -> np.ndarray:
     return level + np.cumsum(phi ** np.arange(1, horizon + 1)) * trend
 
 
-def test_damped_trend_of_a_ragged_block_equals_a_plain_loop_per_series():
+@pytest.mark.parametrize("rows", [512, 3])  # DAMPED_ROWS: one pass, or passes of 3 series
+def test_damped_trend_of_a_ragged_block_equals_a_plain_loop_per_series(rows, monkeypatch):
     """Series of different lengths (left padding in the right-aligned matrix) and ends that cut them:
-    each gets exactly the forecast of the loop over its own points."""
+    each gets the forecast of the loop (float64) over its own points, to float32's rounding."""
+    monkeypatch.setattr("forecaster.theta.DAMPED_ROWS", rows)
     rng = np.random.default_rng(3)
     series = [50 + np.cumsum(rng.normal(0.5, 2.0, size=n)) for n in (9, 25, 40, 3)]
     block = SeriesBlock(series)
     ends = np.array([9, 20, 40, 3])
     forecast = damped_trend(block, ends, 5, 1)  # no season: nothing adjusted
     for i, (values, end) in enumerate(zip(series, ends, strict=True)):
-        np.testing.assert_allclose(forecast[i], _damped_by_loop(values[:end], 5), rtol=1e-10)
+        np.testing.assert_allclose(forecast[i], _damped_by_loop(values[:end], 5), rtol=1e-6)
+
+
+def test_damped_trend_keeps_small_moves_of_a_large_level():
+    """float32 holds 7 digits: a series at 10^7 that moves by units would lose its moves if the loop ran
+    on the values themselves; it runs on the moves from the first point, so the forecast matches the
+    float64 loop to a small fraction of a unit."""
+    rng = np.random.default_rng(4)
+    series = 1e7 + np.cumsum(rng.normal(0.3, 1.0, size=60))
+    forecast = damped_trend(SeriesBlock([series]), np.array([60]), 5, 1)[0]
+    np.testing.assert_allclose(forecast, _damped_by_loop(series, 5), rtol=0, atol=0.01)
 
 
 def test_damped_trend_follows_a_line_and_damps_its_slope():
