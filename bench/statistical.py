@@ -4,9 +4,9 @@ and what the validation pass of each epoch costs with them.
     .venv/bin/python bench/statistical.py [--series 512] [--length 120] [--season 12] [--horizon 18] [--repeats 5]
                                           [--validation-series 8192] [--predict-series 8192]
 
-Every series is forecast by Theta and DampedTrend on every run (predict), and the partner of
-`forecast` again on the validation window at every epoch (train), so their cost grows with the
-number of series. The bench times `forecaster.theta.theta`, `damped_trend` and `statistical` (both,
+Every series is forecast by Theta and DampedTrend on every run (predict), and the validated series
+by the partner of `forecast` on the validation window once per training run (train), so their cost
+grows with the number of series. The bench times `forecaster.theta.theta`, `damped_trend` and `statistical` (both,
 as predict calls it) on one block of random seasonal series of one length, the shape predict and
 validation hand them (train.series_per_block: 512), in one process on one core, and prints the
 median microseconds per series over the repeats and the ratio to Theta's.
@@ -14,8 +14,8 @@ median microseconds per series over the repeats and the ratio to Theta's.
 The validation pass (forecaster.train._holdout_pass, the default model at data.freq=MS and the
 horizon, on one CPU thread) over `--validation-series` such series, three passes over the same
 ValidationRows: the first computes what no epoch changes (the partner, scales, actuals, baseline
-scores: ValidationRows.baselines), the later ones reuse it, so first against later is the
-statistical part's share of a pass that recomputed it every epoch.
+scores: ValidationRows.baselines), the later ones reuse it: first against later is what every epoch
+saves against a pass that recomputed it.
 
 The bare predictor (forecaster.predict.SeriesPredictor on an untrained checkpoint of the default
 model, one thread, fp32, blocks of 4096 series in memory: no Ray, no reading or writing) on
