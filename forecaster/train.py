@@ -287,11 +287,11 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
     tally = _ForecastTally(spec.horizon, settings.worst_series)
     kept = []
-    for i, batch in enumerate(rows):
+    for position, batch in enumerate(rows):
         block = SeriesBlock.from_batch(batch, spec.features)
-        if i == len(rows.baselines):  # the first pass over this block
+        if position == len(rows.baselines):  # the first pass over this block
             rows.baselines.append(_baselines(block, spec, settings))
-        fixed = rows.baselines[i]
+        fixed = rows.baselines[position]
         stat, scale, actual, floor = fixed.partner, fixed.scale, fixed.actual, fixed.floor
         windows = weighed(validation_windows(block, spec), spec, settings)
         inputs, targets, mask = _to_tensors(windows, np.arange(len(windows)), device)
