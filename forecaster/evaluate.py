@@ -49,10 +49,14 @@ def validation_scores(block: SeriesBlock, forecasts: dict[str, np.ndarray], hori
     cutoffs = block.lengths - horizon
     actual = holdout_actual(block, horizon)
     scale = mase_scale(block, cutoffs, season) if scale is None else scale
-    every = {**forecasts, "seasonal_naive": seasonal_naive(block, cutoffs, horizon, season),
-             "naive": seasonal_naive(block, cutoffs, horizon, 1)}
+    return named_scores(actual, {**forecasts, "seasonal_naive": seasonal_naive(block, cutoffs, horizon, season),
+                                 "naive": seasonal_naive(block, cutoffs, horizon, 1)}, scale)
+
+
+def named_scores(actual: np.ndarray, forecasts: dict[str, np.ndarray], scale: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-series `mase_<name>` and `smape_<name>` of each of `forecasts` (name -> (series, horizon))."""
     scores = {}
-    for name, forecast in every.items():
+    for name, forecast in forecasts.items():
         scores[f"mase_{name}"] = mase(actual, forecast, scale)
         scores[f"smape_{name}"] = smape(actual, forecast)
     return scores

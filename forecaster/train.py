@@ -39,7 +39,7 @@ from forecaster.checkpoint import TrainingState
 from forecaster.columns import FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
-from forecaster.evaluate import holdout_actual, mase, mase_scale, smape, validation_scores
+from forecaster.evaluate import holdout_actual, mase, mase_scale, named_scores, validation_scores
 from forecaster.features import SeriesBlock, Windows, naive_unit, training_windows, validation_windows, windows_of_each
 from forecaster.model import autocast_bf16, build_model, masked_loss, member_mean, per_step_loss
 from forecaster.runtime import fault_hook_env
@@ -233,7 +233,7 @@ class _ForecastTally:
     def add(self, weight: float, ids, lstm, stat, actual, scale, scores: dict,
             floor: np.ndarray | None) -> None:
         forecast = floored(network_forecast(lstm, stat, weight), floor)
-        scores.update(mase_forecast=mase(actual, forecast, scale), smape_forecast=smape(actual, forecast))
+        scores.update(named_scores(actual, {"forecast": forecast}, scale))
         self.errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
@@ -300,7 +300,7 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
                  float(mask.sum()), len(block)]
         # the point forecast (the median for quantile loss), in the series' units
         lstm = windows.unscale(prediction[..., 0].float().cpu().numpy().astype(np.float64))
-        scores = {**fixed.scores, "mase_lstm": mase(actual, lstm, scale), "smape_lstm": smape(actual, lstm)}
+        scores = {**fixed.scores, **named_scores(actual, {"lstm": lstm}, scale)}
         if len(weights) > 1:
             defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
             for i, weight in enumerate(weights):
