@@ -229,11 +229,10 @@ def _skip_rows(ids, window: int, reason: str, details: list[str]) -> pa.Table:
 
 def aggregate(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Mean of each model's metric over the series where every model that has the metric is defined
-    (so models are compared on the same series); `series` counts them. A model without a column (a
-    series.parquet from before DampedTrend) has no mean."""
+    (so models are compared on the same series); `series` counts them."""
     rows = []
     for key, group in scores.groupby([*by, "metric"], sort=False):
-        models = [m for m in MODELS if m in group and group[m].notna().any()]
+        models = [m for m in MODELS if group[m].notna().any()]
         used = group.dropna(subset=models)
         rows.append({**dict(zip([*by, "metric"], key, strict=True)), "series": len(used),
                      **{m: used[m].mean() if m in models else np.nan for m in MODELS}})

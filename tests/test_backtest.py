@@ -86,10 +86,11 @@ def test_aggregate_compares_models_on_the_same_series():
     frame = pd.DataFrame({"window": [0, 0, 0], "unique_id": ["a", "b", "c"], "metric": ["mae"] * 3,
                           "LSTM": [1.0, np.nan, 3.0], "forecast": [1.0, 5.0, 3.0], "no_fallback": [1.0, 5.0, 2.0],
                           "Naive": [2.0, 5.0, 4.0],
-                          "SeasonalNaive": [2.0, 5.0, np.nan], "Theta": [1.5, 4.0, 3.5]})
+                          "SeasonalNaive": [2.0, 5.0, np.nan], "Theta": [1.5, 4.0, 3.5],
+                          "DampedTrend": [1.2, 4.5, 3.0]})
     row = bt.aggregate(frame, ["window"]).iloc[0]
     assert row.series == 1 and row.LSTM == 1.0 and row.Naive == 2.0  # b lacks LSTM, c lacks SeasonalNaive
-    assert row.Theta == 1.5
+    assert row.Theta == 1.5 and row.DampedTrend == 1.2
 
 
 def test_bad_window_count_stops_before_any_work(capsys):
