@@ -63,6 +63,7 @@ from forecaster.read import check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
 from forecaster.runtime import init_ray
 from forecaster.storage import resolve
+from forecaster.theta import partner
 from forecaster.write import partition, write_files
 
 log = logging.getLogger(__name__)
@@ -151,9 +152,10 @@ class WindowScorer(SeriesPredictor):
             raise RuntimeError(f"backtest: no hidden points for series {ids[int(np.argmin(rows))]}")
         actual = self.actual[rows]
         scale = mase_scale(block, block.lengths, self.season)
-        point = f.lstm[..., 0]
+        no_fallback = without_fallback(f.lstm[..., 0], partner(f.statistical, self.statistical), f.forecast,
+                                       self.weight, f.floor)
         scores = {name: forecast_scores(actual, values, scale) for name, values in (
-            (FORECAST, f.forecast), (NO_FALLBACK, without_fallback(point, f.partner, f.forecast, self.weight, f.floor)),
+            (FORECAST, f.forecast), (NO_FALLBACK, no_fallback),
             (NAIVE, f.naive), (SEASONAL_NAIVE, f.seasonal_naive), *f.statistical.items())}
         # the LSTM with all its outputs (the pinball loss scores the interval bounds of loss=quantile)
         scores[LSTM] = forecast_scores(actual, f.lstm, scale, self.spec.quantiles if self.spec else (0.5,))

@@ -74,8 +74,7 @@ class ModelConfig:
     nonnegative: str = setting("auto", "auto: `forecast` and its interval bounds floored at zero for the series with "
                                        "no value below zero | none", choices=("auto", "none"))
     short_series: str = setting("baseline", "series under horizon+2 points: baseline (forecast by "
-                                            "model.statistical) | "
-                                            "reject",
+                                            "model.statistical) | reject",
                                 choices=("baseline", "reject"))
     scaler: str = setting("window", "window: stats of each input window | series: per series up to the cutoff",
                           choices=("window", "series"))

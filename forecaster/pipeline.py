@@ -97,8 +97,7 @@ def trainable_series(cfg: Config, clean: ray.data.Dataset) -> ray.data.Dataset:
 def predictor_options(cfg: Config) -> dict:
     """Keyword arguments of `SeriesPredictor` from the config (all but the checkpoint)."""
     return {"freq": cfg.data.freq, "season": cfg.season, "horizon": cfg.model.horizon,
-            "fallback": cfg.model.fallback, "combine": cfg.model.combine,
-            "nonnegative": cfg.model.nonnegative,
+            "fallback": cfg.model.fallback, "combine": cfg.model.combine, "nonnegative": cfg.model.nonnegative,
             "statistical": cfg.model.statistical, "levels": tuple(cfg.model.levels),
             "use_gpu": cfg.train.use_gpu, "precision": cfg.predict.precision}
 

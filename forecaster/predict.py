@@ -86,7 +86,6 @@ class Forecasts:
     naive: np.ndarray  # (series, horizon)
     seasonal_naive: np.ndarray
     statistical: dict[str, np.ndarray]  # column -> (series, horizon): Theta, DampedTrend (theta.statistical)
-    partner: np.ndarray  # the LSTM's partner in `forecast` (model.statistical)
     forecast: np.ndarray  # what users are told to use
     model: np.ndarray  # (series,): which model made `forecast`
     intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lo, hi) of `forecast`, forecaster.intervals
@@ -196,8 +195,8 @@ class SeriesPredictor:
                                for bound in intervals.bounds(chosen, scale, self.quantiles.get(level, missing)))
                   for level in self.forecast_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
-                         seasonal_naive=snaive, statistical=methods, partner=stat, forecast=chosen, model=model,
-                         intervals=bounds, floor=floor)
+                         seasonal_naive=snaive, statistical=methods, forecast=chosen, model=model, intervals=bounds,
+                         floor=floor)
 
     def to_arrow(self, batch: pa.Table, f: Forecasts) -> pa.Table:
         """Long forecast rows (forecast_schema): `horizon` rows per series."""

@@ -4,8 +4,8 @@ damped-trend exponential smoothing, and the partner they make for the LSTM.
 Theta is the statistical benchmark forecasting teams compare against (M3's winner; statsforecast's
 `Theta`, R's `forecast::thetaf`); damped-trend exponential smoothing (Gardner & McKenzie, 1985) is a
 member of the M4 competition's "Comb" benchmark (with SES and Holt) and a strong method on trending
-quarterly and yearly data. The job computes both for every series, next
-to naive and seasonal naive, and by default combines their mean with the LSTM (`model.combine=theta`,
+quarterly and yearly data. The job computes both for every series, next to naive and seasonal
+naive, and by default combines their mean with the LSTM (`model.combine=theta`,
 `model.statistical=theta_damped`): an equal-weight average of a global network and local statistical
 models is a more accurate and far less risky forecast than any alone (the M4 competition's lesson),
 and costs no training.
@@ -64,9 +64,8 @@ def damped_trend(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int
     adjusted, n, index = _adjusted(block, ends, season)
     if adjusted.shape[1] == 0:
         return np.full((len(ends), horizon), np.nan)
-    level, trend, phi = (np.concatenate(parts) for parts in zip(*(
-        _damped(adjusted[start:start + DAMPED_ROWS], n[start:start + DAMPED_ROWS])
-        for start in range(0, len(n), DAMPED_ROWS)), strict=True))
+    passes = [_damped(adjusted[i:i + DAMPED_ROWS], n[i:i + DAMPED_ROWS]) for i in range(0, len(n), DAMPED_ROWS)]
+    level, trend, phi = (np.concatenate(parts) for parts in zip(*passes, strict=True))
     damping = np.cumsum(phi[:, None] ** np.arange(1, horizon + 1)[None, :], axis=1)
     return _reseasonalised(level[:, None] + damping * trend[:, None], index, adjusted.shape[1])
 
@@ -83,7 +82,7 @@ def partner(forecasts: dict[str, np.ndarray], method: str) -> np.ndarray:
     """The LSTM's statistical partner in `forecast` (and the forecast of a series too short for the
     network): the mean of model.statistical=`method`'s members."""
     members = STATISTICAL[method]
-    return forecasts[members[0]] if len(members) == 1 else sum(forecasts[m] for m in members) / len(members)
+    return sum(forecasts[m] for m in members) / len(members)
 
 
 def partner_name(method: str) -> str:

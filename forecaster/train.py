@@ -220,9 +220,8 @@ def validated(ids: pa.ChunkedArray | pa.Array, share: float) -> np.ndarray:
 
 class _ForecastTally:
     """The validation pass's sums for `forecast` = weight x LSTM + (1 - weight) x its statistical partner
-    (model.statistical; floored at zero on
-    the `floor` series, model.nonnegative), block by block: (sum, count) per score of SCORES, the
-    scaled-error histogram (intervals) and the worst series."""
+    (model.statistical; floored at zero on the `floor` series, model.nonnegative), block by block:
+    (sum, count) per score of SCORES, the scaled-error histogram (intervals) and the worst series."""
 
     def __init__(self, horizon: int, worst_series: int):
         self.sums = np.zeros(2 * len(SCORES))
