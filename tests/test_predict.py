@@ -143,6 +143,33 @@ def test_fallback_judges_the_combined_forecast(tmp_path):
     assert (combined.model == "LSTM+Theta").all()
 
 
+def test_the_fallback_judges_the_forecast_with_the_partner_of_model_statistical(tmp_path):
+    """model.fallback=validation keeps the network where its combination with model.statistical's partner
+    (fitted before the held-out points) beat seasonal naive there: the decisions follow the partner, and
+    differ between theta and theta_damped on trending series."""
+    from forecaster.evaluate import holdout_actual, seasonal_naive
+    from forecaster.features import validation_windows
+    from forecaster.theta import partner, statistical
+
+    rng = np.random.default_rng(7)
+    batch = _batch({f"s{i}": 100 + rng.uniform(0, 4) * np.arange(30) + rng.normal(0, 3, 30).cumsum()
+                    for i in range(60)})
+    decisions = {}
+    for method in ("theta", "theta_damped"):
+        (tmp_path / method).mkdir()
+        predictor = SeriesPredictor(_checkpoint(tmp_path / method), **{**PLAIN, "fallback": "validation",
+                                                                      "combine": "theta", "statistical": method})
+        block = predictor.block(batch)
+        cutoffs, actual = block.lengths - HORIZON, holdout_actual(block, HORIZON)
+        lstm = predictor._network(validation_windows(block, predictor.spec))[..., 0]
+        combined = (lstm + partner(statistical(block, cutoffs, HORIZON, 4), method)) / 2
+        naive = seasonal_naive(block, cutoffs, HORIZON, 4)
+        expected = np.abs(actual - combined).mean(axis=1) <= np.abs(actual - naive).mean(axis=1)
+        decisions[method] = predictor._lstm_wins_validation(block)
+        np.testing.assert_array_equal(decisions[method], expected)
+    assert (decisions["theta"] != decisions["theta_damped"]).any()
+
+
 @pytest.mark.parametrize("weight,expected", [(0.5, [[2.0, 3.0], [5.0, 5.0]]), (1.0, [[1.0, 2.0], [5.0, 5.0]]),
                                              (0.75, [[1.5, 2.5], [5.0, 5.0]])])
 def test_without_fallback_is_the_network_forecast_wherever_the_network_forecast(weight, expected):
