@@ -52,7 +52,7 @@ def summary_lines(manifest: dict) -> list[str]:
         lines.append(f"reject reasons: {reasons}")
     validation = metrics.get("validation") or {}
     if validation.get("forecast", {}).get("mase") is not None:
-        shown = [c for c in ("forecast", "LSTM", "Theta", "SeasonalNaive") if c in validation]
+        shown = [c for c in ("forecast", "LSTM", "Theta", "DampedTrend", "SeasonalNaive") if c in validation]
         validated, trained = metrics.get("val_series"), counts.get("trained_on")
         cap = (manifest.get("config") or {}).get("train", {}).get("max_validation_series")
         which = (f"of {validated} of the {trained} series (train.max_validation_series)"

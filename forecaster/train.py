@@ -36,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from forecaster import checkpoint, intervals
 from forecaster.checkpoint import TrainingState
-from forecaster.columns import FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
+from forecaster.columns import DAMPED, FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
 from forecaster.evaluate import holdout_actual, mase, mase_scale, named_scores, validation_scores
@@ -45,7 +45,7 @@ from forecaster.model import autocast_bf16, build_model, masked_loss, member_mea
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
 from forecaster.storage import resolve
-from forecaster.theta import STATISTICAL, combine_weights, floor_series, floored, network_forecast, partner, statistical
+from forecaster.theta import combine_weights, floor_series, floored, network_forecast, partner, statistical
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,9 @@ def train_epoch(model, optimizer, batches: Iterator[tuple[Windows, np.ndarray]],
 
 
 # validation scores (means over series): mase_<name>, smape_<name> of the network forecast (the LSTM
-# or its combination, model.combine), the LSTM, Theta and the (seasonal) naive baselines
-VALIDATED_COLUMNS = {"forecast": FORECAST, "lstm": LSTM, "theta": THETA, "seasonal_naive": SEASONAL_NAIVE,
-                     "naive": NAIVE}  # score name -> the output column it scores
+# or its combination, model.combine), the LSTM, Theta, DampedTrend and the (seasonal) naive baselines
+VALIDATED_COLUMNS = {"forecast": FORECAST, "lstm": LSTM, "theta": THETA, "damped_trend": DAMPED,
+                     "seasonal_naive": SEASONAL_NAIVE, "naive": NAIVE}  # score name -> the output column it scores
 SCORES = tuple(f"{metric}_{name}" for name in VALIDATED_COLUMNS for metric in ("mase", "smape"))
 
 
@@ -255,16 +255,18 @@ class _Baselines:
     scale: np.ndarray
     actual: np.ndarray
     floor: np.ndarray | None
-    scores: dict  # mase_/smape_ of theta, seasonal_naive, naive per series
+    scores: dict  # mase_/smape_ of theta, damped_trend, seasonal_naive, naive per series
 
 
 def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _Baselines:
+    """Both statistical methods, whatever the partner: validation scores each, as the output has both."""
     h, cutoffs = spec.horizon, block.lengths - spec.horizon
-    methods = statistical(block, cutoffs, h, spec.season, STATISTICAL[settings.statistical])
+    methods = statistical(block, cutoffs, h, spec.season)
     scale = mase_scale(block, cutoffs, spec.season)  # for the scores and the intervals
     return _Baselines(partner(methods, settings.statistical), scale, holdout_actual(block, h),
                       floor_series(block, cutoffs, settings.nonnegative),
-                      validation_scores(block, {"theta": methods[THETA]}, h, spec.season, scale))
+                      validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED]}, h,
+                                        spec.season, scale))
 
 
 @torch.no_grad()

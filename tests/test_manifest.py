@@ -30,12 +30,17 @@ def _validated(**metrics):
     return summary_lines(manifest)
 
 
-def test_the_fitted_weight_line_names_the_partner_of_model_statistical():
+def test_the_summary_names_the_partner_and_scores_both_its_members():
     manifest = _manifest([])
-    manifest["metrics"].update(validation={"forecast": {"mase": 0.9, "smape": 12.0}}, combine_weight=0.6)
+    manifest["metrics"].update(validation={"forecast": {"mase": 0.9, "smape": 12.0}, "Theta": {"mase": 1.1},
+                                           "DampedTrend": {"mase": 1.05}, "Naive": {"mase": 1.4}},
+                               combine_weight=0.6)
     manifest["config"] = {"model": {"combine": "fitted", "statistical": "theta_damped"}}
-    assert ("forecast = 0.6 x LSTM + 0.4 x Theta+DampedTrend (model.combine=fitted, chosen on validation)"
-            in summary_lines(manifest))
+    lines = summary_lines(manifest)
+    assert "forecast = 0.6 x LSTM + 0.4 x Theta+DampedTrend (model.combine=fitted, chosen on validation)" in lines
+    # both members of the partner on the validation line (Naive is the report's, not the console's)
+    assert any(line.startswith("validation MASE") and "forecast 0.900, Theta 1.100, DampedTrend 1.050;" in line
+               for line in lines)
 
 
 def test_the_summary_says_which_weight_and_how_many_series_validation_used():
