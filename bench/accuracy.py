@@ -147,6 +147,24 @@ def main() -> None:
     for name, *_, covered in table:
         for level, result in covered.items():
             print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f}")
+    print()
+    print(summary(table))
+
+
+def summary(table: list) -> str:
+    """The README's accuracy table (Markdown): per dataset, MASE of `forecast`, the LSTM alone and the
+    statsforecast baselines, the training minutes next to them, and the coverage of `forecast`'s intervals."""
+    baselines = [m for m in ("AutoETS", "AutoTheta") if all(m in rows for _, rows, *_ in table)]
+    levels = sorted({level for *_, covered in table for level in covered})
+    header = ["dataset", "`forecast` MASE", "LSTM MASE", *(f"{m} MASE" for m in baselines), "training min",
+              *(f"{level} % covered" for level in levels)]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |"]
+    for name, rows, _, _, train_minutes, _, covered in table:
+        scores = (f"{rows[m]['MASE']:.3f}" for m in (FORECAST, LSTM, *baselines))
+        cells = [f"{name} ({rows[FORECAST]['series']})", *scores,
+                 f"{train_minutes:.2f}", *(f"{100 * covered[level]['coverage']:.1f} %" for level in levels)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def held_out(train: pd.DataFrame, horizon: int, origin: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
