@@ -7,11 +7,12 @@ test.parquet (with --dev: against the last horizon points of each training serie
 on the points before them, so that choices are made without the test sets): MASE (seasonal lag from
 the frequency, scale from the training part) and sMAPE, averaged over series. Rows: `forecast` (what
 the job recommends: by default the mean of the LSTM and its statistical partner, the mean of Theta
-and DampedTrend; with --set model.fallback=validation, seasonal naive where that won the series'
-validation window), `LSTM` (the network alone), `no_fallback` (the combination as training weighed
-it, never the fallback: the same as `forecast` under the defaults), `Theta` and `DampedTrend` (the
-job's own statistical baselines), seasonal naive, and, when statsforecast is installed
-(`pip install -e '.[bench]'`), AutoETS and AutoTheta.
+and DampedTrend or of Theta and SES as model.statistical=auto chose per data set; with --set
+model.fallback=validation, seasonal naive where that won the series' validation window), `LSTM` (the
+network alone), `no_fallback` (the combination as training weighed it, never the fallback: the same
+as `forecast` under the defaults), `Theta`, `DampedTrend` and `SES` (the job's own statistical
+baselines), seasonal naive, and, when statsforecast is installed (`pip install -e '.[bench]'`),
+AutoETS and AutoTheta. Each dataset's line `partner` says which partner the run used.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.backtest import NO_FALLBACK  # noqa: E402
-from forecaster.columns import DAMPED, FORECAST, LSTM, THETA  # noqa: E402
+from forecaster.columns import DAMPED, FORECAST, LSTM, SES, THETA  # noqa: E402
 from forecaster.config import load_config, season_length  # noqa: E402
 from forecaster.evaluate import coverage, mase, mase_scale, scaled_width, seasonal_naive, smape  # noqa: E402
 from forecaster.features import SeriesBlock  # noqa: E402
+from forecaster.manifest import statistical_used  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
 from forecaster.predict import without_fallback  # noqa: E402
 from forecaster.theta import STATISTICAL, floor_series, partner  # noqa: E402
@@ -121,10 +123,11 @@ def main() -> None:
         floor = floor_series(truth.block, truth.block.lengths, cfg.model.nonnegative)  # per series, as forecast
         if floor is not None:  # ... and per forecast row
             floor = forecast["unique_id"].map(pd.Series(floor, index=truth.ids)).to_numpy(dtype=bool)
-        methods = {name: forecast[name].to_numpy() for name in STATISTICAL[cfg.model.statistical]}
-        forecast[NO_FALLBACK] = without_fallback(forecast[LSTM].to_numpy(), partner(methods, cfg.model.statistical),
+        used = statistical_used(manifest)  # model.statistical, as auto resolved it
+        methods = {name: forecast[name].to_numpy() for name in STATISTICAL[used]}
+        forecast[NO_FALLBACK] = without_fallback(forecast[LSTM].to_numpy(), partner(methods, used),
                                                  forecast[FORECAST].to_numpy(), weight, floor)
-        columns = (FORECAST, LSTM, NO_FALLBACK, THETA, DAMPED)
+        columns = (FORECAST, LSTM, NO_FALLBACK, THETA, DAMPED, SES)
         rows = {column: truth.score(forecast, column) for column in columns}
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")
         rows.update(statistical(truth, train, freq, horizon))
@@ -132,6 +135,7 @@ def main() -> None:
         train_minutes = manifest["timings_s"]["train"] / 60
         table.append((name, rows, manifest["counts"], seconds, train_minutes, manifest["metrics"].get("epochs"),
                       covered))
+        print(f"{name}: partner {used} (model.statistical={cfg.model.statistical})", flush=True)
     print()
     print("train-min: the minutes of the job's training stage (Ray Train's start included), next to its MASE; "
           "series: how many the row scores (LSTM: those long enough for the network)")

@@ -50,6 +50,7 @@ from forecaster.columns import (
     MODEL,
     NAIVE,
     SEASONAL_NAIVE,
+    SES,
     THETA,
     Y,
 )
@@ -57,7 +58,15 @@ from forecaster.config import Config, ConfigError
 from forecaster.evaluate import coverage, forecast_scores, mase_scale, scaled_width
 from forecaster.features import SeriesBlock
 from forecaster.manifest import versions
-from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
+from forecaster.pipeline import (
+    Timer,
+    check_output_location,
+    predict,
+    split_rejects,
+    statistical_record,
+    train_clean,
+    validate_series,
+)
 from forecaster.predict import SeriesPredictor, without_fallback
 from forecaster.read import check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
@@ -70,7 +79,7 @@ log = logging.getLogger(__name__)
 
 BACKTESTS = "backtests"
 NO_FALLBACK = "no_fallback"  # `forecast` as model.fallback=none would make it: what the fallback gained or cost
-MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA, DAMPED)
+MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA, DAMPED, SES)
 ACTUAL = "actual"  # the hidden points a window is scored on
 SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), (CUTOFF, pa.timestamp("us")),
                           ("metric", pa.string()), (MODEL, pa.string()), *((m, pa.float64()) for m in MODELS)])
@@ -195,6 +204,7 @@ def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: i
                              batch_format="pyarrow", batch_size=None)
     clean, rejects, counts = split_rejects(validate_series(window_cfg, cut))
     checkpoint, checkpoint_uri, training = train_clean(window_cfg, clean, counts)
+    training["statistical"] = statistical_record(window_cfg, training.get("statistical"))
     scores = SCORE_SCHEMA.empty_table()
     if counts["forecast"] > 0:
         truth = series.map_batches(actual_points, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},

@@ -54,6 +54,9 @@ class TrainingState:
     # (forecaster.intervals); None in checkpoints from before it
     calibration: dict | None = None
     combine_weight: float | None = None  # the best epoch's LSTM weight in `forecast` (None: older checkpoints)
+    # model.statistical=auto's choice (train._choice): {"configured", "chosen", "mase", "windows", "series",
+    # "pairs"}; None for a configured partner and in checkpoints from before it
+    statistical: dict | None = None
     refit_done: int = 0  # train.refit_epochs done (best_model is then the refit weights)
 
 
@@ -86,12 +89,13 @@ def load_state(directory: str) -> tuple[dict, dict, TrainingState]:
     return saved["model"], saved["optimizer"], TrainingState(**{k: v for k, v in saved.items() if k in names})
 
 
-def load_best(directory: str) -> tuple[dict, ModelSpec, dict | None, float | None]:
+def load_best(directory: str) -> tuple[dict, ModelSpec, dict | None, float | None, dict | None]:
     """(weights of the best epoch, the model's spec, its interval calibration or None, the LSTM's weight in
-    `forecast` or None): what a forecast or a warm start uses. None: a checkpoint from before them."""
+    `forecast` or None, model.statistical=auto's choice or None): what a forecast or a warm start uses.
+    None: a checkpoint from before them (or, for the choice, of a configured partner)."""
     saved = _payload(directory)
     return (saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration"),
-            saved.get("combine_weight"))
+            saved.get("combine_weight"), saved.get("statistical"))
 
 
 # ---- which checkpoint --------------------------------------------------------------------------

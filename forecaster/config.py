@@ -64,10 +64,12 @@ class ModelConfig:
                                     "weighted mean, the LSTM's weight (0, 0.1 .. 1) chosen by MASE on the validation "
                                     "window | none: the LSTM alone",
                            choices=("theta", "fitted", "none"))
-    statistical: str = setting("theta_damped", "the LSTM's statistical partner in `forecast`, and the forecast of "
-                                               "series too short for it: theta_damped (the mean of the Theta method "
-                                               "and damped-trend exponential smoothing) | theta (Theta alone)",
-                               choices=("theta_damped", "theta"))
+    statistical: str = setting("auto", "the LSTM's statistical partner in `forecast`, and the forecast of series too "
+                                       "short for it: auto (theta_damped or theta_ses, whichever had the lower MASE "
+                                       "on the series' last 3 horizons, chosen once per run) | theta_damped (the mean "
+                                       "of the Theta method and damped-trend exponential smoothing) | theta_ses (the "
+                                       "mean of Theta and simple exponential smoothing) | theta (Theta alone)",
+                               choices=("auto", "theta_damped", "theta_ses", "theta"))
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forecaster.columns import ID, Y
-from forecaster.theta import partner_name
+from forecaster.theta import AUTO, partner_name, resolved
 
 PACKAGES = ("forecaster", "torch", "ray", "pyarrow", "pandas", "numpy", "fsspec")
 
@@ -52,7 +52,7 @@ def summary_lines(manifest: dict) -> list[str]:
         lines.append(f"reject reasons: {reasons}")
     validation = metrics.get("validation") or {}
     if validation.get("forecast", {}).get("mase") is not None:
-        shown = [c for c in ("forecast", "LSTM", "Theta", "DampedTrend", "SeasonalNaive") if c in validation]
+        shown = [c for c in ("forecast", "LSTM", "Theta", "DampedTrend", "SES", "SeasonalNaive") if c in validation]
         validated, trained = metrics.get("val_series"), counts.get("trained_on")
         cap = (manifest.get("config") or {}).get("train", {}).get("max_validation_series")
         which = (f"of {validated} of the {trained} series (train.max_validation_series)"
@@ -62,8 +62,8 @@ def summary_lines(manifest: dict) -> list[str]:
             + f"; sMAPE forecast {validation['forecast']['smape']:.2f}")
         weight = metrics.get("combine_weight")
         model = (manifest.get("config") or {}).get("model", {})
-        if model.get("combine") == "fitted" and weight is not None:  # a manifest without model.statistical: Theta
-            partner = partner_name(model.get("statistical", "theta"))
+        if model.get("combine") == "fitted" and weight is not None:
+            partner = partner_name(statistical_used(manifest))
             lines.append(f"forecast = {weight:g} x LSTM + {1 - weight:g} x {partner} (model.combine=fitted, chosen on "
                          "validation)")
     elif metrics.get("val_mase_lstm") is not None:  # an older manifest: the LSTM and seasonal naive only
@@ -72,6 +72,9 @@ def summary_lines(manifest: dict) -> list[str]:
             f"MASE LSTM {metrics['val_mase_lstm']:.3f} vs seasonal naive {metrics['val_mase_seasonal_naive']:.3f}; "
             f"sMAPE LSTM {metrics['val_smape_lstm']:.2f} vs seasonal naive {metrics['val_smape_seasonal_naive']:.2f}"
         )
+    choice = statistical_choice(manifest)
+    if choice:
+        lines.append(choice)
     for origin in (manifest.get("scores") or {}).get("origins", [])[:1]:  # the newest origin scored
         lines.append("earlier " + score_line(origin))
     lines.append(f"forecasts: {outputs['forecasts']}")
@@ -88,6 +91,25 @@ def summary_lines(manifest: dict) -> list[str]:
 STAGE_NAMES = {"ray_init": "Ray start", "read_validate": "read + validate", "score": "scoring",
                "split_rejects": "split", "train": "training", "predict_write": "predict + write",
                "report_series": "report data"}
+
+
+def statistical_used(manifest: dict) -> str:
+    """The model.statistical the run's forecasts used: model.statistical=auto's choice (metrics.statistical),
+    else the configured one (theta in a manifest from before the key)."""
+    configured = ((manifest.get("config") or {}).get("model") or {}).get("statistical", "theta")
+    return resolved(configured, (manifest.get("metrics") or {}).get("statistical"))
+
+
+def statistical_choice(manifest: dict) -> str | None:
+    """'statistical partner: Theta+SES (model.statistical=auto; ...)': what model.statistical=auto chose and
+    on what; None where the partner was configured."""
+    record = (manifest.get("metrics") or {}).get("statistical") or {}
+    if record.get("configured") != AUTO or not record.get("chosen"):
+        return None
+    scored = ", ".join(f"{partner_name(c)} {m:.3f}" for c, m in (record.get("mase") or {}).items() if m is not None)
+    basis = (f"mean MASE over the last {record.get('windows')} horizons of {record.get('series')} series: {scored}"
+             if scored else "no series long enough to train on, so none to choose on: the first candidate")
+    return f"statistical partner: {partner_name(record['chosen'])} (model.statistical=auto; {basis})"
 
 
 def stage_line(manifest: dict) -> str:

@@ -13,7 +13,7 @@ from collections import Counter
 import ray
 import ray.train
 
-from forecaster.checkpoint import checkpoint_uri
+from forecaster.checkpoint import checkpoint_uri, load_best
 from forecaster.columns import LENGTH, REASON, REJECT_SCHEMA
 from forecaster.config import Config, ConfigError
 from forecaster.console import SeriesProgress
@@ -24,6 +24,7 @@ from forecaster.report import report_location, write_report
 from forecaster.runtime import init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
+from forecaster.theta import AUTO, resolved
 from forecaster.train import VALIDATED_COLUMNS, fit, reused_model
 from forecaster.validate import attach_side_tables, clean_rows, min_length, reject_rows, validate_batch
 from forecaster.write import FORECASTS, REJECTS, count_models, manifest_location, write_manifest, write_partition
@@ -145,9 +146,20 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
     if reused is not None:
         log.info("train.warm_epochs=0: forecasting with %s as it is, no training", reused[1])
         counts["trained_on"] = 0
-        return *reused, {"warm_started": True, "epochs": 0, "reused_checkpoint": reused[1]}
+        with reused[0].as_directory() as path:
+            choice = load_best(path)[4]  # model.statistical=auto: the partner the reused model's training chose
+        return *reused, {"warm_started": True, "epochs": 0, "reused_checkpoint": reused[1], "statistical": choice}
     result = fit(cfg, trainable)
     return result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
+
+
+def statistical_record(cfg: Config, choice: dict | None) -> dict:
+    """The manifest's metrics.statistical: the partner the run's forecasts use (`chosen`), as configured
+    or as training chose it for model.statistical=auto (`choice`, train._choice: with the candidates'
+    errors); auto without a choice (no series long enough to train on) uses theta.resolved's default."""
+    if cfg.model.statistical == AUTO and choice:
+        return choice
+    return {"configured": cfg.model.statistical, "chosen": resolved(cfg.model.statistical, None)}
 
 
 def predict_and_write(cfg: Config, root, clean: ray.data.Dataset, rejects: ray.data.Dataset,
@@ -185,6 +197,7 @@ def run(cfg: Config) -> dict:
     del validated  # frees its blocks in the object store: clean and rejects hold what follows
     timer.mark("split_rejects")
     checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)  # prepare, train
+    metrics["statistical"] = statistical_record(cfg, metrics.get("statistical"))
     timer.mark("train")
     outputs, predict_nodes = predict_and_write(cfg, root, clean, rejects, checkpoint, counts)  # predict, write
     timer.mark("predict_write")
@@ -236,6 +249,7 @@ def _training_metrics(result) -> dict:
         "refit_epochs": history.get("refit_epochs", 0),  # epochs on whole series after best_epoch
         "best_val_loss": history.get("best_val_loss"),
         "combine_weight": history.get("combine_weight"),  # the LSTM's weight in forecast
+        "statistical": history.get("statistical"),  # model.statistical=auto's choice (statistical_record)
         "last_val_loss": history.get("val_loss"),
         "restarts": history.get("restarts", 0),
         "warm_started": history.get("warm_started", False),

@@ -6,15 +6,17 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
     unique_id, ds, cutoff
     LSTM                          the network's point forecast (median for loss=quantile)
     LSTM-lo-80, LSTM-hi-80, ...   interval bounds for loss=quantile (sorted: they never cross)
-    Naive, SeasonalNaive, Theta, DampedTrend   baselines, computed for every series (forecaster/theta.py)
+    Naive, SeasonalNaive, Theta, DampedTrend, SES   baselines, computed for every series (forecaster/theta.py)
     forecast, model               the forecast to use and which model made it
     forecast-lo-80, forecast-hi-80, ...  its intervals at model.levels, calibrated on the validation
                                   window (forecaster/intervals.py)
 
 `model` is the network's forecast: `LSTM+Theta+DampedTrend` (the mean of the LSTM and its
-statistical partner, model.statistical: the mean of Theta and DampedTrend by default, Theta alone
-with `theta`; model.combine=theta, the default) or `LSTM` (model.combine=none); unless the series is
-too short for the network (fewer than horizon + 2 points: the partner, `Theta+DampedTrend`) or,
+statistical partner, model.statistical: the mean of Theta and DampedTrend, of Theta and SES with
+`theta_ses`, Theta alone with `theta`; `auto`, the default, is resolved to one of the first two per
+run before the predictor is built: pipeline.choose_statistical; model.combine=theta, the default) or
+`LSTM` (model.combine=none); unless the series is too short for the network (fewer than horizon + 2
+points: the partner, `Theta+DampedTrend`) or,
 with model.fallback=validation, seasonal naive (Naive under one season) beat that forecast on the
 series' own held-out last `horizon` points.
 """
@@ -57,6 +59,7 @@ from forecaster.theta import (
     network_forecast,
     partner,
     partner_name,
+    resolved,
     statistical,
 )
 from forecaster.validate import min_length
@@ -102,8 +105,9 @@ class SeriesPredictor:
                  threads: int = 1, use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
         model.combine, how the network's forecast is made from the LSTM and its statistical partner
-        (`statistical`: model.statistical; self.weight: the LSTM's share; for fitted, the one training
-        chose, or the mean from a checkpoint without it). `nonnegative`:
+        (`statistical`: model.statistical; auto: the partner training chose, kept in the checkpoint, or
+        theta_damped without one; self.weight: the LSTM's share; for fitted, the one training chose, or
+        the mean from a checkpoint without it). `nonnegative`:
         model.nonnegative (auto: `forecast` and its bounds floored at zero for series never below it).
         `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint holds no calibration
         for a level). `progress`: called with the number of series of each batch once it is forecast
@@ -115,7 +119,8 @@ class SeriesPredictor:
             placement.add.remote(ray.get_runtime_context().get_node_id())
         self.progress = progress
         self.freq, self.season, self.horizon = freq, season, horizon
-        self.fallback, self.nonnegative, self.statistical = fallback, nonnegative, statistical
+        self.fallback, self.nonnegative = fallback, nonnegative
+        self.statistical = resolved(statistical, None)  # auto without a checkpoint: the first candidate
         choices = combine_weights(combine)
         self.weight = choices[0] if len(choices) == 1 else 0.5
         self.model = self.spec = None
@@ -123,7 +128,8 @@ class SeriesPredictor:
         self.quantiles: dict[int, np.ndarray] = {}  # level -> (horizon,) calibrated scaled-error quantiles
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
-                weights, self.spec, calibration, weight = checkpoints.load_best(path)
+                weights, self.spec, calibration, weight, choice = checkpoints.load_best(path)
+            self.statistical = resolved(statistical, choice)  # auto: the partner training chose
             if len(choices) > 1 and weight is not None:  # model.combine=fitted: what validation chose
                 self.weight = weight
             if calibration is not None:

@@ -37,13 +37,15 @@ from forecaster.columns import (
     MODEL,
     NAIVE,
     SEASONAL_NAIVE,
+    SES,
     THETA,
     interval,
     partition_name,
 )
 from forecaster.config import Config
-from forecaster.manifest import sample_key
+from forecaster.manifest import sample_key, statistical_used
 from forecaster.storage import Location, StorageError, read_json, resolve, write_bytes
+from forecaster.theta import AUTO
 from forecaster.write import FORECASTS, REJECTS, committed_paths, manifest_location
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ MAX_ORIGINS = 60  # forecast origins in the scores plot (newest)
 MAX_HISTORY = 1000  # history points plotted per series (the newest)
 MAX_TEXT = 160  # characters of an id or a detail shown in a cell
 MAX_CONFIG = 20_000  # characters of the resolved config shown
-MODEL_ORDER = (FORECAST, LSTM, "no_fallback", THETA, DAMPED, SEASONAL_NAIVE, NAIVE)
+MODEL_ORDER = (FORECAST, LSTM, "no_fallback", THETA, DAMPED, SES, SEASONAL_NAIVE, NAIVE)
 STAGES = ("ray_init", "read_validate", "split_rejects", "score", "train", "predict_write", "report_series")
 
 
@@ -116,7 +118,8 @@ def header(manifest: dict, root: Location) -> dict:
     return {"run_name": run.get("name", "forecaster"), "data_uri": data.get("uri"), "output_uri": root.uri,
             "freq": data.get("freq"), "horizon": model.get("horizon"),
             "model": ", ".join(f"{k}={model[k]}" for k in ("hidden_size", "num_layers", "loss", "combine",
-                                                             "statistical") if k in model),
+                                                             "statistical") if k in model)
+            + (f" (chose {statistical_used(manifest)})" if model.get("statistical") == AUTO else ""),
             "forecaster": versions.get("forecaster"), "checkpoint_uri": manifest.get("checkpoint_uri"),
             "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 

@@ -1,14 +1,16 @@
-"""The statistical forecasts, vectorised over a block of series: the standard Theta method and
-damped-trend exponential smoothing, and the partner they make for the LSTM.
+"""The statistical forecasts, vectorised over a block of series: the standard Theta method,
+damped-trend and simple exponential smoothing, and the partner they make for the LSTM.
 
 Theta is the statistical benchmark forecasting teams compare against (M3's winner; statsforecast's
 `Theta`, R's `forecast::thetaf`); damped-trend exponential smoothing (Gardner & McKenzie, 1985) is a
 member of the M4 competition's "Comb" benchmark (with SES and Holt) and a strong method on trending
 quarterly and yearly data. The job computes both for every series, next to naive and seasonal
-naive, and by default combines their mean with the LSTM (`model.combine=theta`,
-`model.statistical=theta_damped`): an equal-weight average of a global network and local statistical
-models is a more accurate and far less risky forecast than any alone (the M4 competition's lesson),
-and costs no training.
+naive, and combines the LSTM with Theta's mean with one of them (`model.combine=theta`,
+`model.statistical`): an equal-weight average of a global network and local statistical models is a
+more accurate and far less risky forecast than any alone (the M4 competition's lesson), and costs no
+training. Simple exponential smoothing (SES) is Theta without its drift: the partner for series
+whose trends do not carry over. `model.statistical=auto`, the default, lets each run choose between
+the two partners on its own data (`partner_errors`, below).
 
 Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003):
 1. seasonality test: the autocorrelation at lag `season` is significant at 90 % (needs more than
@@ -22,7 +24,16 @@ Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003):
    damped trend: Holt's linear method with a damped trend on the same adjusted series (level and
    trend start at the first point and 0), (alpha, beta, phi) from a grid by in-sample one-step
    squared error: f(j) = level + (phi + ... + phi^j) * trend;
+   SES: Theta's level alone, f(j) = level;
 4. the forecast multiplied back by the seasonal indices.
+
+`model.statistical=auto` picks, once per run and for all series, the partner (Theta with DampedTrend,
+or Theta with SES) with the lower mean MASE on each series' last `CHOICE_WINDOWS` horizons, each
+partner refitted on the points before each of them (a rolling origin, as statsforecast's
+`cross_validation`), over the series validation takes (forecaster.train makes the choice in its
+first validation pass, summed over all ranks, and keeps it in the checkpoint): one choice from many
+series and windows, so it does not chase noise as a choice per series does; the series' trends
+either carried over in the recent past or they did not.
 
 All series of a block run at once on a right-aligned matrix (every series ends in the last column,
 so one column index gives every series' position in the season). At most `MAX_HISTORY` last points
@@ -33,7 +44,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecaster.columns import DAMPED, THETA
+from forecaster.columns import DAMPED, SES, THETA
+from forecaster.evaluate import mase, mase_scale
 from forecaster.features import SeriesBlock, take_points
 
 MAX_HISTORY = 1000
@@ -42,7 +54,11 @@ ALPHAS = np.linspace(0.05, 1.0, 20)
 DAMPED_ALPHAS, DAMPED_BETAS, DAMPED_PHIS = (g.ravel() for g in np.meshgrid(
     np.linspace(0.05, 1.0, 10), np.array([0.01, 0.05, 0.1, 0.3]), np.array([0.8, 0.9, 0.95, 0.98]), indexing="ij"))
 DAMPED_ROWS = 512  # series per pass of the damped trend's loop: its (series, grid) state then stays in cache
-STATISTICAL = {"theta": (THETA,), "theta_damped": (THETA, DAMPED)}  # model.statistical: its members (Theta first)
+# model.statistical: each partner's members (Theta first); `auto` is resolved per run to one of CANDIDATES
+STATISTICAL = {"theta": (THETA,), "theta_damped": (THETA, DAMPED), "theta_ses": (THETA, SES)}
+AUTO = "auto"
+CANDIDATES = ("theta_damped", "theta_ses")  # what auto chooses between (the first on a tie)
+CHOICE_WINDOWS = 3  # the last horizons of each series that auto scores the candidates on
 Z90 = 1.6448536269514722  # one-sided 95 % normal quantile: the test's 90 % two-sided bound
 
 
@@ -70,24 +86,86 @@ def damped_trend(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int
     return _reseasonalised(level[:, None] + damping * trend[:, None], index, adjusted.shape[1])
 
 
+def ses(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """(series, horizon) simple exponential smoothing forecasts from each series' points [0, ends[i]),
+    on the series seasonally adjusted as for Theta: Theta's level, without its drift."""
+    adjusted, n, index = _adjusted(block, ends, season)
+    if adjusted.shape[1] == 0:
+        return np.full((len(ends), horizon), np.nan)
+    level, _ = _ses(adjusted, n)
+    return _reseasonalised(np.repeat(level[:, None], horizon, axis=1), index, adjusted.shape[1])
+
+
+METHODS = {THETA: theta, DAMPED: damped_trend, SES: ses}  # output column -> its method
+
+
 def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
-                names: tuple[str, ...] = (THETA, DAMPED)) -> dict[str, np.ndarray]:
+                names: tuple[str, ...] = tuple(METHODS)) -> dict[str, np.ndarray]:
     """{column: (series, horizon) forecasts from each series' points [0, ends[i])} of the statistical
     methods `names` (by their output columns)."""
-    methods = {THETA: theta, DAMPED: damped_trend}
-    return {name: methods[name](block, ends, horizon, season) for name in names}
+    return {name: METHODS[name](block, ends, horizon, season) for name in names}
+
+
+def _members(method: str) -> tuple[str, ...]:
+    if method not in STATISTICAL:
+        raise ValueError(f"model.statistical={method!r}: expected one of {', '.join(STATISTICAL)} (auto is resolved "
+                         "per run, by training: theta.resolved)")
+    return STATISTICAL[method]
 
 
 def partner(forecasts: dict[str, np.ndarray], method: str) -> np.ndarray:
     """The LSTM's statistical partner in `forecast` (and the forecast of a series too short for the
     network): the mean of model.statistical=`method`'s members."""
-    members = STATISTICAL[method]
+    members = _members(method)
     return sum(forecasts[m] for m in members) / len(members)
 
 
 def partner_name(method: str) -> str:
-    """The `model` column's name of the partner: Theta, Theta+DampedTrend."""
-    return "+".join(STATISTICAL[method])
+    """The `model` column's name of the partner: Theta, Theta+DampedTrend, Theta+SES."""
+    return "+".join(_members(method))
+
+
+def partner_errors(block: SeriesBlock, horizon: int, season: int, candidates: tuple[str, ...] = CANDIDATES,
+                   windows: int = CHOICE_WINDOWS) -> np.ndarray:
+    """(candidates, 2): for each candidate partner (a model.statistical value), the sum of its MASE over
+    the block's series and the last `windows` horizons of each, and how many (series, window) pairs it
+    summed. Each window's partner is fitted on the points before it; a window counts where at least
+    two points precede it and its MASE is defined (a scale from those points, no missing actual)."""
+    names = tuple(dict.fromkeys(m for c in candidates for m in _members(c)))
+    sums = np.zeros((len(candidates), 2))
+    rows = np.arange(len(block))
+    for k in range(1, windows + 1):
+        cutoffs = block.lengths - k * horizon
+        counted = cutoffs >= 2
+        if not counted.any():
+            continue
+        ends = np.maximum(cutoffs, 2)  # the series not counted still need a fit to run (masked below)
+        forecasts = statistical(block, ends, horizon, season, names)
+        actual, observed = take_points(block, rows, ends, horizon, block.lengths)
+        actual = np.where(observed > 0, actual, np.nan)
+        scale = mase_scale(block, ends, season)
+        for i, candidate in enumerate(candidates):
+            scores = mase(actual, partner(forecasts, candidate), scale)
+            defined = counted & np.isfinite(scores)
+            sums[i] += scores[defined].sum(), defined.sum()
+    return sums
+
+
+def resolved(method: str, choice: dict | None) -> str:
+    """The partner model.statistical=`method` makes: itself, or for auto the one training chose (`choice`:
+    the record train._choice keeps in the checkpoint), the first candidate without one (no series was
+    long enough to train on, or a checkpoint from before auto)."""
+    if method != AUTO:
+        return method
+    return (choice or {}).get("chosen") or CANDIDATES[0]
+
+
+def chosen_partner(sums: np.ndarray, candidates: tuple[str, ...] = CANDIDATES) -> str:
+    """The candidate with the lowest mean MASE in summed `partner_errors` (the first where none was
+    scored or on a tie)."""
+    sums = np.asarray(sums, dtype=np.float64)
+    means = np.where(sums[:, 1] > 0, sums[:, 0] / np.maximum(sums[:, 1], 1), np.inf)
+    return candidates[int(np.argmin(means))] if np.isfinite(means).any() else candidates[0]
 
 
 def _adjusted(block: SeriesBlock, ends: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from forecaster import checkpoint, intervals
 from forecaster.checkpoint import TrainingState
-from forecaster.columns import DAMPED, FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, THETA
+from forecaster.columns import DAMPED, FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, SES, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
 from forecaster.evaluate import holdout_actual, mase, mase_scale, named_scores, validation_scores
@@ -45,7 +45,19 @@ from forecaster.model import autocast_bf16, build_model, masked_loss, member_mea
 from forecaster.runtime import fault_hook_env
 from forecaster.spec import LoopSettings, ModelSpec
 from forecaster.storage import resolve
-from forecaster.theta import combine_weights, floor_series, floored, network_forecast, partner, statistical
+from forecaster.theta import (
+    AUTO,
+    CANDIDATES,
+    CHOICE_WINDOWS,
+    chosen_partner,
+    combine_weights,
+    floor_series,
+    floored,
+    network_forecast,
+    partner,
+    partner_errors,
+    statistical,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +79,21 @@ class ValidationRows:
     def __init__(self, shard, settings: LoopSettings):
         self.shard, self.settings, self.kept = shard, settings, None
         self.baselines: list[_Baselines] = []
+        self.choice: dict | None = None  # model.statistical=auto's choice (_choice), from the first pass on
+
+    @property
+    def partner(self) -> str | None:
+        """The partner validation scores `forecast` with: model.statistical, or auto's choice (None until the
+        first pass has made it)."""
+        if self.settings.statistical != AUTO:
+            return self.settings.statistical
+        return self.choice["chosen"] if self.choice else None
 
     def __iter__(self) -> Iterator[pa.Table]:
         if self.kept is not None:
             yield from self.kept
             return
-        self.baselines = []  # a pass that streams the shard again starts them again
+        self.baselines, self.choice = [], None  # a pass that streams the shard again starts them again
         kept, share = [], self.settings.validation_share
         for batch in _batches(self.shard, self.settings):
             if share < 1:
@@ -194,8 +215,8 @@ def train_epoch(model, optimizer, batches: Iterator[tuple[Windows, np.ndarray]],
 
 
 # validation scores (means over series): mase_<name>, smape_<name> of the network forecast (the LSTM
-# or its combination, model.combine), the LSTM, Theta, DampedTrend and the (seasonal) naive baselines
-VALIDATED_COLUMNS = {"forecast": FORECAST, "lstm": LSTM, "theta": THETA, "damped_trend": DAMPED,
+# or its combination, model.combine), the LSTM, Theta, DampedTrend, SES and the (seasonal) naive baselines
+VALIDATED_COLUMNS = {"forecast": FORECAST, "lstm": LSTM, "theta": THETA, "damped_trend": DAMPED, "ses": SES,
                      "seasonal_naive": SEASONAL_NAIVE, "naive": NAIVE}  # score name -> the output column it scores
 SCORES = tuple(f"{metric}_{name}" for name in VALIDATED_COLUMNS for metric in ("mase", "smape"))
 
@@ -209,6 +230,7 @@ class Holdout:
     worst: list
     calibration: dict | None
     weight: float  # the LSTM's weight in `forecast`
+    choice: dict | None  # model.statistical=auto's choice (_choice); None for a configured partner
 
 
 def validated(ids: pa.ChunkedArray | pa.Array, share: float) -> np.ndarray:
@@ -229,9 +251,11 @@ class _ForecastTally:
         self.keep = worst_series
         self.worst: list[tuple[float, str, float, float]] = []
 
-    def add(self, weight: float, ids, lstm, stat, actual, scale, scores: dict,
-            floor: np.ndarray | None) -> None:
-        forecast = floored(network_forecast(lstm, stat, weight), floor)
+    def add(self, weight: float, ids, lstm, fixed: _Baselines, chosen: str, scores: dict) -> None:
+        """One block: its ids, the LSTM's forecast, its baselines (`fixed`), the partner `chosen` (a
+        model.statistical value) and the block's per-series scores so far (the forecast's are added)."""
+        actual, scale, floor = fixed.actual, fixed.scale, fixed.floor
+        forecast = floored(network_forecast(lstm, fixed.partners[chosen], weight), floor)
         scores.update(named_scores(actual, {"forecast": forecast}, scale))
         self.errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
         for i, name in enumerate(SCORES):
@@ -248,25 +272,42 @@ class _ForecastTally:
 
 @dataclass
 class _Baselines:
-    """One validated block's statistical partner (model.statistical), MASE scales, held-out actuals,
-    floored series (model.nonnegative) and the baselines' scores: the same at every epoch."""
+    """One validated block's statistical partners (model.statistical's, or auto's candidates), MASE
+    scales, held-out actuals, floored series (model.nonnegative), the baselines' scores and, for auto,
+    the candidates' errors it chooses by: the same at every epoch."""
 
-    partner: np.ndarray
+    partners: dict  # model.statistical value -> (series, horizon) partner forecast
     scale: np.ndarray
     actual: np.ndarray
     floor: np.ndarray | None
-    scores: dict  # mase_/smape_ of theta, damped_trend, seasonal_naive, naive per series
+    scores: dict  # mase_/smape_ of theta, damped_trend, ses, seasonal_naive, naive per series
+    errors: np.ndarray | None  # auto: theta.partner_errors of the block (candidates, 2); else None
 
 
 def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _Baselines:
-    """Both statistical methods, whatever the partner: validation scores each, as the output has both."""
+    """Every statistical method, whatever the partner: validation scores each, as the output has each."""
     h, cutoffs = spec.horizon, block.lengths - spec.horizon
     methods = statistical(block, cutoffs, h, spec.season)
     scale = mase_scale(block, cutoffs, spec.season)  # for the scores and the intervals
-    return _Baselines(partner(methods, settings.statistical), scale, holdout_actual(block, h),
-                      floor_series(block, cutoffs, settings.nonnegative),
-                      validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED]}, h,
-                                        spec.season, scale))
+    auto = settings.statistical == AUTO
+    return _Baselines({m: partner(methods, m) for m in (CANDIDATES if auto else (settings.statistical,))}, scale,
+                      holdout_actual(block, h), floor_series(block, cutoffs, settings.nonnegative),
+                      validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED],
+                                                "ses": methods[SES]}, h, spec.season, scale),
+                      partner_errors(block, h, spec.season) if auto else None)
+
+
+def _choice(rows: ValidationRows, device) -> dict:
+    """model.statistical=auto's choice, the same on every rank: the candidate with the lower mean MASE
+    over the last theta.CHOICE_WINDOWS horizons of every rank's validated series (theta.partner_errors,
+    summed), with what it was chosen on."""
+    sums = sum((b.errors for b in rows.baselines), np.zeros((len(CANDIDATES), 2)))
+    series = float(sum(len(b.scale) for b in rows.baselines))
+    total = np.asarray(_all_sum([*sums.reshape(-1).tolist(), series], device))
+    sums = total[:-1].reshape(sums.shape)
+    return {"configured": AUTO, "chosen": chosen_partner(sums), "windows": CHOICE_WINDOWS, "series": int(total[-1]),
+            "pairs": int(sums[0, 1]),
+            "mase": {c: float(s / n) if n else None for c, (s, n) in zip(CANDIDATES, sums.tolist(), strict=True)}}
 
 
 @torch.no_grad()
@@ -276,16 +317,17 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     train.max_validation_series); the LSTM's weight in `forecast` (model.combine: fixed, or the one of
     theta.combine_weights with the lowest mean MASE over all ranks' series); the
     `settings.worst_series` series where `forecast`'s MASE exceeds seasonal naive's the most (dicts of
-    unique_id and both MASEs, worst first); and the interval calibration of `forecast` at
-    settings.levels (forecaster.intervals; None without a scaled error). MASE is averaged over series
-    where it is defined.
+    unique_id and both MASEs, worst first); the interval calibration of `forecast` at settings.levels
+    (forecaster.intervals; None without a scaled error); and model.statistical=auto's choice of the
+    partner (_choice), made in the first pass and kept in `rows`. MASE is averaged over series where it
+    is defined.
 
-    A fixed weight scores each block as it comes; model.combine=fitted keeps the blocks' forecasts until
-    the weight is chosen (at most train.max_validation_series series x horizon x 4 numbers)."""
+    A fixed weight and a known partner score each block as it comes; model.combine=fitted, and auto's
+    first pass, keep the blocks' forecasts until the weight and the partner are chosen (at most
+    train.max_validation_series series x horizon x 4 numbers)."""
     model.eval()
     weights = np.asarray(combine_weights(settings.combine))
     loss = np.zeros(3)  # loss total, loss count, series
-    by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
     tally = _ForecastTally(spec.horizon, settings.worst_series)
     kept = []
     for position, batch in enumerate(rows):
@@ -293,7 +335,6 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
         if position == len(rows.baselines):  # the first pass over this block
             rows.baselines.append(_baselines(block, spec, settings))
         fixed = rows.baselines[position]
-        stat, scale, actual, floor = fixed.partner, fixed.scale, fixed.actual, fixed.floor
         windows = weighed(validation_windows(block, spec), spec, settings)
         inputs, targets, mask = _to_tensors(windows, np.arange(len(windows)), device)
         prediction = member_mean(model(**inputs))  # an ensemble is scored by its mean forecast
@@ -301,22 +342,17 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
                  float(mask.sum()), len(block)]
         # the point forecast (the median for quantile loss), in the series' units
         lstm = windows.unscale(prediction[..., 0].float().cpu().numpy().astype(np.float64))
-        scores = {**fixed.scores, **named_scores(actual, {"lstm": lstm}, scale)}
-        if len(weights) > 1:
-            defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
-            for i, weight in enumerate(weights):
-                forecast = floored(network_forecast(lstm, stat, weight), floor)
-                by_weight[i] += mase(actual, forecast, scale)[defined].sum()
-            by_weight[-1] += defined.sum()
-        part = (batch[ID], lstm, stat, actual, scale, scores, floor)
-        if len(weights) == 1:
-            tally.add(float(weights[0]), *part)
+        scores = {**fixed.scores, **named_scores(fixed.actual, {"lstm": lstm}, fixed.scale)}
+        if len(weights) == 1 and rows.partner is not None:
+            tally.add(float(weights[0]), batch[ID], lstm, fixed, rows.partner, scores)
         else:
-            kept.append(part)
+            kept.append((batch[ID], lstm, fixed, scores))
     loss = _all_sum(loss.tolist(), device)
-    weight = float(weights[np.argmin(_all_sum(by_weight.tolist(), device)[:-1])] if len(weights) > 1 else weights[0])
-    for part in kept:
-        tally.add(weight, *part)
+    if rows.partner is None:  # auto's first pass: one choice from every rank's series
+        rows.choice = _choice(rows, device)
+    weight = float(weights[0]) if len(weights) == 1 else _fitted_weight(weights, kept, rows.partner, device)
+    for ids, lstm, fixed, scores in kept:
+        tally.add(weight, ids, lstm, fixed, rows.partner, scores)
     sums, errors, worst = _all_sum(tally.sums.tolist(), device), tally.errors, tally.worst
     means = {name: sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else None for i, name in enumerate(SCORES)}
     means["series"] = int(loss[2])
@@ -326,7 +362,20 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     if settings.worst_series:
         worst = sorted((row for rank in _all_gather(worst) for row in rank), reverse=True)[:settings.worst_series]
     worst = [{"unique_id": uid, "mase_forecast": fc, "mase_seasonal_naive": sn} for _, uid, fc, sn in worst]
-    return Holdout(loss[0] / max(loss[1], 1.0), means, worst, calibration, weight)
+    return Holdout(loss[0] / max(loss[1], 1.0), means, worst, calibration, weight, rows.choice)
+
+
+def _fitted_weight(weights: np.ndarray, kept: list, chosen: str, device) -> float:
+    """model.combine=fitted: the weight of `weights` whose combination with the partner `chosen` has the
+    lowest mean MASE over every rank's series where the LSTM's and Theta's are defined."""
+    by_weight = np.zeros(len(weights) + 1)  # sum of the combination's MASE per weight, then how many were defined
+    for _, lstm, fixed, scores in kept:
+        defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
+        for i, weight in enumerate(weights):
+            forecast = floored(network_forecast(lstm, fixed.partners[chosen], weight), fixed.floor)
+            by_weight[i] += mase(fixed.actual, forecast, fixed.scale)[defined].sum()
+        by_weight[-1] += defined.sum()
+    return float(weights[np.argmin(_all_sum(by_weight.tolist(), device)[:-1])])
 
 
 def _maybe_fail(epoch: int, rank: int) -> None:
@@ -419,6 +468,7 @@ def train_loop_per_worker(config: dict) -> None:
             state.best_val, state.bad_epochs, state.best_epoch, state.worst = val_loss, 0, epoch, holdout.worst
             state.best_model = copy.deepcopy(scored.state_dict())
             state.calibration, state.combine_weight = holdout.calibration, holdout.weight
+            state.statistical = holdout.choice
             state.best_scores = {f"val_{k}": v for k, v in holdout.scores.items()}
         else:
             state.bad_epochs += 1
@@ -493,6 +543,7 @@ def _report(worker: _Worker, state: TrainingState, done: EpochSteps, val_loss: f
         "initial_val_loss": state.initial_val,
         "calibration": state.calibration,  # of the best epoch: the intervals of `forecast`
         "combine_weight": state.combine_weight,  # of the best epoch: the LSTM's weight in `forecast`
+        "statistical": state.statistical,  # model.statistical=auto's choice of the partner (None: configured)
         **state.best_scores,
     }
     if worker.diagnostics:  # evidence that DDP works, for tests and debugging (train.diagnostics)

@@ -348,7 +348,7 @@ def test_a_small_run_prints_a_short_clean_console(tmp_path):
     assert sum("epoch " in line for line in lines) == 2 + refits
     assert re.search(r"^forecast: 12/12 series \(100%\), [\d.]+ series/s, in [\d.]+ s$", done.stdout, re.M), output
     assert "wall time:" in done.stdout
-    assert len(lines) <= 25, output
+    assert len(lines) <= 26, output  # 19 lines, and Ray Train's 7-line placement-group cleaner warning at times
 
 
 RAY_DATA_SCRIPT = """

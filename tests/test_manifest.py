@@ -43,6 +43,25 @@ def test_the_summary_names_the_partner_and_scores_both_its_members():
                for line in lines)
 
 
+def test_the_summary_says_which_partner_model_statistical_auto_chose_and_on_what():
+    manifest = _manifest([])
+    manifest["metrics"].update(validation={"forecast": {"mase": 0.9, "smape": 12.0}, "Theta": {"mase": 1.1},
+                                           "DampedTrend": {"mase": 1.05}, "SES": {"mase": 1.02}},
+                               combine_weight=0.6, statistical={
+                                   "configured": "auto", "chosen": "theta_ses", "windows": 3, "series": 617,
+                                   "pairs": 1618, "mase": {"theta_damped": 1.782, "theta_ses": 1.741}})
+    manifest["config"] = {"model": {"combine": "fitted", "statistical": "auto"}}
+    lines = summary_lines(manifest)
+    assert ("statistical partner: Theta+SES (model.statistical=auto; mean MASE over the last 3 horizons of 617 "
+            "series: Theta+DampedTrend 1.782, Theta+SES 1.741)") in lines
+    assert "forecast = 0.6 x LSTM + 0.4 x Theta+SES (model.combine=fitted, chosen on validation)" in lines
+    assert any(line.startswith("validation MASE") and "DampedTrend 1.050, SES 1.020;" in line for line in lines)
+    # a configured partner: no line about a choice
+    manifest["metrics"]["statistical"] = {"configured": "theta_damped", "chosen": "theta_damped"}
+    manifest["config"]["model"]["statistical"] = "theta_damped"
+    assert not any(line.startswith("statistical partner") for line in summary_lines(manifest))
+
+
 def test_the_summary_says_which_weight_and_how_many_series_validation_used():
     lines = _validated(combine_weight=0.7, val_series=65_536)
     assert "validation MASE (last horizon of 65536 of the 100000 series (train.max_validation_series))" in lines[1]

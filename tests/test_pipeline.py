@@ -12,6 +12,7 @@ import ray
 
 from forecaster.pipeline import run
 from forecaster.synthetic import seasonal_series
+from forecaster.theta import STATISTICAL, partner_name
 from tests.specs import job_config
 
 pytestmark = pytest.mark.ray
@@ -92,24 +93,33 @@ def test_every_series_is_forecast_or_rejected(first_run):
     counts = manifest["counts"]
     assert (counts["input"], counts["forecast"], counts["rejected"], counts["trained_on"]) == (39, 37, 2, 36)
     assert counts["reject_reasons"] == {"non_finite_y": 1, "duplicate_ds": 1}
-    # the 5-point series is too short for the LSTM: a baseline forecasts it
-    assert counts["by_model"]["Theta+DampedTrend"] == 1 and sum(counts["by_model"].values()) == 37
+    # the 5-point series is too short for the LSTM: the partner model.statistical=auto chose forecasts it
+    partner = partner_name(manifest["metrics"]["statistical"]["chosen"])
+    assert counts["by_model"][partner] == 1 and sum(counts["by_model"].values()) == 37
 
 
 def test_forecast_rows_dates_and_values(first_run):
-    _, out, frame, _ = first_run
+    _, out, frame, manifest = first_run
     forecasts = _read(out, "forecasts", "2024-06-01")
     expected = {"unique_id", "ds", "LSTM", "cutoff", "forecast", "model", "SeasonalNaive", "Naive", "Theta",
-                "DampedTrend"}
+                "DampedTrend", "SES"}
     assert expected <= set(forecasts)
     assert len(forecasts) == 37 * HORIZON
     assert np.isfinite(forecasts.forecast).all()
     long = forecasts[forecasts.unique_id != "short"]
     assert np.isfinite(long.LSTM).all() and forecasts[forecasts.unique_id == "short"].LSTM.isna().all()
-    # model.combine=theta, model.statistical=theta_damped: the defaults
-    combined = forecasts[forecasts.model == "LSTM+Theta+DampedTrend"]
-    assert len(combined) > 0 and set(forecasts.model) == {"LSTM+Theta+DampedTrend", "Theta+DampedTrend"}
-    np.testing.assert_allclose(combined.forecast, (combined.LSTM + (combined.Theta + combined.DampedTrend) / 2) / 2)
+    # model.combine=theta, model.statistical=auto: the defaults; training chose one partner for the run on
+    # the validated series' last 3 horizons (3 each: every series trained on has at least 30 points)
+    choice = manifest["metrics"]["statistical"]
+    assert choice["configured"] == "auto" and choice["chosen"] in ("theta_damped", "theta_ses")
+    assert choice["series"] == manifest["metrics"]["val_series"] >= 35 and choice["windows"] == 3
+    assert choice["pairs"] == 3 * choice["series"]
+    assert choice["chosen"] == min(choice["mase"], key=choice["mase"].get)
+    second = STATISTICAL[choice["chosen"]][1]  # DampedTrend or SES
+    partner = partner_name(choice["chosen"])
+    combined = forecasts[forecasts.model == f"LSTM+{partner}"]
+    assert len(combined) > 0 and set(forecasts.model) == {f"LSTM+{partner}", partner}
+    np.testing.assert_allclose(combined.forecast, (combined.LSTM + (combined.Theta + combined[second]) / 2) / 2)
     last = frame.groupby("unique_id").ds.max()
     for uid, rows in forecasts.groupby("unique_id"):
         expected = pd.date_range(last[uid], periods=HORIZON + 1, freq="MS")[1:]

@@ -88,10 +88,10 @@ def test_combine_theta_averages_the_network_and_theta(tmp_path):
     np.testing.assert_allclose(tiny.forecast, tiny.Theta)
 
 
-def test_the_default_partner_is_the_mean_of_theta_and_the_damped_trend(tmp_path):
-    """model.statistical=theta_damped (the default): `forecast` is the mean of the LSTM and the mean of
-    Theta and DampedTrend; a series too short for the network gets that partner alone. Both baselines'
-    columns are written whatever the partner."""
+def test_the_partner_is_the_mean_of_theta_and_the_damped_trend_or_ses(tmp_path):
+    """model.statistical=theta_damped: `forecast` is the mean of the LSTM and the mean of Theta and
+    DampedTrend; theta_ses: of Theta and SES (the two that auto chooses between); a series too short for
+    the network gets the partner alone. Every baseline's column is written whatever the partner."""
     rng = np.random.default_rng(0)
     batch = _batch({f"s{i}": 100 + rng.normal(size=30).cumsum() + 2.0 * np.arange(30) for i in range(5)}
                    | {"tiny": [5.0, 6.0, 8.0]})
@@ -104,6 +104,14 @@ def test_the_default_partner_is_the_mean_of_theta_and_the_damped_trend(tmp_path)
     np.testing.assert_allclose(tiny.forecast, (tiny.Theta + tiny.DampedTrend) / 2)
     theta_only = SeriesPredictor(_checkpoint(tmp_path), **{**PLAIN, "combine": "theta"})(batch).to_pandas()
     np.testing.assert_allclose(theta_only.DampedTrend, out.DampedTrend)  # the column, whatever the partner
+    with_ses = SeriesPredictor(_checkpoint(tmp_path), **{**PLAIN, "combine": "theta", "statistical": "theta_ses"})(
+        batch).to_pandas()
+    long, tiny = with_ses[with_ses.unique_id != "tiny"], with_ses[with_ses.unique_id == "tiny"]
+    assert (long.model == "LSTM+Theta+SES").all() and (tiny.model == "Theta+SES").all()
+    assert not np.allclose(with_ses.SES, with_ses.DampedTrend)
+    np.testing.assert_allclose(long.forecast, (long.LSTM + (long.Theta + long.SES) / 2) / 2)
+    np.testing.assert_allclose(tiny.forecast, (tiny.Theta + tiny.SES) / 2)
+    np.testing.assert_allclose(with_ses.SES, out.SES)
 
 
 @pytest.mark.parametrize("saved,model", [(0.8, "LSTM+Theta"), (1.0, "LSTM")])
@@ -226,7 +234,8 @@ def test_a_checkpoint_of_the_first_format_still_forecasts(tmp_path):
     assert predictor.spec.scaler_type == "robust" and predictor.model.skip is None
     out = predictor(_batch({"a": 100 + np.arange(20.0)})).to_pandas()
     assert (out.model == "LSTM").all() and np.isfinite(out.LSTM).all() and list(out.columns) == [
-        "unique_id", "ds", "LSTM", "Naive", "SeasonalNaive", "Theta", "DampedTrend", "forecast", "model", "cutoff"]
+        "unique_id", "ds", "LSTM", "Naive", "SeasonalNaive", "Theta", "DampedTrend", "SES", "forecast", "model",
+        "cutoff"]
 
 
 def test_bf16_prediction_stays_within_bf16_rounding_of_fp32(tmp_path, monkeypatch):

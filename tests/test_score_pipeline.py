@@ -19,6 +19,7 @@ from forecaster.pipeline import run
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
 from forecaster.synthetic import seasonal_series
+from forecaster.theta import partner_name
 from tests.specs import job_settings, run_command
 from tests.test_score import _expected
 
@@ -80,7 +81,7 @@ def test_the_second_run_scores_the_first_runs_forecasts_like_pandas(runs):
     today = pq.read_table(runs["inputs"][1]).to_pandas()
     scores = _scores(out, DATES[1])
     got = scores[scores.status == "scored"].sort_values(["unique_id", "model"]).reset_index(drop=True)
-    models = ["DampedTrend", "LSTM", "Naive", "SeasonalNaive", "Theta", "forecast"]
+    models = ["DampedTrend", "LSTM", "Naive", "SES", "SeasonalNaive", "Theta", "forecast"]
     scored = forecasts[forecasts.unique_id.isin(today.unique_id)]
     expected = _expected(scored, today, models, season=12).sort_values(["unique_id", "model"]).reset_index(drop=True)
     assert set(got["origin_date"]) == {DATES[0]}
@@ -163,7 +164,10 @@ def test_later_dates_forecast_with_the_first_dates_model_as_it_is(runs):
     assert [p.name for p in (runs["out"] / "checkpoints").iterdir()] == [f"forecaster-{DATES[0]}"]
     forecasts = pq.read_table(runs["out"] / "forecasts" / f"forecast_date={DATES[2]}").to_pandas()
     assert len(forecasts) == 10 * HORIZON and np.isfinite(forecasts.LSTM).all()
-    assert set(forecasts.model) == {"LSTM+Theta+DampedTrend"}
+    # model.statistical=auto: the partner the reused model's training chose, from its checkpoint
+    choice = first["metrics"]["statistical"]
+    assert all(manifest["metrics"]["statistical"] == choice for manifest in later)
+    assert set(forecasts.model) == {f"LSTM+{partner_name(choice['chosen'])}"}
 
 
 def test_score_enabled_false_scores_nothing(tmp_path):

@@ -1,22 +1,29 @@
 """The statistical baselines (forecaster/theta.py): Theta's closed forms, its seasonality handling, and
-that the vectorised block gives each series the forecast it would get alone; damped-trend exponential
-smoothing against a plain loop; the partner model.statistical makes."""
+that the vectorised block gives each series the forecast it would get alone; damped-trend and simple
+exponential smoothing against plain loops; the partner model.statistical makes, and the errors
+model.statistical=auto chooses it by."""
 
 import numpy as np
 import pytest
 
-from forecaster.columns import DAMPED, THETA
+from forecaster.columns import DAMPED, SES, THETA
+from forecaster.evaluate import mase
 from forecaster.features import SeriesBlock
 from forecaster.theta import (
+    ALPHAS,
+    CANDIDATES,
     DAMPED_ALPHAS,
     DAMPED_BETAS,
     DAMPED_PHIS,
     MAX_HISTORY,
     _is_seasonal,
     _right_aligned,
+    chosen_partner,
     damped_trend,
     partner,
+    partner_errors,
     partner_name,
+    ses,
     statistical,
     theta,
 )
@@ -157,13 +164,96 @@ def test_damped_trend_carries_a_multiplicative_season_and_a_flat_series_stays_fl
     np.testing.assert_allclose(forecast[1], 7.0)
 
 
+def _ses_by_loop(values: np.ndarray, horizon: int) -> np.ndarray:
+    """Simple exponential smoothing, one series, float64: level from the first point, alpha from ALPHAS
+    by the sum of squared one-step errors, a flat forecast."""
+    best = None
+    for alpha in ALPHAS:
+        level, sse = values[0], 0.0
+        for y in values[1:]:
+            sse += (y - level) ** 2
+            level += alpha * (y - level)
+        if best is None or sse < best[0]:
+            best = (sse, level)
+    return np.full(horizon, best[1])
+
+
+def test_ses_of_a_ragged_block_equals_a_plain_loop_per_series():
+    rng = np.random.default_rng(5)
+    series = [20 + np.cumsum(rng.normal(0.0, 1.0, size=n)) for n in (7, 30, 18)]
+    block = SeriesBlock(series)
+    ends = np.array([7, 22, 18])
+    forecast = ses(block, ends, 4, 1)
+    for i, (values, end) in enumerate(zip(series, ends, strict=True)):
+        np.testing.assert_allclose(forecast[i], _ses_by_loop(values[:end], 4), rtol=1e-12)
+
+
+def test_ses_is_flat_without_a_season_and_carries_a_multiplicative_one():
+    """SES has no trend: a line is forecast flat at its last point (alpha 1); a seasonal series gets its
+    level times the seasonal indices, as Theta's adjustment gives them."""
+    line = 5.0 + 2.0 * np.arange(30)
+    np.testing.assert_allclose(ses(SeriesBlock([line]), np.array([30]), 4, 1)[0], line[-1])
+    pattern = np.array([1.0, 1.5, 0.5, 1.2])
+    seasonal = SeriesBlock([100.0 * np.tile(pattern, 10)])
+    np.testing.assert_allclose(ses(seasonal, seasonal.lengths, 8, 4)[0], 100.0 * np.tile(pattern, 2), rtol=1e-9)
+
+
 def test_the_partner_of_model_statistical():
-    """theta_damped: the mean of Theta and DampedTrend; theta: Theta alone; named as the `model` column says."""
+    """theta_damped: the mean of Theta and DampedTrend; theta_ses: of Theta and SES; theta: Theta alone;
+    named as the `model` column says. auto is never a partner itself: it is resolved per run."""
     block = SeriesBlock([50 + np.arange(30.0) ** 1.2, 10 + np.sin(np.arange(24.0))])
     methods = statistical(block, block.lengths, 4, 1)
-    assert set(methods) == {THETA, DAMPED}
+    assert set(methods) == {THETA, DAMPED, SES}
     np.testing.assert_allclose(methods[THETA], theta(block, block.lengths, 4, 1))
     np.testing.assert_allclose(partner(methods, "theta_damped"), (methods[THETA] + methods[DAMPED]) / 2)
+    np.testing.assert_allclose(partner(methods, "theta_ses"), (methods[THETA] + methods[SES]) / 2)
     np.testing.assert_array_equal(partner(methods, "theta"), methods[THETA])
     assert partner_name("theta_damped") == "Theta+DampedTrend" and partner_name("theta") == "Theta"
+    assert partner_name("theta_ses") == "Theta+SES"
     assert set(statistical(block, block.lengths, 4, 1, (THETA,))) == {THETA}
+    with pytest.raises(ValueError, match="model.statistical='auto'.*resolved per run"):
+        partner(methods, "auto")
+
+
+def test_partner_errors_score_each_candidate_on_the_last_horizons_refitted_before_each():
+    """The sums equal a direct computation: for each of the last 3 horizons of each series with at least
+    two points before it, the candidate fitted on the points before that horizon, its MASE there (scale
+    from those points); a series too short for a window (here the 9-point one for the third, and the
+    5-point one for all but the first) adds nothing to it, and a missing point drops the window it lies
+    in and every later one (their MASE scale is undefined, as in validation's scores)."""
+    rng = np.random.default_rng(6)
+    series = [30 + np.cumsum(rng.normal(0.4, 1.0, size=n)) for n in (40, 9, 5, 26)]
+    series[3][20] = np.nan  # in the last horizon but one of the 26-point series
+    block, horizon, season = SeriesBlock(series), 3, 1
+    expected = np.zeros((len(CANDIDATES), 2))
+    for values in series:
+        for k in (1, 2, 3):
+            cut = len(values) - k * horizon
+            if cut < 2:
+                continue
+            one = SeriesBlock([values[:cut]])
+            forecasts = statistical(one, one.lengths, horizon, season)
+            scale = np.abs(np.diff(values[:cut])).mean()
+            actual = values[cut:cut + horizon][None, :]
+            for i, candidate in enumerate(CANDIDATES):
+                score = mase(actual, partner(forecasts, candidate), np.array([scale]))[0]
+                if np.isfinite(score):
+                    expected[i] += score, 1
+    sums = partner_errors(block, horizon, season)
+    np.testing.assert_allclose(sums, expected, rtol=1e-9)
+    assert sums[0, 1] == 3 + 2 + 1 + 1  # (series, window) pairs: 40 -> 3, 9 -> 2, 5 -> 1, 26 -> the first
+
+
+def test_the_chosen_partner_has_the_lower_mean_error():
+    assert chosen_partner(np.array([[10.0, 8.0], [9.0, 8.0]])) == CANDIDATES[1]
+    assert chosen_partner(np.array([[9.0, 8.0], [9.0, 8.0]])) == CANDIDATES[0]  # a tie: the first
+    assert chosen_partner(np.zeros((2, 2))) == CANDIDATES[0]  # nothing scored
+    assert chosen_partner(np.array([[10.0, 5.0], [18.0, 10.0]])) == CANDIDATES[1]  # means 2.0 and 1.8
+
+
+def test_partner_errors_prefer_the_damped_trend_on_trends_that_carry_on():
+    """On series that keep their trend, Theta with the damped trend errs less than Theta with SES
+    (which forecasts flat), so auto would pick theta_damped."""
+    rng = np.random.default_rng(7)
+    block = SeriesBlock([10 + 0.8 * np.arange(60) + rng.normal(0, 0.5, 60) for _ in range(20)])
+    assert chosen_partner(partner_errors(block, 6, 1)) == "theta_damped"

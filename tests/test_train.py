@@ -14,6 +14,7 @@ from forecaster.pipeline import clean_series, run, validate_series
 from forecaster.read import read_series
 from forecaster.spec import ModelSpec
 from forecaster.synthetic import seasonal_series
+from forecaster.theta import STATISTICAL
 from forecaster.train import fit, validated
 from tests.specs import job_config
 
@@ -202,9 +203,9 @@ def test_validation_chooses_the_lstms_weight_by_mase(combine, weight):
 
 
 def test_validation_scores_forecast_with_the_partner_of_model_statistical():
-    """model.statistical=theta_damped (the default): with the LSTM's weight 0 (fitted, on straight lines)
-    `forecast`'s validation MASE is that of the mean of Theta and DampedTrend from the points before the
-    held-out ones, not Theta's."""
+    """model.statistical=theta_damped: with the LSTM's weight 0 (fitted, on straight lines) `forecast`'s
+    validation MASE is that of the mean of Theta and DampedTrend from the points before the held-out
+    ones, not Theta's."""
     import dataclasses
 
     import torch
@@ -218,8 +219,8 @@ def test_validation_scores_forecast_with_the_partner_of_model_statistical():
     from tests.specs import SMALL, model_spec
     from tests.test_predict import _batch
 
-    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS", "model.combine=fitted"])
-    assert cfg.model.statistical == "theta_damped"
+    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS", "model.combine=fitted",
+                             "model.statistical=theta_damped"])
     spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
     settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)
     torch.manual_seed(0)
@@ -236,6 +237,62 @@ def test_validation_scores_forecast_with_the_partner_of_model_statistical():
     assert holdout.scores["mase_forecast"] != pytest.approx(holdout.scores["mase_theta"])
     # each member of the partner is scored too (the report's validation table, the console's summary)
     assert holdout.scores["mase_damped_trend"] == pytest.approx(mase(actual, methods["DampedTrend"], scale).mean())
+
+
+@pytest.mark.parametrize("trend", ["carried on", "came and went"])
+def test_model_statistical_auto_chooses_the_partner_once_on_every_validated_series(monkeypatch, trend):
+    """model.statistical=auto: the first validation pass chooses the partner from the candidates' errors
+    on the last 3 horizons of all its series (theta.partner_errors over the blocks, summed), scores
+    `forecast` with it, and later passes keep that choice without computing the errors again. Lines
+    whose trend carries on choose the damped trend; series whose moves reverse choose SES."""
+    import dataclasses
+
+    import torch
+
+    from forecaster import train
+    from forecaster.evaluate import holdout_actual, mase, mase_scale
+    from forecaster.features import SeriesBlock
+    from forecaster.model import build_model
+    from forecaster.spec import LoopSettings
+    from forecaster.theta import chosen_partner, partner, partner_errors, statistical
+    from forecaster.train import ValidationRows, _holdout_pass
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    calls = []
+    real = train.partner_errors
+    monkeypatch.setattr(train, "partner_errors", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=YS", "model.combine=fitted"])
+    assert cfg.model.statistical == "auto"  # the default
+    spec = model_spec(*SMALL, "model.horizon=4", "data.freq=YS")
+    settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)  # two blocks
+    rng = np.random.default_rng(2)
+    t = np.arange(40.0)
+    if trend == "carried on":
+        values = {f"s{i}": 10.0 * i + (1 + i) * t + rng.normal(0, 0.3, 40) for i in range(6)}
+    else:  # up for 4 years, down for 4: a trend that never lasts past a horizon
+        values = {f"s{i}": 50.0 + 5 * np.abs((t + i) % 8 - 4) + rng.normal(0, 0.3, 40) for i in range(6)}
+    batch = _batch(values)
+    block = SeriesBlock.from_batch(batch)
+    expected = chosen_partner(partner_errors(block, 4, 1))
+    assert expected == ("theta_damped" if trend == "carried on" else "theta_ses")
+    rows = ValidationRows(_Shard(batch), settings)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    first, second = (_holdout_pass(model, rows, spec, settings, torch.device("cpu")) for _ in range(2))
+    assert calls == [4, 2]  # each block once, in the first pass
+    assert first.choice == second.choice and first.choice["chosen"] == expected
+    assert first.choice["series"] == 6 and first.choice["pairs"] == 18 and first.choice["windows"] == 3
+    errors = partner_errors(block, 4, 1)
+    assert first.choice["mase"]["theta_ses"] == pytest.approx(errors[1, 0] / errors[1, 1])
+    # forecast is scored with the chosen partner: on the lines the fitted weight is 0 against an untrained
+    # network (on the zigzags the network, flat, is the better of the two there, and gets it all)
+    cutoffs = block.lengths - 4
+    chosen = partner(statistical(block, cutoffs, 4, 1), expected)
+    if trend == "carried on":
+        assert first.weight == 0.0
+        assert first.scores["mase_forecast"] == pytest.approx(
+            mase(holdout_actual(block, 4), chosen, mase_scale(block, cutoffs, 1)).mean())
 
 
 def test_validation_computes_the_statistical_forecasts_once_and_scores_the_same_every_pass(monkeypatch):
@@ -438,5 +495,8 @@ def test_forecasts_use_the_moving_average_of_the_weights_after_the_refit(ray_ses
     weight = metrics["combine_weight"]
     assert saved["combine_weight"] == weight and weight in [i / 10 for i in range(11)]
     forecasts = pd.read_parquet(tmp_path / "forecasts")
-    partner = (forecasts.Theta + forecasts.DampedTrend) / 2  # model.statistical=theta_damped
+    # model.statistical=auto: the partner validation chose, kept in the checkpoint
+    chosen = metrics["statistical"]["chosen"]
+    assert saved["statistical"] == metrics["statistical"] and chosen in ("theta_damped", "theta_ses")
+    partner = (forecasts.Theta + forecasts[STATISTICAL[chosen][1]]) / 2
     np.testing.assert_allclose(forecasts.forecast, weight * forecasts.LSTM + (1 - weight) * partner)
