@@ -111,6 +111,20 @@ def test_sample_is_reproducible():
     assert sample_ids(ids, 3) == first[:3]
 
 
+def test_report_names_the_partner_model_statistical_auto_chose(tmp_path):
+    stored_run(str(tmp_path), n_series=10, n_rejects=0, n_origins=1)
+    path = tmp_path / "manifests" / f"forecast_date={DATE}.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["model"]["statistical"] = "auto"
+    manifest["metrics"]["statistical"] = {"configured": "auto", "chosen": "theta_ses", "windows": 3, "series": 617,
+                                          "pairs": 1618, "mase": {"theta_damped": 1.783, "theta_ses": 1.742}}
+    path.write_text(json.dumps(manifest))
+    html = _report(tmp_path)
+    assert "combine=theta, statistical=auto (chose theta_ses)" in html
+    assert ("Statistical partner: Theta+SES (model.statistical=auto; mean MASE over the last 3 horizons of 617 "
+            "series: Theta+DampedTrend 1.783, Theta+SES 1.742).") in html
+
+
 def test_older_manifest_gives_a_report(tmp_path):
     """No metrics.history/.validation, no scores, no report_series: each section says what is missing."""
     stored_run(str(tmp_path), n_series=30, n_rejects=2, newer_keys=False)
