@@ -127,10 +127,11 @@ class TuneOutcome:
 class _TrialRecorder(ray.tune.Callback):
     """One TrialRow per trial: its values, per-epoch val_loss, whether ASHA stopped it (in the driver)."""
 
-    def __init__(self, max_epochs: int):
-        self.max_epochs = max_epochs
+    def __init__(self, max_epochs: int, patience: int):
+        self.max_epochs, self.patience = max_epochs, patience
         self.rows: dict[str, TrialRow] = {}
         self._started: dict[str, float] = {}
+        self._last: dict[str, dict] = {}  # each trial's last result
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.rows[trial.trial_id] = TrialRow(trial.trial_id, dict(trial.config))
@@ -140,12 +141,7 @@ class _TrialRecorder(ray.tune.Callback):
         row = self.rows[trial.trial_id]
         row.val_losses.append(result.get(METRIC))
         row.val_mase = result.get("val_mase_lstm", row.val_mase)
-        # Tune marks a result `done` before the callbacks see it only when the scheduler stops the
-        # trial there (a trial that ends by itself is marked afterwards); ASHA also stops every
-        # trial that reaches its max_t (trial_epochs), which is no early stop.
-        if result.get("done") and len(row.val_losses) < self.max_epochs:
-            row.stopped_early = True
-            log.info("trial %s stopped early by ASHA after %d epochs", trial.trial_id, len(row.val_losses))
+        self._last[trial.trial_id] = result
 
     def _end(self, trial) -> TrialRow:
         row = self.rows[trial.trial_id]
@@ -153,9 +149,17 @@ class _TrialRecorder(ray.tune.Callback):
         return row
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        """A trial that ended without an error before the epoch cap (trial_epochs), and not by
+        train.patience (its last epoch that many after its best), was stopped by the scheduler. Tune's
+        `done` flag on the last result does not tell: whether the callbacks see it set depends on when
+        the controller processes ASHA's decision (a test run saw a stopped trial without it)."""
         row = self._end(trial)
-        log.info("trial %s done: %d epochs, best val_loss %.4f", row.trial_id, len(row.val_losses),
-                 row.best_val_loss)
+        last = self._last.get(trial.trial_id, {})
+        patience_stop = (last.get("epoch") is not None and last.get("best_epoch") is not None
+                         and last["epoch"] - last["best_epoch"] >= self.patience)
+        row.stopped_early = len(row.val_losses) < self.max_epochs and not patience_stop
+        log.info("trial %s done: %d epochs%s, best val_loss %.4f", row.trial_id, len(row.val_losses),
+                 " (stopped by ASHA)" if row.stopped_early else "", row.best_val_loss)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error, row = trial.get_error(), self._end(trial)
@@ -223,7 +227,7 @@ def tune(cfg: Config) -> TuneOutcome:
     read_seconds = time.perf_counter() - started
     experiment = f"{cfg.run.name}-tune-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
     experiment_uri = f"{cfg.output.uri.rstrip('/')}/tune/{experiment}"
-    recorder = _TrialRecorder(trial_epochs(cfg))
+    recorder = _TrialRecorder(trial_epochs(cfg), cfg.train.patience)
     _tuner(cfg, series, experiment, recorder).fit()
     search_seconds = time.perf_counter() - started - read_seconds
     rows = list(recorder.rows.values())

@@ -80,18 +80,24 @@ def test_best_config_file_loads_with_the_chosen_values_and_no_credentials(tmp_pa
 
 
 def test_recorder_tells_asha_stops_from_trials_that_ran_out():
-    recorder = _TrialRecorder(max_epochs=3)
-    for trial_id, results in (("stopped", [False, True]), ("ran_out", [False, False, True]), ("patience", [False])):
+    """Fewer epochs than the cap and not train.patience's stop (its last epoch `patience` after its best):
+    ASHA stopped the trial, whether or not Tune's `done` flag reached the callbacks."""
+    recorder = _TrialRecorder(max_epochs=4, patience=2)
+    # (trial, best epoch after each epoch, done flag on each result)
+    for trial_id, bests, dones in (("stopped", [0, 1], [False, True]), ("stopped_unflagged", [0, 1], [False, False]),
+                                   ("ran_out", [0, 1, 2, 3], [False, False, False, True]),
+                                   ("patience", [0, 0, 0], [False, False, False])):
         trial = SimpleNamespace(trial_id=trial_id, config={"model.hidden_size": 32})
         recorder.on_trial_start(0, [], trial)
-        for epoch, done in enumerate(results):
-            recorder.on_trial_result(0, [], trial, {"val_loss": 1.0 / (epoch + 1), "done": done,
-                                                    "val_mase_lstm": 2.0 / (epoch + 1)})
+        for epoch, (best, done) in enumerate(zip(bests, dones, strict=True)):
+            recorder.on_trial_result(0, [], trial, {"val_loss": 1.0 / (epoch + 1), "done": done, "epoch": epoch,
+                                                    "best_epoch": best, "val_mase_lstm": 2.0 / (epoch + 1)})
         recorder.on_trial_complete(0, [], trial)
     rows = recorder.rows
     assert rows["stopped"].stopped_early and rows["stopped"].val_losses == [1.0, 0.5]
-    assert not rows["ran_out"].stopped_early and rows["ran_out"].best_val_loss == pytest.approx(1 / 3)
-    assert not rows["patience"].stopped_early and rows["ran_out"].val_mase == pytest.approx(2 / 3)
+    assert rows["stopped_unflagged"].stopped_early
+    assert not rows["ran_out"].stopped_early and rows["ran_out"].best_val_loss == pytest.approx(1 / 4)
+    assert not rows["patience"].stopped_early and rows["ran_out"].val_mase == pytest.approx(2 / 4)
 
 
 def test_summary_lists_trials_best_first_with_the_cost():
