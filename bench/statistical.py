@@ -1,26 +1,28 @@
-"""The statistical baselines' cost per series: Theta, DampedTrend and model.statistical's partners;
-and what the validation pass of each epoch costs with them.
+"""The statistical baselines' cost per series: Theta, DampedTrend, SES and model.statistical's partners,
+and model.statistical=auto's choice; and what the validation pass of each epoch costs with them.
 
     .venv/bin/python bench/statistical.py [--series 512] [--length 120] [--season 12] [--horizon 18] [--repeats 5]
                                           [--validation-series 8192] [--predict-series 8192]
 
-Every series is forecast by Theta and DampedTrend on every run (predict), and the validated series
-by the partner of `forecast` on the validation window once per training run (train), so their cost
-grows with the number of series. The bench times `forecaster.theta.theta`, `damped_trend` and `statistical` (both,
-as predict calls it) on one block of random seasonal series of one length, the shape predict and
-validation hand them (train.series_per_block: 512), in one process on one core, and prints the
-median microseconds per series over the repeats and the ratio to Theta's.
+Every series is forecast by Theta, DampedTrend and SES on every run (predict), and the validated
+series by the partner of `forecast` on the validation window once per training run (train), so their
+cost grows with the number of series. The bench times `forecaster.theta.theta`, `damped_trend`, `ses`,
+`statistical` (all three, as predict calls it) and `partner_errors` (model.statistical=auto's errors
+of both candidates on the last 3 horizons: once per validated series per training run) on one block
+of random seasonal series of one length, the shape predict and validation hand them
+(train.series_per_block: 512), in one process on one core, and prints the median microseconds per
+series over the repeats and the ratio to Theta's.
 
 The validation pass (forecaster.train._holdout_pass, the default model at data.freq=MS and the
 horizon, on one CPU thread) over `--validation-series` such series, three passes over the same
-ValidationRows: the first computes what no epoch changes (the partner, scales, actuals, baseline
-scores: ValidationRows.baselines), the later ones reuse it: first against later is what every epoch
-saves against a pass that recomputed it.
+ValidationRows: the first computes what no epoch changes (the partners, scales, actuals, baseline
+scores, auto's choice: ValidationRows.baselines and .choice), the later ones reuse it: first against
+later is what every epoch saves against a pass that recomputed it.
 
 The bare predictor (forecaster.predict.SeriesPredictor on an untrained checkpoint of the default
 model, one thread, fp32, blocks of 4096 series in memory: no Ray, no reading or writing) on
 `--predict-series` such series: its series/s, and the share of its time that the statistical
-forecasts take (it computes Theta and DampedTrend for every series, whatever model.statistical).
+forecasts take (it computes Theta, DampedTrend and SES for every series, whatever model.statistical).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
 from forecaster.predict import SeriesPredictor  # noqa: E402
 from forecaster.spec import LoopSettings, ModelSpec  # noqa: E402
-from forecaster.theta import damped_trend, statistical, theta  # noqa: E402
+from forecaster.theta import damped_trend, partner_errors, ses, statistical, theta  # noqa: E402
 from forecaster.train import ValidationRows, _holdout_pass  # noqa: E402
 
 
@@ -140,8 +142,9 @@ def main() -> int:
     rng = np.random.default_rng(0)
     block = SeriesBlock(_series(rng, args.series, args.length, args.season))
     ends = block.lengths
-    methods = {"Theta": theta, "DampedTrend": damped_trend,
-               "both (predict)": lambda b, e, h, s: statistical(b, e, h, s)}
+    methods = {"Theta": theta, "DampedTrend": damped_trend, "SES": ses,
+               "all (predict)": lambda b, e, h, s: statistical(b, e, h, s),
+               "auto's errors": lambda b, e, h, s: partner_errors(b, h, s)}
     per_series = {}
     for name, method in methods.items():
         times = []
@@ -162,7 +165,7 @@ def main() -> int:
               f"{np.mean(later) / first:.2f}")
     if args.predict_series:
         rate, share = predictor_share(_series(rng, args.predict_series, args.length, 12), args.horizon, args.repeats)
-        print(f"bare predictor over {args.predict_series} series: {rate:,.0f} series/s; Theta and DampedTrend "
+        print(f"bare predictor over {args.predict_series} series: {rate:,.0f} series/s; Theta, DampedTrend and SES "
               f"(theta.statistical) take {100 * share:.0f} % of its time")
     return 0
 

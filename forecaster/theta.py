@@ -64,46 +64,51 @@ Z90 = 1.6448536269514722  # one-sided 95 % normal quantile: the test's 90 % two-
 
 def theta(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """(series, horizon) Theta forecasts from each series' points [0, ends[i])."""
-    adjusted, n, index = _adjusted(block, ends, season)
-    if adjusted.shape[1] == 0:
-        return np.full((len(ends), horizon), np.nan)
-    level, alpha = _ses(adjusted, n)
-    drift = _slope(adjusted, n) / 2
-    steps = np.arange(horizon)[None, :]
-    forecast = level[:, None] + drift[:, None] * (steps + ((1 - (1 - alpha) ** n) / alpha)[:, None])
-    return _reseasonalised(forecast, index, adjusted.shape[1])
+    return statistical(block, ends, horizon, season, (THETA,))[THETA]
 
 
 def damped_trend(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """(series, horizon) damped-trend exponential smoothing forecasts from each series' points
     [0, ends[i]), on the series seasonally adjusted as for Theta."""
-    adjusted, n, index = _adjusted(block, ends, season)
-    if adjusted.shape[1] == 0:
-        return np.full((len(ends), horizon), np.nan)
-    passes = [_damped(adjusted[i:i + DAMPED_ROWS], n[i:i + DAMPED_ROWS]) for i in range(0, len(n), DAMPED_ROWS)]
-    level, trend, phi = (np.concatenate(parts) for parts in zip(*passes, strict=True))
-    damping = np.cumsum(phi[:, None] ** np.arange(1, horizon + 1)[None, :], axis=1)
-    return _reseasonalised(level[:, None] + damping * trend[:, None], index, adjusted.shape[1])
+    return statistical(block, ends, horizon, season, (DAMPED,))[DAMPED]
 
 
 def ses(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """(series, horizon) simple exponential smoothing forecasts from each series' points [0, ends[i]),
     on the series seasonally adjusted as for Theta: Theta's level, without its drift."""
-    adjusted, n, index = _adjusted(block, ends, season)
-    if adjusted.shape[1] == 0:
-        return np.full((len(ends), horizon), np.nan)
-    level, _ = _ses(adjusted, n)
-    return _reseasonalised(np.repeat(level[:, None], horizon, axis=1), index, adjusted.shape[1])
+    return statistical(block, ends, horizon, season, (SES,))[SES]
 
 
-METHODS = {THETA: theta, DAMPED: damped_trend, SES: ses}  # output column -> its method
+METHODS = (THETA, DAMPED, SES)  # the output columns of the statistical methods
 
 
 def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
-                names: tuple[str, ...] = tuple(METHODS)) -> dict[str, np.ndarray]:
+                names: tuple[str, ...] = METHODS) -> dict[str, np.ndarray]:
     """{column: (series, horizon) forecasts from each series' points [0, ends[i])} of the statistical
-    methods `names` (by their output columns)."""
-    return {name: METHODS[name](block, ends, horizon, season) for name in names}
+    methods `names` (by their output columns). They share the seasonal adjustment, and Theta and SES
+    the smoothed level: all three cost about what Theta and DampedTrend cost apart."""
+    unknown = set(names) - set(METHODS)
+    if unknown:
+        raise ValueError(f"no statistical method {sorted(unknown)}: expected some of {', '.join(METHODS)}")
+    adjusted, n, index = _adjusted(block, ends, season)
+    width = adjusted.shape[1]
+    if width == 0:
+        return {name: np.full((len(ends), horizon), np.nan) for name in names}
+    out = {}
+    if THETA in names or SES in names:
+        level, alpha = _ses(adjusted, n)
+        if THETA in names:
+            drift = _slope(adjusted, n) / 2
+            steps = np.arange(horizon)[None, :]
+            out[THETA] = level[:, None] + drift[:, None] * (steps + ((1 - (1 - alpha) ** n) / alpha)[:, None])
+        if SES in names:
+            out[SES] = np.repeat(level[:, None], horizon, axis=1)
+    if DAMPED in names:
+        passes = [_damped(adjusted[i:i + DAMPED_ROWS], n[i:i + DAMPED_ROWS]) for i in range(0, len(n), DAMPED_ROWS)]
+        level, trend, phi = (np.concatenate(parts) for parts in zip(*passes, strict=True))
+        damping = np.cumsum(phi[:, None] ** np.arange(1, horizon + 1)[None, :], axis=1)
+        out[DAMPED] = level[:, None] + damping * trend[:, None]
+    return {name: _reseasonalised(out[name], index, width) for name in names}
 
 
 def _members(method: str) -> tuple[str, ...]:
