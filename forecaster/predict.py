@@ -13,8 +13,8 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
 
 `model` is the network's forecast: `LSTM+Theta+DampedTrend` (the mean of the LSTM and its
 statistical partner, model.statistical: the mean of Theta and DampedTrend, of Theta and SES with
-`theta_ses`, Theta alone with `theta`; `auto`, the default, is resolved to one of the first two per
-run before the predictor is built: pipeline.choose_statistical; model.combine=theta, the default) or
+`theta_ses`, Theta alone with `theta`; `auto`, the default: the one of the first two that training
+chose, kept in the checkpoint (theta.resolved); model.combine=theta, the default) or
 `LSTM` (model.combine=none); unless the series is too short for the network (fewer than horizon + 2
 points: the partner, `Theta+DampedTrend`) or,
 with model.fallback=validation, seasonal naive (Naive under one season) beat that forecast on the

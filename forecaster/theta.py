@@ -4,8 +4,8 @@ damped-trend and simple exponential smoothing, and the partner they make for the
 Theta is the statistical benchmark forecasting teams compare against (M3's winner; statsforecast's
 `Theta`, R's `forecast::thetaf`); damped-trend exponential smoothing (Gardner & McKenzie, 1985) is a
 member of the M4 competition's "Comb" benchmark (with SES and Holt) and a strong method on trending
-quarterly and yearly data. The job computes both for every series, next to naive and seasonal
-naive, and combines the LSTM with Theta's mean with one of them (`model.combine=theta`,
+quarterly and yearly data. The job computes them and SES for every series, next to naive and
+seasonal naive, and combines the LSTM with Theta's mean with the damped trend or SES (`model.combine=theta`,
 `model.statistical`): an equal-weight average of a global network and local statistical models is a
 more accurate and far less risky forecast than any alone (the M4 competition's lesson), and costs no
 training. Simple exponential smoothing (SES) is Theta without its drift: the partner for series
