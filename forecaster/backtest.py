@@ -72,7 +72,7 @@ from forecaster.read import check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
 from forecaster.runtime import init_ray
 from forecaster.storage import resolve
-from forecaster.theta import partner
+from forecaster.theta import partner, partner_name
 from forecaster.write import partition, write_files
 
 log = logging.getLogger(__name__)
@@ -310,9 +310,12 @@ def summary_lines(summary: dict) -> list[str]:
         c = r["counts"]
         reasons = "".join(f", {k}={v}" for k, v in c["reject_reasons"].items())
         cutoffs = " .. ".join(dict.fromkeys(s[:10] for s in r["cutoffs"])) or "-"
+        chosen = ((r.get("training") or {}).get("statistical") or {}).get("chosen")  # each window's own partner
+        partner = f"; partner {partner_name(chosen)}" if chosen else ""
         lines.append(f"window {r['window']}: {r['hidden']} points hidden, cutoffs {cutoffs}; {c['scored']} of "
                      f"{c['series']} series scored (LSTM on {c['lstm_scored']}); skipped: {c['no_history']} without "
-                     f"history, {c['non_finite_actual']} with NaN/inf hidden points, {c['rejected']} rejected{reasons}")
+                     f"history, {c['non_finite_actual']} with NaN/inf hidden points, {c['rejected']} rejected{reasons}"
+                     f"{partner}")
     lines.append(f"{'metric':<12}{'window':>7}{'series':>8}" + "".join(f"{m:>15}" for m in MODELS))
     tables = [(r["window"], r["metrics"]) for r in summary["per_window"]] + [("all", summary["overall"])]
     for metric in summary["overall"]:

@@ -43,7 +43,7 @@ from forecaster.columns import (
     partition_name,
 )
 from forecaster.config import Config
-from forecaster.manifest import sample_key, statistical_choice, statistical_used
+from forecaster.manifest import sample_key, statistical_choice
 from forecaster.storage import Location, StorageError, read_json, resolve, write_bytes
 from forecaster.theta import AUTO
 from forecaster.write import FORECASTS, REJECTS, committed_paths, manifest_location
@@ -115,11 +115,14 @@ def header(manifest: dict, root: Location) -> dict:
     config = manifest.get("config") or {}
     data, model, run = (config.get(k) or {} for k in ("data", "model", "run"))
     versions = manifest.get("versions") or {}
+    # model.statistical=auto: the partner the run chose, where it recorded one (a backtest's windows choose
+    # each their own: its Windows table shows them)
+    chosen = ((manifest.get("metrics") or {}).get("statistical") or {}).get("chosen")
     return {"run_name": run.get("name", "forecaster"), "data_uri": data.get("uri"), "output_uri": root.uri,
             "freq": data.get("freq"), "horizon": model.get("horizon"),
             "model": ", ".join(f"{k}={model[k]}" for k in ("hidden_size", "num_layers", "loss", "combine",
                                                              "statistical") if k in model)
-            + (f" (chose {statistical_used(manifest)})" if model.get("statistical") == AUTO else ""),
+            + (f" (chose {chosen})" if model.get("statistical") == AUTO and chosen else ""),
             "forecaster": versions.get("forecaster"), "checkpoint_uri": manifest.get("checkpoint_uri"),
             "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 

@@ -13,6 +13,7 @@ from forecaster.cli import main
 from forecaster.evaluate import coverage, forecast_scores, mae, mase, mase_scale, pinball, rmse, smape
 from forecaster.features import SeriesBlock
 from forecaster.synthetic import seasonal_series
+from forecaster.theta import partner_name
 
 HUGE = 1e30
 
@@ -153,6 +154,9 @@ def test_backtest_files_windows_and_cutoffs(backtest_run):
     assert summary["per_window"][1]["counts"]["lstm_scored"] == 12
     lines = bt.summary_lines(summary)  # what the CLI printed
     assert lines[0] == "backtest: 2 window(s), horizon 4, step 4" and "1 without history" in lines[1]
+    for line, window in zip(lines[1:3], summary["per_window"], strict=True):  # model.statistical=auto, per window
+        chosen = window["training"]["statistical"]["chosen"]
+        assert chosen in ("theta_damped", "theta_ses") and line.endswith(f"; partner {partner_name(chosen)}")
     assert [line.split()[:2] for line in lines if line.startswith("mase")] == [["mase", "0"], ["mase", "1"],
                                                                                ["mase", "all"]]
 

@@ -269,12 +269,13 @@ def _stored_backtest(out, windows: int = 2, n_series: int = 30) -> None:
                               "series": n_series + 1, "no_history": int(w == 0), "non_finite_actual": 0,
                               "scored": n_series, "lstm_scored": n_series, "by_model": {"LSTM+Theta": n_series}},
                    "training": {"epochs": 3, "best_val_loss": 0.5, "best_epoch": 2,
+                                "statistical": {"configured": "auto", "chosen": ("theta_ses", "theta_damped")[w % 2]},
                                 "history": [{"epoch": e, "train_loss": 1 - 0.1 * e, "val_loss": 1.1 - 0.1 * e}
                                             for e in range(3)]},
                    "checkpoint_uri": None, "metrics": means} for w in range(windows)]
     summary = {"windows": windows, "step": 6, "horizon": 6, "season": 12, "per_window": per_window,
                "overall": means, "output": final, "versions": {"forecaster": "0.1.0"},
-               "config": {"data": {"uri": "x.parquet", "freq": "MS"}, "model": {"horizon": 6}},
+               "config": {"data": {"uri": "x.parquet", "freq": "MS"}, "model": {"horizon": 6, "statistical": "auto"}},
                "timings_s": {"read": 1.0, "window_0": 30.0, "window_1": 31.0, "total": 62.0}}
     with open(os.path.join(final, "summary.json"), "w") as fh:
         json.dump(summary, fh)
@@ -289,6 +290,9 @@ def test_backtest_report(tmp_path, capsys):
     assert html.count("<svg") == 2 + 2  # MASE per window, distribution, 2 training curves
     assert "short-1" in html and "no_history" in html
     assert ">1.1000</td>" in html  # MASE of `forecast` over all windows: the lowest is LSTM (1.0)
+    # each window's statistical partner (model.statistical=auto chooses per window)
+    assert "<td>Theta+SES</td>" in html and "<td>Theta+DampedTrend</td>" in html
+    assert "(chose " not in html  # no one choice for the whole backtest to name in the header
     assert_self_contained(html)
     assert main(["report", "--backtest", "--set", f"output.uri={tmp_path}", "--set", f"run.date={DATE}"]) == 0
     loc = backtest_report_location(resolve(str(tmp_path)), DATE)
