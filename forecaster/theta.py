@@ -131,11 +131,14 @@ def partner_name(method: str) -> str:
 
 
 def partner_errors(block: SeriesBlock, horizon: int, season: int, candidates: tuple[str, ...] = CANDIDATES,
-                   windows: int = CHOICE_WINDOWS) -> np.ndarray:
+                   windows: int = CHOICE_WINDOWS,
+                   last: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(candidates, 2): for each candidate partner (a model.statistical value), the sum of its MASE over
     the block's series and the last `windows` horizons of each, and how many (series, window) pairs it
     summed. Each window's partner is fitted on the points before it; a window counts where at least
-    two points precede it and its MASE is defined (a scale from those points, no missing actual)."""
+    two points precede it and its MASE is defined (a scale from those points, no missing actual).
+    `last`: (`statistical` forecasts with every candidate's members, actuals, MASE scales) of the last
+    horizon, where the caller has them (validation does): that window is then not fitted again."""
     names = tuple(dict.fromkeys(m for c in candidates for m in _members(c)))
     sums = np.zeros((len(candidates), 2))
     rows = np.arange(len(block))
@@ -144,11 +147,14 @@ def partner_errors(block: SeriesBlock, horizon: int, season: int, candidates: tu
         counted = cutoffs >= 2
         if not counted.any():
             continue
-        ends = np.maximum(cutoffs, 2)  # the series not counted still need a fit to run (masked below)
-        forecasts = statistical(block, ends, horizon, season, names)
-        actual, observed = take_points(block, rows, ends, horizon, block.lengths)
-        actual = np.where(observed > 0, actual, np.nan)
-        scale = mase_scale(block, ends, season)
+        if k == 1 and last is not None:
+            forecasts, actual, scale = last
+        else:
+            ends = np.maximum(cutoffs, 2)  # the series not counted still need a fit to run (masked below)
+            forecasts = statistical(block, ends, horizon, season, names)
+            actual, observed = take_points(block, rows, ends, horizon, block.lengths)
+            actual = np.where(observed > 0, actual, np.nan)
+            scale = mase_scale(block, ends, season)
         for i, candidate in enumerate(candidates):
             scores = mase(actual, partner(forecasts, candidate), scale)
             defined = counted & np.isfinite(scores)

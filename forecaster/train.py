@@ -289,12 +289,14 @@ def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _
     h, cutoffs = spec.horizon, block.lengths - spec.horizon
     methods = statistical(block, cutoffs, h, spec.season)
     scale = mase_scale(block, cutoffs, spec.season)  # for the scores and the intervals
+    actual = holdout_actual(block, h)
     auto = settings.statistical == AUTO
     return _Baselines({m: partner(methods, m) for m in (CANDIDATES if auto else (settings.statistical,))}, scale,
-                      holdout_actual(block, h), floor_series(block, cutoffs, settings.nonnegative),
+                      actual, floor_series(block, cutoffs, settings.nonnegative),
                       validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED],
                                                 "ses": methods[SES]}, h, spec.season, scale),
-                      partner_errors(block, h, spec.season) if auto else None)
+                      # auto's last window is the validation window, fitted above
+                      partner_errors(block, h, spec.season, last=(methods, actual, scale)) if auto else None)
 
 
 def _choice(rows: ValidationRows, device) -> dict:

@@ -244,6 +244,23 @@ def test_partner_errors_score_each_candidate_on_the_last_horizons_refitted_befor
     assert sums[0, 1] == 3 + 2 + 1 + 1  # (series, window) pairs: 40 -> 3, 9 -> 2, 5 -> 1, 26 -> the first
 
 
+def test_partner_errors_take_the_last_window_from_the_caller(monkeypatch):
+    """Validation has Theta, DampedTrend and SES fitted on the last horizon already: given them (`last`),
+    partner_errors fits only the windows before it, and sums the same."""
+    from forecaster import theta as module
+    from forecaster.evaluate import holdout_actual, mase_scale
+
+    rng = np.random.default_rng(8)
+    block, horizon = SeriesBlock([20 + np.cumsum(rng.normal(0.2, 1.0, size=n)) for n in (30, 24, 16)]), 4
+    cutoffs = block.lengths - horizon
+    last = (statistical(block, cutoffs, horizon, 1), holdout_actual(block, horizon), mase_scale(block, cutoffs, 1))
+    expected = partner_errors(block, horizon, 1)
+    fits = []
+    monkeypatch.setattr(module, "statistical", lambda *a, **k: fits.append(a[1]) or statistical(*a, **k))
+    np.testing.assert_allclose(partner_errors(block, horizon, 1, last=last), expected, rtol=1e-12)
+    assert len(fits) == 2 and all((ends < cutoffs).all() for ends in fits)  # the two windows before the last
+
+
 def test_the_chosen_partner_has_the_lower_mean_error():
     assert chosen_partner(np.array([[10.0, 8.0], [9.0, 8.0]])) == CANDIDATES[1]
     assert chosen_partner(np.array([[9.0, 8.0], [9.0, 8.0]])) == CANDIDATES[0]  # a tie: the first
