@@ -58,21 +58,13 @@ from forecaster.config import Config, ConfigError
 from forecaster.evaluate import coverage, forecast_scores, mase_scale, scaled_width
 from forecaster.features import SeriesBlock
 from forecaster.manifest import versions
-from forecaster.pipeline import (
-    Timer,
-    check_output_location,
-    predict,
-    split_rejects,
-    statistical_record,
-    train_clean,
-    validate_series,
-)
+from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
 from forecaster.predict import SeriesPredictor, without_fallback
 from forecaster.read import check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
 from forecaster.runtime import init_ray
 from forecaster.storage import resolve
-from forecaster.theta import partner, partner_name
+from forecaster.theta import partner, partner_name, recorded
 from forecaster.write import partition, write_files
 
 log = logging.getLogger(__name__)
@@ -204,7 +196,6 @@ def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: i
                              batch_format="pyarrow", batch_size=None)
     clean, rejects, counts = split_rejects(validate_series(window_cfg, cut))
     checkpoint, checkpoint_uri, training = train_clean(window_cfg, clean, counts)
-    training["statistical"] = statistical_record(window_cfg, training.get("statistical"))
     scores = SCORE_SCHEMA.empty_table()
     if counts["forecast"] > 0:
         truth = series.map_batches(actual_points, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},
@@ -310,7 +301,7 @@ def summary_lines(summary: dict) -> list[str]:
         c = r["counts"]
         reasons = "".join(f", {k}={v}" for k, v in c["reject_reasons"].items())
         cutoffs = " .. ".join(dict.fromkeys(s[:10] for s in r["cutoffs"])) or "-"
-        chosen = ((r.get("training") or {}).get("statistical") or {}).get("chosen")  # each window's own partner
+        chosen = recorded((r.get("training") or {}).get("statistical"))  # each window's own partner
         partner = f"; partner {partner_name(chosen)}" if chosen else ""
         lines.append(f"window {r['window']}: {r['hidden']} points hidden, cutoffs {cutoffs}; {c['scored']} of "
                      f"{c['series']} series scored (LSTM on {c['lstm_scored']}); skipped: {c['no_history']} without "

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pyarrow.fs as pafs
 import torch
@@ -89,13 +90,21 @@ def load_state(directory: str) -> tuple[dict, dict, TrainingState]:
     return saved["model"], saved["optimizer"], TrainingState(**{k: v for k, v in saved.items() if k in names})
 
 
-def load_best(directory: str) -> tuple[dict, ModelSpec, dict | None, float | None, dict | None]:
-    """(weights of the best epoch, the model's spec, its interval calibration or None, the LSTM's weight in
-    `forecast` or None, model.statistical=auto's choice or None): what a forecast or a warm start uses.
-    None: a checkpoint from before them (or, for the choice, of a configured partner)."""
+class Best(NamedTuple):
+    """What a forecast or a warm start reads from a checkpoint (`load_best`). None: a checkpoint from
+    before the field (or, for `statistical`, of a configured partner)."""
+
+    weights: dict  # of the best epoch (after the refit, with train.refit_epochs)
+    spec: ModelSpec
+    calibration: dict | None  # the interval calibration (TrainingState.calibration)
+    combine_weight: float | None  # the LSTM's weight in `forecast`
+    statistical: dict | None  # model.statistical=auto's choice (TrainingState.statistical)
+
+
+def load_best(directory: str) -> Best:
     saved = _payload(directory)
-    return (saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration"),
-            saved.get("combine_weight"), saved.get("statistical"))
+    return Best(saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration"),
+                saved.get("combine_weight"), saved.get("statistical"))
 
 
 # ---- which checkpoint --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forecaster.columns import ID, Y
-from forecaster.theta import AUTO, partner_name, resolved
+from forecaster.theta import AUTO, partner_name, recorded, resolved
 
 PACKAGES = ("forecaster", "torch", "ray", "pyarrow", "pandas", "numpy", "fsspec")
 
@@ -104,11 +104,12 @@ def statistical_choice(manifest: dict) -> str | None:
     """'statistical partner: Theta+SES (model.statistical=auto; ...)': what model.statistical=auto chose and
     on what; None where the partner was configured."""
     record = (manifest.get("metrics") or {}).get("statistical") or {}
-    if record.get("configured") != AUTO or not record.get("chosen"):
+    if record.get("configured") != AUTO or not recorded(record):
         return None
     scored = ", ".join(f"{partner_name(c)} {m:.3f}" for c, m in (record.get("mase") or {}).items() if m is not None)
     basis = (f"mean MASE over the last {record.get('windows')} horizons of {record.get('series')} series: {scored}"
-             if scored else "no series long enough to train on, so none to choose on: the first candidate")
+             if scored else "no choice recorded (no series long enough to train on, or a model trained before "
+             "model.statistical existed): the first candidate")
     return f"statistical partner: {partner_name(record['chosen'])} (model.statistical=auto; {basis})"
 
 

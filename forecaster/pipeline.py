@@ -24,7 +24,7 @@ from forecaster.report import report_location, write_report
 from forecaster.runtime import init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
-from forecaster.theta import AUTO, resolved
+from forecaster.theta import AUTO, recorded, resolved
 from forecaster.train import VALIDATED_COLUMNS, fit, reused_model
 from forecaster.validate import attach_side_tables, clean_rows, min_length, reject_rows, validate_batch
 from forecaster.write import FORECASTS, REJECTS, count_models, manifest_location, write_manifest, write_partition
@@ -136,28 +136,34 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
                                                                             str | None, dict]:
     """Train on the clean series long enough for the network (sets counts["trained_on"]);
     returns (checkpoint, its URI, training metrics), no checkpoint when no series is long enough.
-    train.warm_epochs=0 with a warm start found: that model as it is, nothing trained."""
+    train.warm_epochs=0 with a warm start found: that model as it is, nothing trained. The metrics'
+    `statistical` says which partner the forecasts use (_statistical_record)."""
     trainable = trainable_series(cfg, clean)
     counts["trained_on"] = trainable.count()
-    if counts["trained_on"] == 0:
+    reused = reused_model(cfg, trainable) if counts["trained_on"] else None
+    if not counts["trained_on"]:
         log.warning("no series long enough for the LSTM: baselines only")
-        return None, None, {}
-    reused = reused_model(cfg, trainable)
-    if reused is not None:
+        checkpoint, uri, metrics = None, None, {}
+    elif reused is not None:
         log.info("train.warm_epochs=0: forecasting with %s as it is, no training", reused[1])
         counts["trained_on"] = 0
-        with reused[0].as_directory() as path:
-            choice = load_best(path)[4]  # model.statistical=auto: the partner the reused model's training chose
-        return *reused, {"warm_started": True, "epochs": 0, "reused_checkpoint": reused[1], "statistical": choice}
-    result = fit(cfg, trainable)
-    return result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
+        with reused[0].as_directory() as path:  # model.statistical=auto: what the reused model's training chose
+            choice = load_best(path).statistical
+        checkpoint, uri = reused
+        metrics = {"warm_started": True, "epochs": 0, "reused_checkpoint": uri, "statistical": choice}
+    else:
+        result = fit(cfg, trainable)
+        checkpoint, uri, metrics = result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
+    metrics["statistical"] = _statistical_record(cfg, metrics.get("statistical"))
+    return checkpoint, uri, metrics
 
 
-def statistical_record(cfg: Config, choice: dict | None) -> dict:
+def _statistical_record(cfg: Config, choice: dict | None) -> dict:
     """The manifest's metrics.statistical: the partner the run's forecasts use (`chosen`), as configured
     or as training chose it for model.statistical=auto (`choice`, train._choice: with the candidates'
-    errors); auto without a choice (no series long enough to train on) uses theta.resolved's default."""
-    if cfg.model.statistical == AUTO and choice:
+    errors); auto without a choice (no series long enough to train on) uses theta.resolved's default,
+    as the predictor does."""
+    if cfg.model.statistical == AUTO and recorded(choice):
         return choice
     return {"configured": cfg.model.statistical, "chosen": resolved(cfg.model.statistical, None)}
 
@@ -197,7 +203,6 @@ def run(cfg: Config) -> dict:
     del validated  # frees its blocks in the object store: clean and rejects hold what follows
     timer.mark("split_rejects")
     checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)  # prepare, train
-    metrics["statistical"] = statistical_record(cfg, metrics.get("statistical"))
     timer.mark("train")
     outputs, predict_nodes = predict_and_write(cfg, root, clean, rejects, checkpoint, counts)  # predict, write
     timer.mark("predict_write")

@@ -45,7 +45,7 @@ from forecaster.columns import (
 from forecaster.config import Config
 from forecaster.manifest import sample_key, statistical_choice
 from forecaster.storage import Location, StorageError, read_json, resolve, write_bytes
-from forecaster.theta import AUTO
+from forecaster.theta import AUTO, recorded
 from forecaster.write import FORECASTS, REJECTS, committed_paths, manifest_location
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def header(manifest: dict, root: Location) -> dict:
     versions = manifest.get("versions") or {}
     # model.statistical=auto: the partner the run chose, where it recorded one (a backtest's windows choose
     # each their own: its Windows table shows them)
-    chosen = ((manifest.get("metrics") or {}).get("statistical") or {}).get("chosen")
+    chosen = recorded((manifest.get("metrics") or {}).get("statistical"))
     return {"run_name": run.get("name", "forecaster"), "data_uri": data.get("uri"), "output_uri": root.uri,
             "freq": data.get("freq"), "horizon": model.get("horizon"),
             "model": ", ".join(f"{k}={model[k]}" for k in ("hidden_size", "num_layers", "loss", "combine",

@@ -36,7 +36,7 @@ from forecaster.report import (
     write_html,
 )
 from forecaster.storage import Location, StorageError, read_json, resolve
-from forecaster.theta import STATISTICAL, partner_name
+from forecaster.theta import partner_name, recorded
 from forecaster.write import partition
 
 BACKTESTS = "backtests"  # forecaster.backtest's table (not imported from there: that pulls in Ray Train and torch)
@@ -120,14 +120,8 @@ def window_row(window: dict) -> dict:
             **{k: count(c.get(k)) for k in ("series", "scored", "lstm_scored", "no_history", "non_finite_actual",
                                              "rejected")},
             "epochs": count(t.get("epochs")), "best_val_loss": fmt(t.get("best_val_loss"), 4),
-            "partner": _partner(t.get("statistical"))}
-
-
-def _partner(record) -> str:
-    """The window's statistical partner (`model` column's name), '–' where its summary has none (a backtest
-    from before model.statistical was recorded)."""
-    chosen = record.get("chosen") if isinstance(record, dict) else None
-    return partner_name(chosen) if chosen in STATISTICAL else "–"
+            # the window's statistical partner; none recorded by a backtest from before model.statistical
+            "partner": partner_name(chosen) if (chosen := recorded(t.get("statistical"))) else "–"}
 
 
 def by_window_plot(windows: list[dict], models: list[str]):

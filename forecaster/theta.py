@@ -162,13 +162,21 @@ def partner_errors(block: SeriesBlock, horizon: int, season: int, candidates: tu
     return sums
 
 
+def recorded(choice) -> str | None:
+    """The partner (a model.statistical value) a record of auto's choice names: train._choice's record,
+    as a checkpoint, a manifest's metrics.statistical or a backtest window's training keeps it; None
+    where there is no record or it names no partner."""
+    chosen = choice.get("chosen") if isinstance(choice, dict) else None
+    return chosen if chosen in STATISTICAL else None
+
+
 def resolved(method: str, choice: dict | None) -> str:
     """The partner model.statistical=`method` makes: itself, or for auto the one training chose (`choice`:
     the record train._choice keeps in the checkpoint), the first candidate without one (no series was
     long enough to train on, or a checkpoint from before auto)."""
     if method != AUTO:
         return method
-    return (choice or {}).get("chosen") or CANDIDATES[0]
+    return recorded(choice) or CANDIDATES[0]
 
 
 def chosen_partner(sums: np.ndarray, candidates: tuple[str, ...] = CANDIDATES) -> str:

@@ -405,7 +405,7 @@ def _restore(model, warm_start) -> tuple[TrainingState, dict | None]:
     state = TrainingState()
     if warm_start is not None:
         with warm_start.as_directory() as path:
-            weights, *_ = checkpoint.load_best(path)
+            weights = checkpoint.load_best(path).weights
         model.load_state_dict(weights)
         state.warm_started = True
     return state, None

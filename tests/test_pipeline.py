@@ -127,6 +127,27 @@ def test_forecast_rows_dates_and_values(first_run):
         assert (rows.cutoff == last[uid]).all()
 
 
+def test_series_all_too_short_get_the_partner_auto_means_without_a_model(ray_session, tmp_path):
+    """No series long enough for the network: no training, no checkpoint; model.statistical=auto has
+    nothing to choose on, so every series gets theta_damped's partner, and the manifest and the console
+    say so."""
+    from forecaster.manifest import summary_lines
+
+    frame = pd.DataFrame({"unique_id": np.repeat(["a", "b"], 6), "ds": list(pd.date_range("2020-01-01", periods=6,
+                                                                                        freq="MS")) * 2,
+                          "y": np.r_[np.arange(6.0) + 10, np.arange(6.0) * 2 + 5]})
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "short.parquet")
+    manifest = run(_config(tmp_path / "short.parquet", tmp_path / "out", "2024-06-01"))
+    assert manifest["checkpoint_uri"] is None and manifest["counts"]["trained_on"] == 0
+    assert manifest["metrics"]["statistical"] == {"configured": "auto", "chosen": "theta_damped"}
+    forecasts = _read(tmp_path / "out", "forecasts", "2024-06-01")
+    assert set(forecasts.model) == {"Theta+DampedTrend"} and forecasts.LSTM.isna().all()
+    np.testing.assert_allclose(forecasts.forecast, (forecasts.Theta + forecasts.DampedTrend) / 2)
+    assert ("statistical partner: Theta+DampedTrend (model.statistical=auto; no choice recorded (no series long "
+            "enough to train on, or a model trained before model.statistical existed): the first candidate)"
+            ) in summary_lines(manifest)
+
+
 def test_split_series_was_merged(first_run):
     _, out, frame, _ = first_run
     forecasts = _read(out, "forecasts", "2024-06-01")
