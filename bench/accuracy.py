@@ -36,7 +36,7 @@ from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.manifest import statistical_used  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
 from forecaster.predict import without_fallback  # noqa: E402
-from forecaster.theta import STATISTICAL, floor_series, partner  # noqa: E402
+from forecaster.theta import floor_series, partner  # noqa: E402
 
 DATASETS = {"monthly": ("MS", 18), "quarterly": ("QS", 8), "yearly": ("YS", 6)}
 
@@ -124,8 +124,7 @@ def main() -> None:
         if floor is not None:  # ... and per forecast row
             floor = forecast["unique_id"].map(pd.Series(floor, index=truth.ids)).to_numpy(dtype=bool)
         used = statistical_used(manifest)  # model.statistical, as auto resolved it
-        methods = {name: forecast[name].to_numpy() for name in STATISTICAL[used]}
-        forecast[NO_FALLBACK] = without_fallback(forecast[LSTM].to_numpy(), partner(methods, used),
+        forecast[NO_FALLBACK] = without_fallback(forecast[LSTM].to_numpy(), partner(forecast, used).to_numpy(),
                                                  forecast[FORECAST].to_numpy(), weight, floor)
         columns = (FORECAST, LSTM, NO_FALLBACK, THETA, DAMPED, SES)
         rows = {column: truth.score(forecast, column) for column in columns}

@@ -6,19 +6,20 @@ Ray Train run of its own per window (never a warm start: earlier weights have se
 points), and `WindowScorer`, the job's predictor plus scoring, forecasts `horizon` steps from each
 cutoff and scores them against the next `horizon` hidden points: the LSTM, the chosen `forecast`,
 `no_fallback` (what `forecast` would be with model.fallback=none: the fallback's gain or cost on
-this data) and the Naive, SeasonalNaive, Theta and DampedTrend baselines (metrics: evaluate.py).
+this data) and the Naive, SeasonalNaive, Theta, DampedTrend and SES baselines (metrics: evaluate.py).
 
 Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the job's partitions:
 
     series.parquet    unique_id, window, cutoff, metric, model (what `forecast` used), LSTM, forecast,
-                      no_fallback, Naive, SeasonalNaive, Theta, DampedTrend: one row per series, window
-                      and metric
+                      no_fallback, Naive, SeasonalNaive, Theta, DampedTrend, SES: one row per series,
+                      window and metric
     windows.parquet   window, metric, series, <models>: means over the series every model could be
                       scored on (LSTM needs horizon + 2 points before the cutoff; MASE a non-flat history)
     overall.parquet   metric, series, <models>: the same over all windows
     skipped.parquet   unique_id, window, reason, detail: no point before the cutoff (no_history), or
                       a reject reason of validate on the cut series
-    summary.json      per window: points hidden, cutoffs, counts, training; overall means; config
+    summary.json      per window: points hidden, cutoffs, counts, training (with the statistical
+                      partner the window's model.statistical=auto chose); overall means; config
 
 and, with report.enabled, the page `<output.uri>/reports/backtests/forecast_date=<run.date>.html`
 built from them (report_backtest.py).

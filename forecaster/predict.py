@@ -88,7 +88,7 @@ class Forecasts:
     levels: tuple[int, ...]  # the interval levels of lstm's outputs
     naive: np.ndarray  # (series, horizon)
     seasonal_naive: np.ndarray
-    statistical: dict[str, np.ndarray]  # column -> (series, horizon): Theta, DampedTrend (theta.statistical)
+    statistical: dict[str, np.ndarray]  # column -> (series, horizon): Theta, DampedTrend, SES (theta.statistical)
     forecast: np.ndarray  # what users are told to use
     model: np.ndarray  # (series,): which model made `forecast`
     intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lo, hi) of `forecast`, forecaster.intervals

@@ -63,7 +63,7 @@ def stored_run(uri: str, forecast_date: str = "2026-01-01", n_series: int = 50, 
             columns[f"LSTM-lo-{lvl}"] = base * (1 - lvl / 400)
             columns[f"LSTM-hi-{lvl}"] = base * (1 + lvl / 400)
         columns.update(Naive=np.repeat(level[chunk], horizon), SeasonalNaive=base * 0.97, Theta=base * 1.01,
-                       DampedTrend=base * 0.99,
+                       DampedTrend=base * 0.99, SES=base * 0.98,
                        forecast=base, model=np.full(n * horizon, "LSTM+Theta+DampedTrend"),
                        cutoff=np.full(n * horizon, cutoff.to_datetime64().astype("datetime64[us]")))
         os.makedirs(f"{uri}/forecasts/forecast_date={forecast_date}", exist_ok=True)

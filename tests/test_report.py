@@ -95,6 +95,7 @@ def test_report_shows_every_section(tmp_path):
     assert ">1.100</td>" in html  # validation MASE of the forecast, the lowest: marked best
     assert "80% interval (LSTM)" in html and "95% interval (LSTM)" in html
     assert "</i>DampedTrend</span>" in html  # the partner's other member is drawn, and named in the header
+    assert "</i>SES</span>" in html  # every statistical baseline of the forecasts table is drawn
     assert "combine=theta, statistical=theta_damped" in html
     assert "The first 7 of 7 rejected series" in html
     assert html.count("<tr><td>2025-") == 4  # one row per scored origin
