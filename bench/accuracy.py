@@ -31,7 +31,15 @@ sys.path.insert(0, str(ROOT))
 from forecaster.backtest import NO_FALLBACK  # noqa: E402
 from forecaster.columns import DAMPED, FORECAST, LSTM, SES, THETA  # noqa: E402
 from forecaster.config import load_config, season_length  # noqa: E402
-from forecaster.evaluate import coverage, mase, mase_scale, scaled_width, seasonal_naive, smape  # noqa: E402
+from forecaster.evaluate import (  # noqa: E402
+    coverage,
+    interval_score,
+    mase,
+    mase_scale,
+    scaled_width,
+    seasonal_naive,
+    smape,
+)
 from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.manifest import statistical_used  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
@@ -68,14 +76,16 @@ class Truth:
                 "series": int(defined.sum())}
 
     def coverage(self, forecast: pd.DataFrame, level: int) -> dict:
-        """Share of test points inside `forecast`'s `level` % interval, and its mean width in units of the
-        series' MASE scale (forecaster.evaluate, as the backtest reports them)."""
+        """Share of test points inside `forecast`'s `level` % interval, its mean width in units of the
+        series' MASE scale (forecaster.evaluate, as the backtest reports them) and its mean scaled
+        interval score (MSIS, forecaster.evaluate.interval_score: width and misses in one number)."""
         lo, hi = f"forecast-lo-{level}", f"forecast-hi-{level}"
         merged = self.keys.merge(forecast[["unique_id", "ds", lo, hi]], on=["unique_id", "ds"], how="left")
         lower, upper = (merged[c].to_numpy(dtype=float).reshape(self.actual.shape) for c in (lo, hi))
         inside = coverage(self.actual, lower, upper)
         return {"coverage": float(np.nanmean(inside)), "width": float(np.nanmean(scaled_width(lower, upper,
                                                                                                 self.scale))),
+                "msis": float(np.nanmean(interval_score(self.actual, lower, upper, level, self.scale))),
                 "series": int(np.isfinite(inside).sum())}
 
     def seasonal_naive(self) -> pd.DataFrame:
@@ -145,11 +155,12 @@ def main() -> None:
                      if model == "forecast" else "")
             print(f"{name:10} {model:14} {result['MASE']:7.3f} {result['sMAPE']:7.2f} {result['series']:6d}{extra}")
     print()
-    print(f"{'dataset':10} {'interval':>8} {'coverage':>9} {'width':>7}   (intervals of forecast on the test set; "
-          "width in units of each series' MASE scale)")
+    print(f"{'dataset':10} {'interval':>8} {'coverage':>9} {'width':>7} {'MSIS':>7}   (intervals of forecast on the "
+          "test set; width and the interval score MSIS, lower better, in units of each series' MASE scale)")
     for name, *_, covered in table:
         for level, result in covered.items():
-            print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f}")
+            print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f} "
+                  f"{result['msis']:7.2f}")
     print()
     print(summary(table))
 

@@ -108,6 +108,18 @@ def scaled_width(lo: np.ndarray, hi: np.ndarray, scale: np.ndarray) -> np.ndarra
         return np.where(scale > 0, (hi - lo).mean(axis=1) / scale, np.nan)
 
 
+def interval_score(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float, scale: np.ndarray) -> np.ndarray:
+    """Per series: the mean over the steps of the interval score of a `level` % interval (Gneiting and Raftery
+    2007; width + 2/alpha x how far the actual fell outside, alpha = 1 - level/100), in units of the
+    series' MASE scale: M4's MSIS. Lower is better; it rewards narrow intervals and punishes misses, so
+    widening an interval to cover more only pays where it was missing. NaN where the interval or the
+    scale is missing."""
+    alpha = 1.0 - level / 100.0
+    score = (hi - lo) + 2.0 / alpha * (np.maximum(lo - actual, 0.0) + np.maximum(actual - hi, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, score.mean(axis=1) / scale, np.nan)
+
+
 def forecast_scores(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray,
                     quantiles: list[float] = (0.5,)) -> dict[str, np.ndarray]:
     """Per-series MASE, sMAPE, MAE, RMSE and pinball of one model against `actual` (series, horizon).

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from forecaster.evaluate import mase, mase_scale, seasonal_naive, smape, validation_scores
+from forecaster.evaluate import interval_score, mase, mase_scale, seasonal_naive, smape, validation_scores
 from forecaster.features import SeriesBlock
 
 
@@ -45,3 +45,19 @@ def test_validation_scores_perfect_forecast_has_zero_error():
     scores = validation_scores(block, {"lstm": y[None, -4:]}, horizon=4, season=4)
     assert scores["mase_lstm"][0] == 0
     assert scores["mase_seasonal_naive"][0] > 0
+
+
+def test_the_interval_score_is_the_width_plus_the_misses_weighted_by_two_over_alpha_in_mase_units():
+    """M4's MSIS: per step (hi - lo) + 2/alpha x the distance outside, averaged, over the MASE scale."""
+    actual = np.array([[10.0, 10.0, 10.0], [5.0, 5.0, 5.0]])
+    lo = np.array([[9.0, 11.0, 6.0], [4.0, 4.0, np.nan]])
+    hi = np.array([[11.0, 12.0, 8.0], [6.0, 6.0, 6.0]])
+    scale = np.array([2.0, 0.0])
+    # alpha 0.2: 2/alpha = 10; steps: inside (width 2), below by 1 (1 + 10), above by 2 (2 + 20)
+    expected = (2.0 + 11.0 + 22.0) / 3 / 2.0
+    score = interval_score(actual, lo, hi, 80, scale)
+    assert score[0] == pytest.approx(expected) and np.isnan(score[1])
+    # covering more by widening an interval that already covered only costs
+    wide = interval_score(actual[:1], lo[:1] - 5, hi[:1] + 5, 80, scale[:1])
+    assert wide[0] > interval_score(actual[:1], np.array([[9.0, 9.0, 9.0]]), np.array([[11.0, 11.0, 11.0]]), 80,
+                                    scale[:1])[0]
