@@ -19,6 +19,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+INTERVAL_UNITS = ("spread", "mase")  # model.interval_unit (forecaster/intervals.py)
+
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key."""
@@ -60,6 +62,11 @@ class ModelConfig:
     loss: str = setting("mae", "mae | mse | quantile (pinball loss over the median and model.levels)",
                         choices=("mae", "mse", "quantile"))
     levels: list = setting(help="prediction intervals (percent) for loss=quantile", factory=lambda: [80, 95])
+    interval_unit: str = setting("spread", "the unit the intervals of `forecast` are calibrated and drawn in: "
+                                           "spread (each series' MASE scale plus a multiple of the standard "
+                                           "deviation of its models' forecasts: wider where they disagree; "
+                                           "forecaster/intervals.py) | mase (the MASE scale alone)",
+                                 choices=INTERVAL_UNITS)
     combine: str = setting("theta", "theta: forecast = mean of the LSTM and model.statistical | fitted: their "
                                     "weighted mean, the LSTM's weight (0, 0.1 .. 1) chosen by MASE on the validation "
                                     "window | none: the LSTM alone",

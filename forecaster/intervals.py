@@ -1,24 +1,37 @@
 """Prediction intervals of `forecast`, calibrated on the validation window (split conformal).
 
 Training holds out the last `horizon` points of every series. At each epoch the loop forecasts them
-and collects, per horizon step k, the absolute errors of `forecast` scaled by each series' MASE scale
-(the in-sample MAE of seasonal naive up to the cutoff): |y - f| / scale. The errors of all series go
-into a histogram with log-spaced bins, summed over the ranks (exact to a bin's width, 1.2 %, whatever
-the number of series); the checkpoint keeps, for each level L of model.levels and each step k, the
-L % quantile q[L, k] of the best epoch's errors. The predictor then writes
+and collects, per horizon step k, the absolute errors of `forecast` in each series' unit: |y - f| / unit.
+The errors of all series go into a histogram with log-spaced bins, summed over the ranks (exact to a
+bin's width, 1.2 %, whatever the number of series); the checkpoint keeps, for each level L of
+model.levels and each step k, the L % quantile q[L, k] of the best epoch's errors, and the rule of the
+unit they were measured in. The predictor then writes
 
-    forecast-lo-L = forecast - q[L, k] * scale      forecast-hi-L = forecast + q[L, k] * scale
+    forecast-lo-L = forecast - q[L, k] * unit      forecast-hi-L = forecast + q[L, k] * unit
 
-with `scale` the series' MASE scale over its whole history: intervals that widen with the step as the
-validation errors did, and with each series' own volatility. They are symmetric and assume the next
-`horizon` steps err like the held-out ones did (exchangeability across series, the split-conformal
-assumption); forecaster backtest and the scores table report how often they covered.
+The unit (model.interval_unit, units()):
+- `spread`, the default: the series' MASE scale (the in-sample MAE of seasonal naive up to the cutoff)
+  plus SPREAD_WEIGHT times the spread of its models' forecasts (the population standard deviation of
+  the LSTM's, Theta's, DampedTrend's and SES's forecasts at each step, averaged over the steps).
+  Where the models disagree the future is harder to call, and the interval widens with it: a
+  normalised nonconformity score (Papadopoulos et al., "Normalized nonconformity measures for
+  regression conformal prediction", 2008) that follows a window's difficulty where the MASE scale,
+  fixed by the history, cannot.
+- `mase`: the MASE scale alone (every checkpoint from before the rule was recorded).
+
+Intervals are symmetric and assume the next `horizon` steps err like the held-out ones did in these
+units (exchangeability across series, the split-conformal assumption); forecaster backtest and the
+scores table report how often they covered.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+
 import numpy as np
 
+from forecaster.config import INTERVAL_UNITS
 from forecaster.evaluate import mase_scale
 from forecaster.features import SeriesBlock
 
@@ -26,18 +39,44 @@ from forecaster.features import SeriesBlock
 EDGES = np.concatenate([[0.0], np.logspace(-3, 3, 1201)])
 BINS = len(EDGES)  # the last bin holds everything from EDGES[-1] on
 
+UNITS = INTERVAL_UNITS  # model.interval_unit
+LEGACY_UNIT = "mase"  # the unit of a calibration that names none (checkpoints from before the rule was kept)
+# the spread's weight in the unit, chosen among 1, 2 and 4 on M1's training parts (docs/benchmarks.md)
+SPREAD_WEIGHT = 1.0
+
 
 def scales(block: SeriesBlock, ends: np.ndarray, season: int) -> np.ndarray:
-    """The unit of each series' errors: its MASE scale over [0, ends); NaN where the history is flat
-    or too short for one difference (no interval can be scaled from it)."""
+    """Each series' MASE scale over [0, ends) (the `mase` unit, and the base of `spread`'s); NaN where
+    the history is flat or too short for one difference (no interval can be scaled from it)."""
     scale = mase_scale(block, ends, season)
     return np.where(scale > 0, scale, np.nan)
 
 
-def error_histogram(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Counts (horizon, BINS) of |actual - forecast| / scale per step, over the series and steps where
+def spread(members: Sequence[np.ndarray]) -> np.ndarray:
+    """(series,) how far the models' forecasts (each (series, horizon); NaN where a model has none, e.g.
+    the LSTM on a series too short for it) lie apart: the population standard deviation across them at
+    each step, averaged over the steps. 0 where fewer than two forecast."""
+    stack = np.stack(members)
+    counts = np.isfinite(stack).sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps no model forecast
+        deviation = np.where(counts >= 2, np.nanstd(stack, axis=0), 0.0)
+    return np.nan_to_num(np.nanmean(np.where(counts > 0, deviation, np.nan), axis=1), nan=0.0)
+
+
+def units(scale: np.ndarray, members: Sequence[np.ndarray], rule: str) -> np.ndarray:
+    """(series,) the unit of each series' errors and interval widths under `rule` (UNITS): its MASE
+    `scale` (scales()), plus SPREAD_WEIGHT x the spread() of the models' forecasts `members` (the
+    LSTM's and every statistical method's, theta.statistical) for `spread`. NaN where the scale is."""
+    if rule not in UNITS:
+        raise ValueError(f"interval unit {rule!r}: expected one of {', '.join(UNITS)}")
+    return scale if rule == "mase" else scale + SPREAD_WEIGHT * spread(members)
+
+
+def error_histogram(actual: np.ndarray, forecast: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Counts (horizon, BINS) of |actual - forecast| / unit per step, over the series and steps where
     all three are finite."""
-    errors = np.abs(actual - forecast) / scale[:, None]
+    errors = np.abs(actual - forecast) / unit[:, None]
     horizon = actual.shape[1]
     counts = np.zeros((horizon, BINS))
     for step in range(horizon):
@@ -64,8 +103,26 @@ def quantiles(counts: np.ndarray, levels: tuple[int, ...] | list[int]) -> np.nda
     return out
 
 
-def bounds(forecast: np.ndarray, scale: np.ndarray, quantile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bounds(forecast: np.ndarray, unit: np.ndarray, quantile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi), each (series, horizon), of one level's interval around `forecast`; NaN where the
-    series has no scale."""
-    width = quantile[None, :] * scale[:, None]
+    series has no unit."""
+    width = quantile[None, :] * unit[:, None]
     return forecast - width, forecast + width
+
+
+def record(quantiles: np.ndarray | None, levels: tuple[int, ...] | list[int], rule: str) -> dict | None:
+    """The checkpoint's calibration (TrainingState.calibration): the quantiles() at `levels`, and the
+    rule of the unit they are in; None without quantiles."""
+    if quantiles is None:
+        return None
+    return {"levels": list(levels), "quantiles": quantiles.tolist(), "unit": rule}
+
+
+def read(calibration: dict | None) -> tuple[dict[int, np.ndarray], str]:
+    """A checkpoint's calibration as ({level: (horizon,) quantiles}, its unit's rule): a calibration that
+    names no unit was measured in the MASE scale (LEGACY_UNIT); none at all gives no quantiles."""
+    if calibration is None:
+        return {}, LEGACY_UNIT
+    quantiles = {level: np.asarray(q, dtype=float)
+                 for level, q in zip(calibration["levels"], calibration["quantiles"], strict=True)}
+    return quantiles, calibration.get("unit", LEGACY_UNIT)

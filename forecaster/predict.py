@@ -126,15 +126,14 @@ class SeriesPredictor:
         self.model = self.spec = None
         self.forecast_levels = tuple(levels)
         self.quantiles: dict[int, np.ndarray] = {}  # level -> (horizon,) calibrated scaled-error quantiles
+        self.unit = intervals.LEGACY_UNIT  # the rule of the unit they are in (intervals.units)
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
                 weights, self.spec, calibration, weight, choice = checkpoints.load_best(path)
             self.statistical = resolved(statistical, choice)  # auto: the partner training chose
             if len(choices) > 1 and weight is not None:  # model.combine=fitted: what validation chose
                 self.weight = weight
-            if calibration is not None:
-                self.quantiles = {level: np.asarray(q, dtype=float)
-                                  for level, q in zip(calibration["levels"], calibration["quantiles"], strict=True)}
+            self.quantiles, self.unit = intervals.read(calibration)
             self.model = build_model(self.spec)
             self.model.load_state_dict(weights)
             self.model.eval()
@@ -195,10 +194,11 @@ class SeriesPredictor:
         name = f"{LSTM}+{partner_name(self.statistical)}" if self.weight < 1 else LSTM
         model = np.where(use_lstm, name, np.where(~network, partner_name(self.statistical),
                                                   np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE)))
-        scale = intervals.scales(block, block.lengths, self.season)
+        unit = intervals.units(intervals.scales(block, block.lengths, self.season), [lstm[..., 0], *methods.values()],
+                               self.unit)
         missing = np.full(h, np.nan)
         bounds = {level: tuple(floored(bound, floor)
-                               for bound in intervals.bounds(chosen, scale, self.quantiles.get(level, missing)))
+                               for bound in intervals.bounds(chosen, unit, self.quantiles.get(level, missing)))
                   for level in self.forecast_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
                          seasonal_naive=snaive, statistical=methods, forecast=chosen, model=model, intervals=bounds,

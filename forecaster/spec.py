@@ -141,6 +141,7 @@ class LoopSettings:
     worst_series: int  # report.worst_series: the series validation names for the report
     diagnostics: bool
     levels: tuple[int, ...]  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
+    interval_unit: str  # model.interval_unit: the unit they are calibrated in (intervals.units)
     refit_epochs: int  # train.refit_epochs: epochs on whole series after early stopping
     loss_weight: str  # train.loss_weight: mase weighs each window's errors by 1 / its MASE scale
     recent_horizons: float | None  # train.recent_horizons: windows' cutoffs in the last this many horizons
@@ -157,8 +158,9 @@ class LoopSettings:
                    threads=max(1, int(t.cpus_per_worker)), precision=t.precision, combine=cfg.model.combine,
                    nonnegative=cfg.model.nonnegative, statistical=cfg.model.statistical,
                    worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels),
-                   refit_epochs=t.refit_epochs, validation_share=validation_share(cfg, series),
-                   loss_weight=t.loss_weight, recent_horizons=t.recent_horizons)
+                   interval_unit=cfg.model.interval_unit, refit_epochs=t.refit_epochs,
+                   validation_share=validation_share(cfg, series), loss_weight=t.loss_weight,
+                   recent_horizons=t.recent_horizons)
 
     def recent_points(self, horizon: int) -> int | None:
         """train.recent_horizons in points of a series (None: no limit)."""

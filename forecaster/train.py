@@ -245,7 +245,8 @@ class _ForecastTally:
     (model.statistical; floored at zero on the `floor` series, model.nonnegative), block by block:
     (sum, count) per score of SCORES, the scaled-error histogram (intervals) and the worst series."""
 
-    def __init__(self, horizon: int, worst_series: int):
+    def __init__(self, horizon: int, worst_series: int, unit: str):
+        self.unit = unit  # model.interval_unit
         self.sums = np.zeros(2 * len(SCORES))
         self.errors = np.zeros((horizon, intervals.BINS))
         self.keep = worst_series
@@ -257,7 +258,8 @@ class _ForecastTally:
         actual, scale, floor = fixed.actual, fixed.scale, fixed.floor
         forecast = floored(network_forecast(lstm, fixed.partners[chosen], weight), floor)
         scores.update(named_scores(actual, {"forecast": forecast}, scale))
-        self.errors += intervals.error_histogram(actual, forecast, np.where(scale > 0, scale, np.nan))
+        unit = intervals.units(np.where(scale > 0, scale, np.nan), [lstm, *fixed.members], self.unit)
+        self.errors += intervals.error_histogram(actual, forecast, unit)
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
             self.sums[2 * i] += scores[name][defined].sum()
@@ -277,6 +279,7 @@ class _Baselines:
     the candidates' errors it chooses by: the same at every epoch."""
 
     partners: dict  # model.statistical value -> (series, horizon) partner forecast
+    members: list  # every statistical method's forecast: with the LSTM's, the intervals' spread (intervals.units)
     scale: np.ndarray
     actual: np.ndarray
     floor: np.ndarray | None
@@ -291,7 +294,8 @@ def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _
     scale = mase_scale(block, cutoffs, spec.season)  # for the scores and the intervals
     actual = holdout_actual(block, h)
     auto = settings.statistical == AUTO
-    return _Baselines({m: partner(methods, m) for m in (CANDIDATES if auto else (settings.statistical,))}, scale,
+    return _Baselines({m: partner(methods, m) for m in (CANDIDATES if auto else (settings.statistical,))},
+                      list(methods.values()), scale,
                       actual, floor_series(block, cutoffs, settings.nonnegative),
                       validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED],
                                                 "ses": methods[SES]}, h, spec.season, scale),
@@ -330,7 +334,7 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     model.eval()
     weights = np.asarray(combine_weights(settings.combine))
     loss = np.zeros(3)  # loss total, loss count, series
-    tally = _ForecastTally(spec.horizon, settings.worst_series)
+    tally = _ForecastTally(spec.horizon, settings.worst_series, settings.interval_unit)
     kept = []
     for position, batch in enumerate(rows):
         block = SeriesBlock.from_batch(batch, spec.features)
@@ -360,7 +364,7 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     means["series"] = int(loss[2])
     counts = np.asarray(_all_sum(errors.reshape(-1).tolist(), device)).reshape(errors.shape)
     quantiles = intervals.quantiles(counts, settings.levels)
-    calibration = None if quantiles is None else {"levels": list(settings.levels), "quantiles": quantiles.tolist()}
+    calibration = intervals.record(quantiles, settings.levels, settings.interval_unit)
     if settings.worst_series:
         worst = sorted((row for rank in _all_gather(worst) for row in rank), reverse=True)[:settings.worst_series]
     worst = [{"unique_id": uid, "mase_forecast": fc, "mase_seasonal_naive": sn} for _, uid, fc, sn in worst]

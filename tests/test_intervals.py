@@ -66,6 +66,69 @@ def test_no_errors_no_calibration():
     assert intervals.quantiles(np.ones((HORIZON, intervals.BINS)), []) is None
 
 
+def test_the_spread_is_the_deviation_of_the_models_forecasts_averaged_over_the_steps():
+    """Per series and step the population standard deviation across the models that forecast (NaN: a model
+    without a forecast, e.g. the LSTM on a short series), then the mean over the steps; 0 for one model."""
+    rng = np.random.default_rng(1)
+    members = [rng.normal(10, 3, (4, HORIZON)) for _ in range(4)]
+    members[0][1] = np.nan  # series 1: no LSTM
+    members[0][2, 0] = np.nan  # series 2: the LSTM misses one step
+    single = [np.vstack([m[:3], np.full((1, HORIZON), np.nan)]) for m in members[1:]]
+    single = [members[0], single[0], np.full((4, HORIZON), np.nan), np.full((4, HORIZON), np.nan)]
+    for models in (members, single):
+        expected = []
+        for series in range(4):
+            steps = []
+            for step in range(HORIZON):
+                values = [m[series, step] for m in models if np.isfinite(m[series, step])]
+                steps.append(float(np.sqrt(np.mean((np.array(values) - np.mean(values)) ** 2))) if len(values) >= 2
+                             else 0.0)
+            expected.append(np.mean(steps))
+        np.testing.assert_allclose(intervals.spread(models), expected)
+    assert intervals.spread([np.full((2, HORIZON), 5.0)] * 3).tolist() == [0.0, 0.0]
+
+
+def test_the_unit_is_the_mase_scale_plus_the_weighted_spread_or_the_scale_alone():
+    scale = np.array([2.0, np.nan, 1.0])
+    members = [np.array([[0.0, 0.0], [1.0, 1.0], [3.0, 3.0]]), np.array([[2.0, 4.0], [1.0, 1.0], [3.0, 3.0]])]
+    np.testing.assert_array_equal(intervals.units(scale, members, "mase"), scale)
+    np.testing.assert_allclose(intervals.units(scale, members, "spread"),
+                               [2.0 + intervals.SPREAD_WEIGHT * 1.5, np.nan, 1.0])
+    with pytest.raises(ValueError, match="interval unit 'iqr'"):
+        intervals.units(scale, members, "iqr")
+
+
+def test_the_calibration_record_names_its_unit_and_an_old_one_reads_as_the_mase_scale():
+    recorded = intervals.record(np.array([[1.0, 2.0], [3.0, 4.0]]), (80, 95), "spread")
+    quantiles, unit = intervals.read(recorded)
+    assert unit == "spread" and quantiles[95].tolist() == [3.0, 4.0]
+    old = {"levels": [80], "quantiles": [[1.0, 2.0]]}  # a checkpoint from before the unit was kept
+    assert intervals.read(old)[1] == "mase" and intervals.read(None) == ({}, "mase")
+    assert intervals.record(None, (80,), "spread") is None
+
+
+def test_validation_calibrates_forecast_in_the_configured_unit():
+    """The validation pass's histogram holds |actual - forecast| / unit with the unit of
+    model.interval_unit: the spread of the LSTM's and the statistical methods' forecasts counts."""
+    from forecaster.train import SCORES, _Baselines, _ForecastTally
+
+    rng = np.random.default_rng(2)
+    n = 50
+    actual, lstm = rng.normal(100, 10, (n, HORIZON)), rng.normal(100, 10, (n, HORIZON))
+    members = [rng.normal(100, 5, (n, HORIZON)) for _ in range(3)]
+    scale = rng.uniform(1, 5, n)
+    fixed = _Baselines({"theta": members[0]}, members, scale, actual, None, {}, None)
+    forecast = (lstm + members[0]) / 2
+    for rule in ("spread", "mase"):
+        tally = _ForecastTally(HORIZON, 0, rule)
+        tally.add(0.5, pa.array([str(i) for i in range(n)]), lstm, fixed, "theta",
+                  {name: np.ones(n) for name in SCORES})
+        unit = scale + (intervals.SPREAD_WEIGHT * intervals.spread([lstm, *members]) if rule == "spread" else 0.0)
+        np.testing.assert_array_equal(tally.errors, intervals.error_histogram(actual, forecast, unit))
+    assert not np.array_equal(intervals.error_histogram(actual, forecast, scale),
+                              intervals.error_histogram(actual, forecast, scale + intervals.spread([lstm, *members])))
+
+
 def _checkpoint(tmp_path, calibration):
     tmp_path.mkdir(parents=True, exist_ok=True)
     spec = model_spec(*SMALL, f"model.horizon={HORIZON}")
@@ -105,6 +168,27 @@ def test_the_predictor_writes_intervals_of_forecast_from_the_calibration(tmp_pat
         np.testing.assert_allclose(rows.forecast - rows["forecast-lo-95"], np.array([1.0, 2.0, 3.0]) * scale)
     assert (out["forecast-lo-95"] <= out["forecast-lo-80"]).all()
     assert (out["forecast-hi-80"] <= out["forecast-hi-95"]).all()
+
+
+def test_the_predictor_draws_intervals_in_the_unit_its_checkpoint_names(tmp_path):
+    """unit=spread: the MASE scale plus SPREAD_WEIGHT x the spread of the written LSTM, Theta, DampedTrend
+    and SES columns (the three statistical ones alone on a series too short for the network); a
+    calibration without a unit (older checkpoints) keeps the MASE scale (the test above)."""
+    quantiles = [[0.5, 1.0, 1.5], [1.0, 2.0, 3.0]]
+    predictor = SeriesPredictor(_checkpoint(tmp_path, {"levels": [80, 95], "quantiles": quantiles, "unit": "spread"}),
+                                **OPTIONS, levels=(80, 95))
+    rng = np.random.default_rng(4)
+    series = {"a": 100 + np.arange(30.0) + rng.normal(0, 5, 30), "short": [5.0, 7.0, 6.0, 9.0]}
+    out = predictor(_batch(series)).to_pandas()
+    assert out[out.unique_id == "short"].LSTM.isna().all() and out[out.unique_id == "a"].LSTM.notna().all()
+    for uid, values in series.items():
+        rows = out[out.unique_id == uid]
+        scale = mase_scale(SeriesBlock([np.asarray(values)]), np.array([len(values)]), 4)[0]
+        spread = rows[["LSTM", "Theta", "DampedTrend", "SES"]].std(axis=1, ddof=0).mean()
+        assert spread > 0
+        unit = scale + intervals.SPREAD_WEIGHT * spread
+        np.testing.assert_allclose(rows["forecast-hi-80"] - rows.forecast, np.array(quantiles[0]) * unit)
+        np.testing.assert_allclose(rows.forecast - rows["forecast-lo-95"], np.array(quantiles[1]) * unit)
 
 
 def test_a_checkpoint_without_calibration_gives_empty_interval_columns(tmp_path):

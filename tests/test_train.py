@@ -354,6 +354,7 @@ def test_validation_scores_and_calibrates_forecast_floored_at_zero_as_it_is_writ
     assert auto.scores["mase_lstm"] == plain.scores["mase_lstm"]
     assert auto.scores["mase_forecast"] < plain.scores["mase_forecast"]
     assert (np.asarray(auto.calibration["quantiles"]) <= np.asarray(plain.calibration["quantiles"])).all()
+    assert auto.calibration["unit"] == "spread"  # model.interval_unit's default, kept for the predictor
 
 
 def test_validation_reads_its_series_from_the_shard_once_and_keeps_only_the_validated():
