@@ -56,7 +56,7 @@ from forecaster.columns import (
     Y,
 )
 from forecaster.config import Config, ConfigError
-from forecaster.evaluate import coverage, forecast_scores, mase_scale, scaled_width
+from forecaster.evaluate import coverage, forecast_scores, interval_score, mase_scale, scaled_width
 from forecaster.features import SeriesBlock
 from forecaster.manifest import versions
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
@@ -162,11 +162,9 @@ class WindowScorer(SeriesPredictor):
         # the LSTM with all its outputs (the pinball loss scores the interval bounds of loss=quantile)
         scores[LSTM] = forecast_scores(actual, f.lstm, scale, self.spec.quantiles if self.spec else (0.5,))
         for level in f.levels:
-            scores[LSTM][f"coverage_{level}"] = coverage(actual, f.bound("lo", level), f.bound("hi", level))
-            scores[LSTM][f"width_{level}"] = scaled_width(f.bound("lo", level), f.bound("hi", level), scale)
+            scores[LSTM].update(_interval_scores(actual, f.bound("lo", level), f.bound("hi", level), level, scale))
         for level, (lo, hi) in f.intervals.items():  # the calibrated intervals of `forecast`
-            scores[FORECAST][f"coverage_{level}"] = coverage(actual, lo, hi)
-            scores[FORECAST][f"width_{level}"] = scaled_width(lo, hi, scale)
+            scores[FORECAST].update(_interval_scores(actual, lo, hi, level, scale))
         metrics = list(dict.fromkeys(k for model in (LSTM, FORECAST) for k in scores[model]))
         each = np.repeat(np.arange(n), len(metrics))
         missing = np.full(n, np.nan)
@@ -179,6 +177,13 @@ class WindowScorer(SeriesPredictor):
             **{m: pa.array(np.stack([scores[m].get(k, missing) for k in metrics], axis=1).reshape(-1),
                            from_pandas=True) for m in MODELS},
         }, schema=SCORE_SCHEMA)
+
+
+def _interval_scores(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: int, scale: np.ndarray) -> dict:
+    """A `level` % interval's metrics per series: coverage_, width_ and msis_<level> (the interval score,
+    forecaster.evaluate.interval_score; width and msis in units of the MASE scale)."""
+    return {f"coverage_{level}": coverage(actual, lo, hi), f"width_{level}": scaled_width(lo, hi, scale),
+            f"msis_{level}": interval_score(actual, lo, hi, level, scale)}
 
 
 def _collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:

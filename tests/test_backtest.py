@@ -164,14 +164,14 @@ def test_backtest_files_windows_and_cutoffs(backtest_run):
 def test_backtest_metrics_are_finite(backtest_run):
     out = backtest_run[2]
     windows, overall = pd.read_parquet(out / "windows.parquet"), pd.read_parquet(out / "overall.parquet")
-    assert list(overall.metric) == ["mase", "smape", "mae", "rmse", "pinball", "coverage_80", "width_80"]
+    assert list(overall.metric) == ["mase", "smape", "mae", "rmse", "pinball", "coverage_80", "width_80", "msis_80"]
     assert len(windows) == 2 * len(overall)
-    points = windows[~windows.metric.isin(["coverage_80", "width_80"])]
+    points = windows[~windows.metric.isin(["coverage_80", "width_80", "msis_80"])]
     assert np.isfinite(points[list(bt.MODELS)].to_numpy()).all() and (points.series == 12).all()
     series = pd.read_parquet(out / "series.parquet")
     # model.fallback=validation: where it kept the network, no_fallback is the forecast; where it chose
     # seasonal naive (nearly exact on these seasonal series), no_fallback is still the network's forecast
-    point = ~series.metric.str.startswith(("coverage", "width"))  # no_fallback has no intervals
+    point = ~series.metric.str.startswith(("coverage", "width", "msis"))  # no_fallback has no intervals
     network = series[series.model.str.startswith("LSTM+Theta+") & point]  # + the partner auto chose
     assert np.allclose(network.no_fallback, network.forecast, equal_nan=True)
     fell_back = series[(series.model == "SeasonalNaive") & series.LSTM.notna() & (series.metric == "mae")]
@@ -182,6 +182,11 @@ def test_backtest_metrics_are_finite(backtest_run):
     # the LSTM's quantile interval and the calibrated interval of `forecast`
     assert 0 <= cover.LSTM <= 1 and 0 <= cover.forecast <= 1 and np.isnan(cover.Naive)
     assert width.LSTM > 0 and width.forecast > 0 and np.isnan(width.Naive)
+    # the interval score is the width plus the misses' penalty: the width alone where the interval covered all
+    wide = series.pivot_table(index=["unique_id", "window"], columns="metric", values="forecast")
+    assert (wide.msis_80 >= wide.width_80 - 1e-9).all()
+    np.testing.assert_allclose(wide.msis_80[wide.coverage_80 == 1], wide.width_80[wide.coverage_80 == 1])
+    assert (wide.msis_80[wide.coverage_80 < 1] > wide.width_80[wide.coverage_80 < 1]).all()
 
 
 def test_backtest_writes_its_report(backtest_run):
