@@ -102,12 +102,13 @@ def cards(summary: dict, windows: list[dict]) -> list[dict]:
 
 
 def metric_table(means: dict, models: list[str]) -> dict:
-    """One row per metric: the mean of each model, the lowest marked (not for an interval's coverage or
-    width: there lower is not better)."""
+    """One row per metric: the mean of each model, the lowest marked where two or more models have one
+    (not for an interval's coverage or width: there lower is not better)."""
     rows = []
     for metric, row in list(means.items())[:MAX_ROWS]:
         values = {m: number(row.get(m)) for m in models}
-        best = None if metric.startswith(("coverage", "width")) else lowest(values)
+        compared = sum(v is not None for v in values.values()) > 1  # e.g. msis: forecast alone unless loss=quantile
+        best = lowest(values) if compared and not metric.startswith(("coverage", "width")) else None
         rows.append({"metric": metric, "series": count(row.get("series")),
                      "cells": [(fmt(values[m], 4), m == best) for m in models]})
     return {"models": models, "rows": rows}

@@ -94,6 +94,18 @@ def test_aggregate_compares_models_on_the_same_series():
     assert row.Theta == 1.5 and row.DampedTrend == 1.2 and row.SES == 1.4
 
 
+def test_the_report_marks_the_lowest_only_among_two_or_more_models_and_never_for_coverage_or_width():
+    from forecaster.report_backtest import metric_table
+
+    means = {"mase": {"forecast": 1.2, "LSTM": 1.1, "series": 5}, "msis_80": {"forecast": 9.0, "series": 5},
+             "msis_95": {"forecast": 18.0, "LSTM": 17.0, "series": 5},
+             "coverage_80": {"forecast": 0.7, "LSTM": 0.9, "series": 5}, "width_80": {"forecast": 4.0, "LSTM": 3.0}}
+    table = metric_table(means, ["forecast", "LSTM"])
+    marked = {row["metric"]: [best for _, best in row["cells"]] for row in table["rows"]}
+    assert marked == {"mase": [False, True], "msis_80": [False, False], "msis_95": [False, True],
+                      "coverage_80": [False, False], "width_80": [False, False]}
+
+
 def test_bad_window_count_stops_before_any_work(capsys):
     assert main(["backtest", "--windows", "0"]) == 2
     assert "--windows=0" in capsys.readouterr().err
