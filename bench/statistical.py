@@ -21,9 +21,11 @@ scores, auto's choice: ValidationRows.baselines and .choice), the later ones reu
 later is what every epoch saves against a pass that recomputed it.
 
 The bare predictor (forecaster.predict.SeriesPredictor on an untrained checkpoint of the default
-model, one thread, fp32, blocks of 4096 series in memory: no Ray, no reading or writing) on
-`--predict-series` such series: its series/s, and the share of its time that the statistical
-forecasts take (it computes Theta, DampedTrend and SES for every series, whatever model.statistical).
+model with an interval calibration, one thread, fp32, blocks of 4096 series in memory: no Ray, no
+reading or writing) on `--predict-series` such series: its series/s with the intervals in each
+model.interval_unit (spread: the models' spread is computed for every series), and the share of its
+time that the statistical forecasts take (it computes Theta, DampedTrend and SES for every series,
+whatever model.statistical).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from forecaster import checkpoint  # noqa: E402
-from forecaster.config import load_config  # noqa: E402
+from forecaster import checkpoint, intervals  # noqa: E402
+from forecaster.checkpoint import TrainingState  # noqa: E402
+from forecaster.config import INTERVAL_UNITS, load_config  # noqa: E402
 from forecaster.covariates import feature_spec  # noqa: E402
 from forecaster.evaluate import holdout_actual, mase_scale  # noqa: E402
 from forecaster.features import SeriesBlock  # noqa: E402
@@ -101,34 +104,43 @@ def validation_passes(series: list[np.ndarray], horizon: int) -> list[float]:
     return seconds
 
 
-def predictor_share(series: list[np.ndarray], horizon: int, repeats: int) -> tuple[float, float]:
-    """(series/s of the bare predictor over `series`, the share of its time that theta.statistical
-    takes on the same blocks), medians over the repeats."""
+def predictor_share(series: list[np.ndarray], horizon: int, repeats: int) -> tuple[dict[str, float], float]:
+    """({model.interval_unit: series/s of the bare predictor over `series`}, the share of the default
+    unit's predictor time that theta.statistical takes on the same blocks), medians over the repeats,
+    the predictors timed in turn. Each checkpoint holds a calibration in its unit, so the predictor
+    draws intervals as a trained one does."""
     import ray.train
 
     rows = _rows(series)
     _, spec = _spec(horizon, rows)
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as directory:
-        checkpoint.save(directory, build_model(spec), spec)
-        predictor = SeriesPredictor(ray.train.Checkpoint.from_directory(directory), freq="MS", season=12,
-                                    horizon=horizon, fallback="none", combine="theta", nonnegative="auto",
-                                    statistical="theta_damped", levels=(80, 95))
+    predictors = {}
+    for unit in INTERVAL_UNITS:
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as directory:
+            calibration = intervals.record(np.ones((2, horizon)), (80, 95), unit)
+            checkpoint.save(directory, build_model(spec), spec, state=TrainingState(calibration=calibration))
+            predictors[unit] = SeriesPredictor(ray.train.Checkpoint.from_directory(directory), freq="MS", season=12,
+                                               horizon=horizon, fallback="none", combine="theta",
+                                               nonnegative="auto", statistical="theta_damped", levels=(80, 95))
     batches = [rows.slice(start, 4096) for start in range(0, rows.num_rows, 4096)]
-    blocks = [predictor.block(batch) for batch in batches]
-    predictor(batches[0])  # warm-up: the first forward pass
-    whole, part = [], []
+    blocks = [predictors[INTERVAL_UNITS[0]].block(batch) for batch in batches]
+    for predictor in predictors.values():
+        predictor(batches[0])  # warm-up: the first forward pass
+    whole, part = {unit: [] for unit in predictors}, []
     for _ in range(repeats):
-        started = time.perf_counter()
-        for batch in batches:
-            predictor(batch)
-        whole.append(time.perf_counter() - started)
+        for unit, predictor in predictors.items():
+            started = time.perf_counter()
+            for batch in batches:
+                predictor(batch)
+            whole[unit].append(time.perf_counter() - started)
         started = time.perf_counter()
         for block in blocks:
             statistical(block, block.lengths, horizon, 12)
         part.append(time.perf_counter() - started)
-    return len(series) / float(np.median(whole)), float(np.median(part) / np.median(whole))
+    default = INTERVAL_UNITS[0]
+    return ({unit: len(series) / float(np.median(times)) for unit, times in whole.items()},
+            float(np.median(part) / np.median(whole[default])))
 
 
 def main() -> int:
@@ -169,9 +181,11 @@ def main() -> int:
               f"{first:.2f} s, later {' / '.join(f'{s:.2f}' for s in later)} s: later / first = "
               f"{np.mean(later) / first:.2f}")
     if args.predict_series:
-        rate, share = predictor_share(_series(rng, args.predict_series, args.length, 12), args.horizon, args.repeats)
-        print(f"bare predictor over {args.predict_series} series: {rate:,.0f} series/s; Theta, DampedTrend and SES "
-              f"(theta.statistical) take {100 * share:.0f} % of its time")
+        rates, share = predictor_share(_series(rng, args.predict_series, args.length, 12), args.horizon,
+                                       args.repeats)
+        print(f"bare predictor over {args.predict_series} series: "
+              + ", ".join(f"{rate:,.0f} series/s with model.interval_unit={unit}" for unit, rate in rates.items())
+              + f"; Theta, DampedTrend and SES (theta.statistical) take {100 * share:.0f} % of its time")
     return 0
 
 
