@@ -32,8 +32,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from forecaster.config import INTERVAL_UNITS
-from forecaster.evaluate import mase_scale
-from forecaster.features import SeriesBlock
 
 # bins of scaled absolute errors: [0, 1e-3), then 1200 log-spaced bins up to 1e3, then [1e3, inf)
 EDGES = np.concatenate([[0.0], np.logspace(-3, 3, 1201)])
@@ -43,13 +41,6 @@ UNITS = INTERVAL_UNITS  # model.interval_unit
 LEGACY_UNIT = "mase"  # the unit of a calibration that names none (checkpoints from before the rule was kept)
 # the spread's weight in the unit, chosen among 1, 2 and 4 on M1's training parts (docs/benchmarks.md)
 SPREAD_WEIGHT = 1.0
-
-
-def scales(block: SeriesBlock, ends: np.ndarray, season: int) -> np.ndarray:
-    """Each series' MASE scale over [0, ends) (the `mase` unit, and the base of `spread`'s); NaN where
-    the history is flat or too short for one difference (no interval can be scaled from it)."""
-    scale = mase_scale(block, ends, season)
-    return np.where(scale > 0, scale, np.nan)
 
 
 def spread(members: Sequence[np.ndarray]) -> np.ndarray:
@@ -66,10 +57,12 @@ def spread(members: Sequence[np.ndarray]) -> np.ndarray:
 
 def units(scale: np.ndarray, members: Sequence[np.ndarray], rule: str) -> np.ndarray:
     """(series,) the unit of each series' errors and interval widths under `rule` (UNITS): its MASE
-    `scale` (scales()), plus SPREAD_WEIGHT x the spread() of the models' forecasts `members` (the
-    LSTM's and every statistical method's, theta.statistical) for `spread`. NaN where the scale is."""
+    `scale` (evaluate.mase_scale), plus SPREAD_WEIGHT x the spread() of the models' forecasts `members`
+    (the LSTM's and every statistical method's, theta.statistical) for `spread`. NaN where the scale is
+    not positive: a flat history, or one too short for a difference, scales no interval."""
     if rule not in UNITS:
         raise ValueError(f"interval unit {rule!r}: expected one of {', '.join(UNITS)}")
+    scale = np.where(scale > 0, scale, np.nan)
     return scale if rule == "mase" else scale + SPREAD_WEIGHT * spread(members)
 
 

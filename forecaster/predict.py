@@ -48,7 +48,7 @@ from forecaster.columns import (
 )
 from forecaster.config import Config
 from forecaster.covariates import future_dates
-from forecaster.evaluate import holdout_actual, seasonal_naive
+from forecaster.evaluate import holdout_actual, mase_scale, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, inference_dtype, member_mean
 from forecaster.theta import (
@@ -194,12 +194,14 @@ class SeriesPredictor:
         name = f"{LSTM}+{partner_name(self.statistical)}" if self.weight < 1 else LSTM
         model = np.where(use_lstm, name, np.where(~network, partner_name(self.statistical),
                                                   np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE)))
-        unit = intervals.units(intervals.scales(block, block.lengths, self.season), [lstm[..., 0], *methods.values()],
-                               self.unit)
-        missing = np.full(h, np.nan)
-        bounds = {level: tuple(floored(bound, floor)
-                               for bound in intervals.bounds(chosen, unit, self.quantiles.get(level, missing)))
-                  for level in self.forecast_levels}
+        bounds = {}
+        if self.forecast_levels:
+            unit = intervals.units(mase_scale(block, block.lengths, self.season), [lstm[..., 0], *methods.values()],
+                                   self.unit)
+            missing = np.full(h, np.nan)
+            bounds = {level: tuple(floored(bound, floor)
+                                   for bound in intervals.bounds(chosen, unit, self.quantiles.get(level, missing)))
+                      for level in self.forecast_levels}
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
                          seasonal_naive=snaive, statistical=methods, forecast=chosen, model=model, intervals=bounds,
                          floor=floor)

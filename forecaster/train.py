@@ -256,9 +256,9 @@ class _ForecastTally:
         """One block: its ids, the LSTM's forecast, its baselines (`fixed`), the partner `chosen` (a
         model.statistical value) and the block's per-series scores so far (the forecast's are added)."""
         actual, scale, floor = fixed.actual, fixed.scale, fixed.floor
-        forecast = floored(network_forecast(lstm, fixed.partners[chosen], weight), floor)
+        forecast = floored(network_forecast(lstm, partner(fixed.methods, chosen), weight), floor)
         scores.update(named_scores(actual, {"forecast": forecast}, scale))
-        unit = intervals.units(np.where(scale > 0, scale, np.nan), [lstm, *fixed.members], self.unit)
+        unit = intervals.units(scale, [lstm, *fixed.methods.values()], self.unit)
         self.errors += intervals.error_histogram(actual, forecast, unit)
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
@@ -274,12 +274,12 @@ class _ForecastTally:
 
 @dataclass
 class _Baselines:
-    """One validated block's statistical partners (model.statistical's, or auto's candidates), MASE
-    scales, held-out actuals, floored series (model.nonnegative), the baselines' scores and, for auto,
-    the candidates' errors it chooses by: the same at every epoch."""
+    """One validated block's statistical forecasts (every method: the partners are their means, and with
+    the LSTM's they make the intervals' spread), MASE scales, held-out actuals, floored series
+    (model.nonnegative), the baselines' scores and, for auto, the candidates' errors it chooses by: the
+    same at every epoch."""
 
-    partners: dict  # model.statistical value -> (series, horizon) partner forecast
-    members: list  # every statistical method's forecast: with the LSTM's, the intervals' spread (intervals.units)
+    methods: dict  # theta.statistical: output column -> (series, horizon) forecast
     scale: np.ndarray
     actual: np.ndarray
     floor: np.ndarray | None
@@ -294,9 +294,7 @@ def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _
     scale = mase_scale(block, cutoffs, spec.season)  # for the scores and the intervals
     actual = holdout_actual(block, h)
     auto = settings.statistical == AUTO
-    return _Baselines({m: partner(methods, m) for m in (CANDIDATES if auto else (settings.statistical,))},
-                      list(methods.values()), scale,
-                      actual, floor_series(block, cutoffs, settings.nonnegative),
+    return _Baselines(methods, scale, actual, floor_series(block, cutoffs, settings.nonnegative),
                       validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED],
                                                 "ses": methods[SES]}, h, spec.season, scale),
                       # auto's last window is the validation window, fitted above
@@ -378,7 +376,7 @@ def _fitted_weight(weights: np.ndarray, kept: list, chosen: str, device) -> floa
     for _, lstm, fixed, scores in kept:
         defined = np.isfinite(scores["mase_lstm"]) & np.isfinite(scores["mase_theta"])
         for i, weight in enumerate(weights):
-            forecast = floored(network_forecast(lstm, fixed.partners[chosen], weight), fixed.floor)
+            forecast = floored(network_forecast(lstm, partner(fixed.methods, chosen), weight), fixed.floor)
             by_weight[i] += mase(fixed.actual, forecast, fixed.scale)[defined].sum()
         by_weight[-1] += defined.sum()
     return float(weights[np.argmin(_all_sum(by_weight.tolist(), device)[:-1])])

@@ -94,6 +94,8 @@ def test_the_unit_is_the_mase_scale_plus_the_weighted_spread_or_the_scale_alone(
     np.testing.assert_array_equal(intervals.units(scale, members, "mase"), scale)
     np.testing.assert_allclose(intervals.units(scale, members, "spread"),
                                [2.0 + intervals.SPREAD_WEIGHT * 1.5, np.nan, 1.0])
+    # a flat history (scale 0) scales no interval, whatever the spread
+    assert np.isnan(intervals.units(np.array([0.0]), [np.ones((1, 2)), np.zeros((1, 2))], "spread")).all()
     with pytest.raises(ValueError, match="interval unit 'iqr'"):
         intervals.units(scale, members, "iqr")
 
@@ -117,7 +119,7 @@ def test_validation_calibrates_forecast_in_the_configured_unit():
     actual, lstm = rng.normal(100, 10, (n, HORIZON)), rng.normal(100, 10, (n, HORIZON))
     members = [rng.normal(100, 5, (n, HORIZON)) for _ in range(3)]
     scale = rng.uniform(1, 5, n)
-    fixed = _Baselines({"theta": members[0]}, members, scale, actual, None, {}, None)
+    fixed = _Baselines(dict(zip(("Theta", "DampedTrend", "SES"), members, strict=True)), scale, actual, None, {}, None)
     forecast = (lstm + members[0]) / 2
     for rule in ("spread", "mase"):
         tally = _ForecastTally(HORIZON, 0, rule)
