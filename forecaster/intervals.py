@@ -46,13 +46,11 @@ SPREAD_WEIGHT = 1.0
 def spread(members: Sequence[np.ndarray]) -> np.ndarray:
     """(series,) how far the models' forecasts (each (series, horizon); NaN where a model has none, e.g.
     the LSTM on a series too short for it) lie apart: the population standard deviation across them at
-    each step, averaged over the steps. 0 where fewer than two forecast."""
-    stack = np.stack(members)
-    counts = np.isfinite(stack).sum(axis=0)
+    each step (0 where one model forecast), averaged over the steps a model forecast; 0 for a series
+    no model forecast."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # steps no model forecast
-        deviation = np.where(counts >= 2, np.nanstd(stack, axis=0), 0.0)
-    return np.nan_to_num(np.nanmean(np.where(counts > 0, deviation, np.nan), axis=1), nan=0.0)
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps (or series) no model forecast: NaN, then 0
+        return np.nan_to_num(np.nanmean(np.nanstd(np.stack(members), axis=0), axis=1), nan=0.0)
 
 
 def units(scale: np.ndarray, members: Sequence[np.ndarray], rule: str) -> np.ndarray:

@@ -73,9 +73,10 @@ def test_the_spread_is_the_deviation_of_the_models_forecasts_averaged_over_the_s
     members = [rng.normal(10, 3, (4, HORIZON)) for _ in range(4)]
     members[0][1] = np.nan  # series 1: no LSTM
     members[0][2, 0] = np.nan  # series 2: the LSTM misses one step
-    single = [np.vstack([m[:3], np.full((1, HORIZON), np.nan)]) for m in members[1:]]
-    single = [members[0], single[0], np.full((4, HORIZON), np.nan), np.full((4, HORIZON), np.nan)]
-    for models in (members, single):
+    # two models, two without a forecast: series 1 and series 2's first step have one model (spread 0 there)
+    pair = [members[0], members[1].copy(), np.full((4, HORIZON), np.nan), np.full((4, HORIZON), np.nan)]
+    pair[1][3] = np.nan  # series 3: the LSTM alone
+    for models in (members, pair):
         expected = []
         for series in range(4):
             steps = []
