@@ -51,8 +51,9 @@ class TrainingState:
     ema: dict | None = None  # the weight average's own state
     history: list = field(default_factory=list)  # {epoch, train_loss, val_loss} of every epoch
     placement: list = field(default_factory=list)  # node id of each rank, one list per attempt
-    # the best epoch's interval calibration: {"levels": [L...], "quantiles": [[q per step] per level]}
-    # (forecaster.intervals); None in checkpoints from before it
+    # the best epoch's interval calibration: {"levels": [L...], "quantiles": [[q per step] per level], "unit",
+    # "short": {"edges", "quantiles": [per group: [[q per step] per level] or None]}} (forecaster.intervals:
+    # record); None in checkpoints from before it, and older ones lack "unit" and "short"
     calibration: dict | None = None
     combine_weight: float | None = None  # the best epoch's LSTM weight in `forecast` (None: older checkpoints)
     # model.statistical=auto's choice (train._choice): {"configured", "chosen", "mase", "windows", "series",

@@ -151,6 +151,14 @@ class SeriesBlock:
             self.covariates[points], None if self.horizon_values is None else self.horizon_values[keep],
             self.anchor[keep], self.step, self.static_num[keep], self.static_cat[keep])
 
+    def tails(self, series: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> SeriesBlock:
+        """The `lengths[i]` points before `ends[i]` of each chosen series (indices `series`;
+        lengths[i] <= ends[i]), as a block of their own: values only, as the statistical methods read them."""
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        first = self.starts[series] + ends - lengths  # flat index of each tail's first point
+        flat = np.repeat(first - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return SeriesBlock(self.values[flat], offsets)
+
     @classmethod
     def from_arrow(cls, column) -> SeriesBlock:
         """A list<double> column (Array or ChunkedArray) of series values, without copying per series."""

@@ -19,6 +19,17 @@ The unit (model.interval_unit, units()):
   fixed by the history, cannot.
 - `mase`: the MASE scale alone (every checkpoint from before the rule was recorded).
 
+A series too short for the network (fewer than validate.min_length points) is forecast by the
+statistical partner alone, from a few points: its errors are not the validated series'. They are
+calibrated apart (Mondrian conformal, by length): for each group of lengths (short_groups: 2, 3,
+4-5, 6-7, 8-11, ... points, up to min_length), each validated series' training part is cut to its
+last few points, a length in the group, the partner is fitted on them alone and its errors on the
+validation window, in the unit made from those points, go into the group's histogram
+(short_histograms). The checkpoint keeps each group's quantiles, and a short series draws its
+interval from its group's (Calibration.table). Drawn from the validated
+series' quantiles instead, the short series' 80 % intervals covered 51-81 % of the next window's
+points on M1's training parts (docs/benchmarks.md).
+
 Intervals are symmetric and assume the next `horizon` steps err like the held-out ones did in these
 units (exchangeability across series, the split-conformal assumption); forecaster backtest and the
 scores table report how often they covered.
@@ -28,10 +39,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from forecaster.config import INTERVAL_UNITS
+from forecaster.evaluate import holdout_actual, mase_scale
+from forecaster.features import SeriesBlock
+from forecaster.theta import floor_series, floored, partner, statistical
+from forecaster.validate import min_length
 
 # bins of scaled absolute errors: [0, 1e-3), then 1200 log-spaced bins up to 1e3, then [1e3, inf)
 EDGES = np.concatenate([[0.0], np.logspace(-3, 3, 1201)])
@@ -95,25 +111,103 @@ def quantiles(counts: np.ndarray, levels: tuple[int, ...] | list[int]) -> np.nda
 
 
 def bounds(forecast: np.ndarray, unit: np.ndarray, quantile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi), each (series, horizon), of one level's interval around `forecast`; NaN where the
-    series has no unit."""
-    width = quantile[None, :] * unit[:, None]
+    """(lo, hi), each (series, horizon), of one level's interval around `forecast` from its quantiles,
+    (horizon,) for every series or (series, horizon) (Calibration.table); NaN where the series has no
+    unit."""
+    width = quantile * unit[:, None]
     return forecast - width, forecast + width
 
 
-def record(quantiles: np.ndarray | None, levels: tuple[int, ...] | list[int], rule: str) -> dict | None:
-    """The checkpoint's calibration (TrainingState.calibration): the quantiles() at `levels`, and the
-    rule of the unit they are in; None without quantiles."""
+def short_groups(horizon: int) -> np.ndarray:
+    """The edges of the length groups a series too short for the network is calibrated in: [2, 3), [3, 4),
+    [4, 6), [6, 8), [8, 12), [12, 16), [16, 24), ... (each edge twice the one two before it: one length a
+    group where a point more changes the errors most), the last group closed at
+    validate.min_length(horizon). A series of one point has no MASE scale, and so no interval."""
+    limit, edges = min_length(horizon), [2, 3]
+    while edges[-1] < limit:
+        edges.append(2 * edges[-2])
+    return np.array([*(e for e in edges if e < limit), limit])
+
+
+def short_histograms(block: SeriesBlock, horizon: int, season: int, method: str, rule: str,
+                     nonnegative: str) -> np.ndarray:
+    """Counts (groups, horizon, BINS): for each group [lo, hi) of short_groups(horizon), the
+    error_histogram of the partner `method` (a model.statistical value) alone, floored as `forecast` is
+    (model.nonnegative), on the validation window of `block`'s series, fitted on the last few points of
+    their training parts and in the unit of `rule` made from those points: series i is cut to
+    lo + i mod (hi - lo) points, so that every length of the group is drawn, and one whose training
+    part is shorter than that is left out of the group."""
+    edges = short_groups(horizon)
+    cutoffs = block.lengths - horizon
+    actual = holdout_actual(block, horizon)
+    counts = np.zeros((len(edges) - 1, horizon, BINS))
+    rows = np.arange(len(block))
+    for group, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        length = lo + rows % (hi - lo)
+        fits = np.flatnonzero(cutoffs >= length)
+        if not len(fits):
+            continue
+        cut = block.tails(fits, cutoffs[fits], length[fits])
+        methods = statistical(cut, cut.lengths, horizon, season)  # all three: the unit's spread
+        unit = units(mase_scale(cut, cut.lengths, season), list(methods.values()), rule)
+        forecast = floored(partner(methods, method), floor_series(cut, cut.lengths, nonnegative))
+        counts[group] = error_histogram(actual[fits], forecast, unit)
+    return counts
+
+
+def short_record(counts: np.ndarray, levels: tuple[int, ...] | list[int], horizon: int) -> dict:
+    """The calibration's `short` part from summed short_histograms (groups, horizon, BINS): the groups'
+    edges and each group's quantiles() at `levels` (None for a group without errors)."""
+    tables = [quantiles(group, levels) for group in counts]
+    return {"edges": short_groups(horizon).tolist(), "quantiles": [None if q is None else q.tolist() for q in tables]}
+
+
+def record(quantiles: np.ndarray | None, levels: tuple[int, ...] | list[int], rule: str,
+           short: dict | None = None) -> dict | None:
+    """The checkpoint's calibration (TrainingState.calibration): the quantiles() at `levels`, the rule of
+    the unit they are in and, where made, the short series' (short_record); None without quantiles."""
     if quantiles is None:
         return None
-    return {"levels": list(levels), "quantiles": quantiles.tolist(), "unit": rule}
+    out = {"levels": list(levels), "quantiles": quantiles.tolist(), "unit": rule}
+    return out if short is None else {**out, "short": short}
 
 
-def read(calibration: dict | None) -> tuple[dict[int, np.ndarray], str]:
-    """A checkpoint's calibration as ({level: (horizon,) quantiles}, its unit's rule): a calibration that
-    names no unit was measured in the MASE scale (LEGACY_UNIT); none at all gives no quantiles."""
+@dataclass(frozen=True)
+class Calibration:
+    """A checkpoint's calibration, read: the quantiles of the series the network forecast, their unit's
+    rule, and the short series' length groups (edges) and quantiles, where the checkpoint has them."""
+
+    quantiles: dict[int, np.ndarray] = field(default_factory=dict)  # level -> (horizon,)
+    unit: str = LEGACY_UNIT
+    edges: np.ndarray = field(default_factory=lambda: np.zeros(0))  # short_groups' edges
+    short: tuple[dict[int, np.ndarray] | None, ...] = ()  # per group: level -> (horizon,); None: no errors
+
+    def table(self, level: int, lengths: np.ndarray) -> np.ndarray | None:
+        """(series, horizon) quantiles of each series (of `lengths` points) at `level`: its length group's
+        where it falls in one that was calibrated (a series too short for the network), the validated
+        series' elsewhere and wherever the checkpoint has no groups (those from before they were kept);
+        None where the level was not calibrated."""
+        if level not in self.quantiles:
+            return None
+        out = np.tile(self.quantiles[level], (len(lengths), 1))
+        group = np.searchsorted(self.edges, lengths, side="right") - 1  # -1, len(short): in no group
+        for g, table in enumerate(self.short):
+            if table is not None:
+                out[group == g] = table[level]
+        return out
+
+
+def read(calibration: dict | None) -> Calibration:
+    """A checkpoint's calibration: one that names no unit was measured in the MASE scale (LEGACY_UNIT);
+    one without short series' groups calibrates every series alike; none at all gives no quantiles."""
     if calibration is None:
-        return {}, LEGACY_UNIT
-    quantiles = {level: np.asarray(q, dtype=float)
-                 for level, q in zip(calibration["levels"], calibration["quantiles"], strict=True)}
-    return quantiles, calibration.get("unit", LEGACY_UNIT)
+        return Calibration()
+    levels = calibration["levels"]
+
+    def by_level(table) -> dict[int, np.ndarray]:
+        return {level: np.asarray(row, dtype=float) for level, row in zip(levels, table, strict=True)}
+
+    short = calibration.get("short") or {"edges": [], "quantiles": []}
+    return Calibration(by_level(calibration["quantiles"]), calibration.get("unit", LEGACY_UNIT),
+                       np.asarray(short["edges"], dtype=np.int64),
+                       tuple(None if q is None else by_level(q) for q in short["quantiles"]))

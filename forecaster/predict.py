@@ -9,7 +9,8 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
     Naive, SeasonalNaive, Theta, DampedTrend, SES   baselines, computed for every series (forecaster/theta.py)
     forecast, model               the forecast to use and which model made it
     forecast-lo-80, forecast-hi-80, ...  its intervals at model.levels, calibrated on the validation
-                                  window (forecaster/intervals.py)
+                                  window (forecaster/intervals.py; a series too short for the network
+                                  in its own length group)
 
 `model` is the network's forecast: `LSTM+Theta+DampedTrend` (the mean of the LSTM and its
 statistical partner, model.statistical: the mean of Theta and DampedTrend, of Theta and SES with
@@ -125,15 +126,14 @@ class SeriesPredictor:
         self.weight = choices[0] if len(choices) == 1 else 0.5
         self.model = self.spec = None
         self.forecast_levels = tuple(levels)
-        self.quantiles: dict[int, np.ndarray] = {}  # level -> (horizon,) calibrated scaled-error quantiles
-        self.unit = intervals.LEGACY_UNIT  # the rule of the unit they are in (intervals.units)
+        self.calibration = intervals.Calibration()  # the scaled-error quantiles and their unit's rule
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
                 weights, self.spec, calibration, weight, choice = checkpoints.load_best(path)
             self.statistical = resolved(statistical, choice)  # auto: the partner training chose
             if len(choices) > 1 and weight is not None:  # model.combine=fitted: what validation chose
                 self.weight = weight
-            self.quantiles, self.unit = intervals.read(calibration)
+            self.calibration = intervals.read(calibration)
             self.model = build_model(self.spec)
             self.model.load_state_dict(weights)
             self.model.eval()
@@ -197,11 +197,12 @@ class SeriesPredictor:
         bounds = {}
         if self.forecast_levels:
             unit = intervals.units(mase_scale(block, block.lengths, self.season), [lstm[..., 0], *methods.values()],
-                                   self.unit)
+                                   self.calibration.unit)
             missing = np.full(h, np.nan)
-            bounds = {level: tuple(floored(bound, floor)
-                                   for bound in intervals.bounds(chosen, unit, self.quantiles.get(level, missing)))
-                      for level in self.forecast_levels}
+            for level in self.forecast_levels:
+                table = self.calibration.table(level, block.lengths)
+                bounds[level] = tuple(floored(bound, floor)
+                                      for bound in intervals.bounds(chosen, unit, missing if table is None else table))
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
                          seasonal_naive=snaive, statistical=methods, forecast=chosen, model=model, intervals=bounds,
                          floor=floor)

@@ -74,12 +74,14 @@ class ValidationRows:
     train.series_per_block series at a time. The first pass reads them from the shard and keeps them, so
     later passes do not stream the whole shard again to find them: at most train.max_validation_series
     series are kept over all ranks, as Arrow rows. `baselines` keeps, block by block, what the
-    validation pass scores against that no epoch changes (_Baselines), from the first pass on."""
+    validation pass scores against that no epoch changes (_Baselines), from the first pass on, and
+    `short` the short series' calibration (_short), made once, at the end of the first pass."""
 
     def __init__(self, shard, settings: LoopSettings):
         self.shard, self.settings, self.kept = shard, settings, None
         self.baselines: list[_Baselines] = []
         self.choice: dict | None = None  # model.statistical=auto's choice (_choice), from the first pass on
+        self.short: dict | None = None  # intervals.short_record of the partner, over every rank
 
     @property
     def partner(self) -> str | None:
@@ -93,7 +95,8 @@ class ValidationRows:
         if self.kept is not None:
             yield from self.kept
             return
-        self.baselines, self.choice = [], None  # a pass that streams the shard again starts them again
+        # a pass that streams the shard again starts them again
+        self.baselines, self.choice, self.short = [], None, None
         kept, share = [], self.settings.validation_share
         for batch in _batches(self.shard, self.settings):
             if share < 1:
@@ -314,6 +317,20 @@ def _choice(rows: ValidationRows, device) -> dict:
             "mase": {c: float(s / n) if n else None for c, (s, n) in zip(CANDIDATES, sums.tolist(), strict=True)}}
 
 
+def _short(rows: ValidationRows, spec: ModelSpec, settings: LoopSettings, device) -> dict:
+    """The short series' calibration (intervals.short_record) of the partner validation scores with: its
+    errors from every rank's validated series cut short (intervals.short_histograms), summed. Made once,
+    after the first pass (it depends on no epoch, and auto's partner is chosen then), over the rows that
+    pass kept."""
+    h = spec.horizon
+    counts = np.zeros((len(intervals.short_groups(h)) - 1, h, intervals.BINS))
+    for batch in rows:
+        counts += intervals.short_histograms(SeriesBlock.from_batch(batch), h, spec.season, rows.partner,
+                                             settings.interval_unit, settings.nonnegative)
+    counts = np.asarray(_all_sum(counts.reshape(-1).tolist(), device)).reshape(counts.shape)
+    return intervals.short_record(counts, settings.levels, h)
+
+
 @torch.no_grad()
 def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSettings, device) -> Holdout:
     """The network's loss and the scores (SCORES, and `series`: how many were validated) over the last
@@ -322,9 +339,9 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     theta.combine_weights with the lowest mean MASE over all ranks' series); the
     `settings.worst_series` series where `forecast`'s MASE exceeds seasonal naive's the most (dicts of
     unique_id and both MASEs, worst first); the interval calibration of `forecast` at settings.levels
-    (forecaster.intervals; None without a scaled error); and model.statistical=auto's choice of the
-    partner (_choice), made in the first pass and kept in `rows`. MASE is averaged over series where it
-    is defined.
+    (forecaster.intervals, with the short series' own: _short; None without a scaled error); and
+    model.statistical=auto's choice of the partner (_choice), made in the first pass and kept in `rows`.
+    MASE is averaged over series where it is defined.
 
     A fixed weight and a known partner score each block as it comes; model.combine=fitted, and auto's
     first pass, keep the blocks' forecasts until the weight and the partner are chosen (at most
@@ -354,6 +371,8 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     loss = _all_sum(loss.tolist(), device)
     if rows.partner is None:  # auto's first pass: one choice from every rank's series
         rows.choice = _choice(rows, device)
+    if settings.levels and rows.short is None:
+        rows.short = _short(rows, spec, settings, device)
     weight = float(weights[0]) if len(weights) == 1 else _fitted_weight(weights, kept, rows.partner, device)
     for ids, lstm, fixed, scores in kept:
         tally.add(weight, ids, lstm, fixed, rows.partner, scores)
@@ -362,7 +381,7 @@ def _holdout_pass(model, rows: ValidationRows, spec: ModelSpec, settings: LoopSe
     means["series"] = int(loss[2])
     counts = np.asarray(_all_sum(errors.reshape(-1).tolist(), device)).reshape(errors.shape)
     quantiles = intervals.quantiles(counts, settings.levels)
-    calibration = intervals.record(quantiles, settings.levels, settings.interval_unit)
+    calibration = intervals.record(quantiles, settings.levels, settings.interval_unit, rows.short)
     if settings.worst_series:
         worst = sorted((row for rank in _all_gather(worst) for row in rank), reverse=True)[:settings.worst_series]
     worst = [{"unique_id": uid, "mase_forecast": fc, "mase_seasonal_naive": sn} for _, uid, fc, sn in worst]

@@ -103,11 +103,70 @@ def test_the_unit_is_the_mase_scale_plus_the_weighted_spread_or_the_scale_alone(
 
 def test_the_calibration_record_names_its_unit_and_an_old_one_reads_as_the_mase_scale():
     recorded = intervals.record(np.array([[1.0, 2.0], [3.0, 4.0]]), (80, 95), "spread")
-    quantiles, unit = intervals.read(recorded)
-    assert unit == "spread" and quantiles[95].tolist() == [3.0, 4.0]
+    calibration = intervals.read(recorded)
+    assert calibration.unit == "spread" and calibration.quantiles[95].tolist() == [3.0, 4.0]
     old = {"levels": [80], "quantiles": [[1.0, 2.0]]}  # a checkpoint from before the unit was kept
-    assert intervals.read(old)[1] == "mase" and intervals.read(None) == ({}, "mase")
+    assert intervals.read(old).unit == "mase"
+    assert intervals.read(None).unit == "mase" and intervals.read(None).quantiles == {}
     assert intervals.record(None, (80,), "spread") is None
+
+
+def test_short_series_fall_in_length_groups_closed_at_the_networks_minimum():
+    assert intervals.short_groups(18).tolist() == [2, 3, 4, 6, 8, 12, 16, 20]  # min_length(18) = 20
+    assert intervals.short_groups(6).tolist() == [2, 3, 4, 6, 8]
+    assert intervals.short_groups(8).tolist() == [2, 3, 4, 6, 8, 10]
+    assert intervals.short_groups(1).tolist() == [2, 3]
+
+
+def test_a_short_series_draws_its_groups_quantiles_and_every_other_series_the_validated_ones():
+    """The quantiles table per series: a series too short for the network takes its length group's, where
+    the group was calibrated; a network series (past the last edge), one of a single point (before the
+    first) and every series of a calibration without groups (older checkpoints) take the validated
+    series'."""
+    main = np.array([[1.0, 2.0], [3.0, 4.0]])  # (levels 80, 95; horizon 2)
+    groups = [[[10.0, 20.0], [30.0, 40.0]], None, [[50.0, 60.0], [70.0, 80.0]]]  # [2, 4), [4, 8) empty, [8, 16)
+    short = {"edges": [2, 4, 8, 16], "quantiles": groups}
+    calibration = intervals.read(intervals.record(main, (80, 95), "spread", short))
+    lengths = np.array([1, 2, 3, 5, 9, 15, 16, 40])  # 16 on: long enough for the network
+    table = calibration.table(95, lengths)
+    np.testing.assert_array_equal(table, [[3, 4], [30, 40], [30, 40], [3, 4], [70, 80], [70, 80], [3, 4], [3, 4]])
+    assert calibration.table(90, lengths) is None
+    old = intervals.read(intervals.record(main, (80, 95), "spread"))
+    np.testing.assert_array_equal(old.table(80, lengths), np.tile([1.0, 2.0], (len(lengths), 1)))
+
+
+def test_short_histograms_hold_the_partners_errors_from_training_parts_cut_to_each_groups_lengths():
+    """Group [lo, hi): series i cut to lo + i mod (hi - lo) points before its validation window, the
+    partner fitted on those alone, its errors in the unit made from them (the spread of all three
+    statistical methods), floored as `forecast` is; checked against a loop that builds each cut series
+    by hand."""
+    from forecaster.evaluate import holdout_actual
+    from forecaster.theta import floor_series, floored, partner, statistical
+
+    rng = np.random.default_rng(5)
+    horizon, season = 8, 4  # groups [2, 3), [3, 4), [4, 6), [6, 8), [8, 10)
+    values = [100 + np.cumsum(rng.normal(-1, 6, n)) for n in (13, 15, 17, 20, 31, 40)]
+    block = SeriesBlock(values)
+    edges = intervals.short_groups(horizon)
+    for method in ("theta_damped", "theta_ses"):
+        counts = intervals.short_histograms(block, horizon, season, method, "spread", "auto")
+        assert counts.shape == (len(edges) - 1, horizon, intervals.BINS)
+        actual = holdout_actual(block, horizon)
+        for group, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            expected = np.zeros((horizon, intervals.BINS))
+            for i, v in enumerate(values):
+                cutoff, length = len(v) - horizon, lo + i % (hi - lo)
+                if cutoff < length:
+                    continue
+                cut = SeriesBlock([v[cutoff - length:cutoff]])
+                methods = statistical(cut, cut.lengths, horizon, season)
+                unit = intervals.units(mase_scale(cut, cut.lengths, season), list(methods.values()), "spread")
+                forecast = floored(partner(methods, method), floor_series(cut, cut.lengths, "auto"))
+                expected += intervals.error_histogram(actual[i:i + 1], forecast, unit)
+            np.testing.assert_array_equal(counts[group], expected)
+        # 13 points: a training part of 5, in no cut of 6 or more; 15 (i = 1): 7, cut to 7 in [6, 8)
+        assert counts[:3].sum() == 6 * 3 * horizon and counts[3].sum() == 5 * horizon
+        assert counts[4].sum() == 4 * horizon  # [8, 10): 8 or 9 points, the two shortest series left out
 
 
 def test_validation_calibrates_forecast_in_the_configured_unit():
@@ -192,6 +251,32 @@ def test_the_predictor_draws_intervals_in_the_unit_its_checkpoint_names(tmp_path
         unit = scale + intervals.SPREAD_WEIGHT * spread
         np.testing.assert_allclose(rows["forecast-hi-80"] - rows.forecast, np.array(quantiles[0]) * unit)
         np.testing.assert_allclose(rows.forecast - rows["forecast-lo-95"], np.array(quantiles[1]) * unit)
+
+
+def test_the_predictor_draws_a_short_series_interval_from_its_length_groups_quantiles(tmp_path):
+    """A series too short for the network (4 points for horizon 3: group [4, 5)) takes its group's quantiles
+    from the checkpoint, a network series the validated series' ones; the same short series under a
+    calibration without groups (older checkpoints) takes the validated ones too."""
+    quantiles = [[0.5, 1.0, 1.5], [1.0, 2.0, 3.0]]
+    short = {"edges": intervals.short_groups(HORIZON).tolist(),  # [2, 3, 4, 5]
+             "quantiles": [[[9.0, 9.0, 9.0], [9.5, 9.5, 9.5]], None, [[2.0, 2.5, 3.0], [4.0, 5.0, 6.0]]]}
+    rng = np.random.default_rng(7)
+    series = {"a": 100 + np.arange(30.0) + rng.normal(0, 5, 30), "short": [5.0, 7.0, 6.0, 9.0]}
+    drawn = {}
+    for name, calibration in (("groups", {"levels": [80, 95], "quantiles": quantiles, "unit": "spread",
+                                          "short": short}),
+                              ("old", {"levels": [80, 95], "quantiles": quantiles, "unit": "spread"})):
+        predictor = SeriesPredictor(_checkpoint(tmp_path / name, calibration), **OPTIONS, levels=(80, 95))
+        out = predictor(_batch(series)).to_pandas()
+        drawn[name] = {uid: rows for uid, rows in out.groupby("unique_id")}
+    for uid, expected in (("a", quantiles), ("short", short["quantiles"][2])):
+        rows = drawn["groups"][uid]
+        unit = (rows["forecast-hi-80"] - rows.forecast).to_numpy() / np.array(expected[0])
+        np.testing.assert_allclose(unit, unit[0])  # one unit per series: the quantiles are the expected ones
+        np.testing.assert_allclose(rows.forecast - rows["forecast-lo-95"], np.array(expected[1]) * unit[0])
+    np.testing.assert_allclose(drawn["old"]["a"]["forecast-hi-95"], drawn["groups"]["a"]["forecast-hi-95"])
+    old = drawn["old"]["short"]
+    np.testing.assert_allclose((old["forecast-hi-80"] - old.forecast) / np.array(quantiles[0]), unit[0])
 
 
 def test_a_checkpoint_without_calibration_gives_empty_interval_columns(tmp_path):

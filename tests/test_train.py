@@ -357,6 +357,51 @@ def test_validation_scores_and_calibrates_forecast_floored_at_zero_as_it_is_writ
     assert auto.calibration["unit"] == "spread"  # model.interval_unit's default, kept for the predictor
 
 
+def test_validation_calibrates_the_short_series_on_the_chosen_partners_errors_from_cut_histories(monkeypatch):
+    """The calibration's `short` part: each length group's quantiles of the partner auto chose, from the
+    errors of every block's series cut short (intervals.short_histograms, summed over blocks); made once,
+    after the first pass, and kept for the passes after it."""
+    import dataclasses
+
+    import torch
+
+    from forecaster import intervals
+    from forecaster.features import SeriesBlock
+    from forecaster.model import build_model
+    from forecaster.spec import LoopSettings
+    from forecaster.theta import CANDIDATES
+    from forecaster.train import ValidationRows, _holdout_pass
+    from tests.specs import SMALL, model_spec
+    from tests.test_predict import _batch
+
+    rng = np.random.default_rng(6)
+    series = {f"s{i}": 50 + np.cumsum(rng.normal(0.3 * (i % 3), 2, 24 + i)) for i in range(6)}
+    spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
+    cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS"])  # model.statistical=auto
+    settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)  # two blocks
+    calls = []
+    made = intervals.short_histograms
+    monkeypatch.setattr(intervals, "short_histograms", lambda *a: calls.append(a[3]) or made(*a))
+    rows = ValidationRows(_Shard(_batch(series)), settings)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    first = _holdout_pass(model, rows, spec, settings, torch.device("cpu"))
+    second = _holdout_pass(model, rows, spec, settings, torch.device("cpu"))
+    chosen = first.choice["chosen"]
+    assert calls == [chosen, chosen]  # one per block, once
+    block = SeriesBlock(list(series.values()))
+
+    def record(method):
+        counts = sum(made(block.take(np.arange(6) // 4 == b), 4, spec.season, method, "spread",
+                          settings.nonnegative) for b in (0, 1))
+        return intervals.short_record(counts, settings.levels, 4)
+
+    assert first.calibration["short"] == second.calibration["short"] == record(chosen)
+    assert record(chosen)["edges"] == [2, 3, 4, 6] and None not in record(chosen)["quantiles"]
+    other, = set(CANDIDATES) - {chosen}
+    assert record(other) != record(chosen)  # the partners' errors differ: the test can tell which was kept
+
+
 def test_validation_reads_its_series_from_the_shard_once_and_keeps_only_the_validated():
     import dataclasses
 
