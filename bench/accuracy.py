@@ -12,7 +12,9 @@ model.fallback=validation, seasonal naive where that won the series' validation 
 network alone), `no_fallback` (the combination as training weighed it, never the fallback: the same
 as `forecast` under the defaults), `Theta`, `DampedTrend` and `SES` (the job's own statistical
 baselines), seasonal naive, and, when statsforecast is installed (`pip install -e '.[bench]'`),
-AutoETS and AutoTheta. Each dataset's line `partner` says which partner the run used.
+AutoETS and AutoTheta. Each dataset's line `partner` says which partner the run used. The intervals
+of `forecast` are scored over every series and, where there are any (--dev cuts some short), over
+the series too short for the network alone.
 """
 
 from __future__ import annotations
@@ -75,18 +77,26 @@ class Truth:
         return {"MASE": float(np.mean(scaled)), "sMAPE": float(np.mean(smape(self.actual, predicted)[defined])),
                 "series": int(defined.sum())}
 
-    def coverage(self, forecast: pd.DataFrame, level: int) -> dict:
+    def coverage(self, forecast: pd.DataFrame, level: int, series: np.ndarray | None = None) -> dict:
         """Share of test points inside `forecast`'s `level` % interval, its mean width in units of the
         series' MASE scale (forecaster.evaluate, as the backtest reports them) and its mean scaled
-        interval score (MSIS, forecaster.evaluate.interval_score: width and misses in one number)."""
+        interval score (MSIS, forecaster.evaluate.interval_score: width and misses in one number), over
+        every series or those `series` (a mask over self.ids) marks."""
         lo, hi = f"forecast-lo-{level}", f"forecast-hi-{level}"
         merged = self.keys.merge(forecast[["unique_id", "ds", lo, hi]], on=["unique_id", "ds"], how="left")
         lower, upper = (merged[c].to_numpy(dtype=float).reshape(self.actual.shape) for c in (lo, hi))
-        inside = coverage(self.actual, lower, upper)
-        return {"coverage": float(np.nanmean(inside)), "width": float(np.nanmean(scaled_width(lower, upper,
-                                                                                                self.scale))),
-                "msis": float(np.nanmean(interval_score(self.actual, lower, upper, level, self.scale))),
+        rows = slice(None) if series is None else series
+        actual, lower, upper, scale = self.actual[rows], lower[rows], upper[rows], self.scale[rows]
+        inside = coverage(actual, lower, upper)
+        return {"coverage": float(np.nanmean(inside)), "width": float(np.nanmean(scaled_width(lower, upper, scale))),
+                "msis": float(np.nanmean(interval_score(actual, lower, upper, level, scale))),
                 "series": int(np.isfinite(inside).sum())}
+
+    def without_network(self, forecast: pd.DataFrame) -> np.ndarray:
+        """(series,) True where the job forecast the series without the network (too short for it: no
+        `LSTM` value), whose intervals are calibrated apart (forecaster.intervals)."""
+        merged = self.keys.merge(forecast[["unique_id", "ds", LSTM]], on=["unique_id", "ds"], how="left")
+        return ~np.isfinite(merged[LSTM].to_numpy(dtype=float).reshape(self.actual.shape)).all(axis=1)
 
     def seasonal_naive(self) -> pd.DataFrame:
         values = seasonal_naive(self.block, self.block.lengths, self.horizon, self.season)
@@ -140,7 +150,10 @@ def main() -> None:
         rows = {column: truth.score(forecast, column) for column in columns}
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")
         rows.update(statistical(truth, train, freq, horizon))
-        covered = {level: truth.coverage(forecast, level) for level in cfg.model.levels}
+        short = truth.without_network(forecast)
+        covered = {level: {**truth.coverage(forecast, level),
+                           "short": truth.coverage(forecast, level, short) if short.any() else None}
+                   for level in cfg.model.levels}
         train_minutes = manifest["timings_s"]["train"] / 60
         table.append((name, rows, manifest["counts"], seconds, train_minutes, manifest["metrics"].get("epochs"),
                       covered))
@@ -161,6 +174,11 @@ def main() -> None:
         for level, result in covered.items():
             print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f} "
                   f"{result['msis']:7.2f}")
+        for level, result in covered.items():  # the series too short for the network, where there are any
+            if result["short"] is not None:
+                short = result["short"]
+                print(f"{name:10} {f'{level} %':>8} {100 * short['coverage']:8.1f}% {short['width']:7.2f} "
+                      f"{short['msis']:7.2f}   of the {short['series']} series too short for the network")
     print()
     print(summary(table))
 
