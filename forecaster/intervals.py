@@ -26,9 +26,9 @@ calibrated apart (Mondrian conformal, by length): for each group of lengths (sho
 last few points, a length in the group, the partner is fitted on them alone and its errors on the
 validation window, in the unit made from those points, go into the group's histogram
 (short_histograms). The checkpoint keeps each group's quantiles, and a short series draws its
-interval from its group's (Calibration.table). Drawn from the validated
-series' quantiles instead, the short series' 80 % intervals covered 51-81 % of the next window's
-points on M1's training parts (docs/benchmarks.md).
+interval from its group's (Calibration.table). Drawn from the validated series' quantiles instead,
+the short series' 80 % intervals covered 51-81 % of the next window's points on M1's training parts
+(docs/benchmarks.md).
 
 Intervals are symmetric and assume the next `horizon` steps err like the held-out ones did in these
 units (exchangeability across series, the split-conformal assumption); forecaster backtest and the
@@ -120,9 +120,10 @@ def bounds(forecast: np.ndarray, unit: np.ndarray, quantile: np.ndarray) -> tupl
 
 def short_groups(horizon: int) -> np.ndarray:
     """The edges of the length groups a series too short for the network is calibrated in: [2, 3), [3, 4),
-    [4, 6), [6, 8), [8, 12), [12, 16), [16, 24), ... (each edge twice the one two before it: one length a
-    group where a point more changes the errors most), the last group closed at
-    validate.min_length(horizon). A series of one point has no MASE scale, and so no interval."""
+    [4, 6), [6, 8), [8, 12), [12, 16), [16, 24), ..., the last group closed at
+    validate.min_length(horizon). Each edge is twice the one two before it, so that the shortest
+    lengths, where one point more changes the errors most, have a group each. A series of one point
+    has no MASE scale, and so no interval."""
     limit, edges = min_length(horizon), [2, 3]
     while edges[-1] < limit:
         edges.append(2 * edges[-2])
