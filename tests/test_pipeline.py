@@ -27,7 +27,7 @@ def _write_input(root):
         "unique_id": ["nan_series"] * 40 + ["short"] * 5 + ["dup"] * 40,
         "ds": list(pd.date_range("2018-01-01", periods=40, freq="MS")) + list(pd.date_range("2020-01-01", periods=5,
               freq="MS")) + list(pd.date_range("2018-01-01", periods=39, freq="MS")) + [pd.Timestamp("2018-01-01")],
-        "y": [1.0] * 10 + [np.nan] + [1.0] * 29 + [2.0] * 5 + [3.0] * 40,
+        "y": [1.0] * 10 + [np.nan] + [1.0] * 29 + [2.0, 3.0, 2.5, 3.5, 3.0] + [3.0] * 40,
     })
     frame = pd.concat([good, bad], ignore_index=True)
     ids = sorted(frame.unique_id.unique())
@@ -125,6 +125,26 @@ def test_forecast_rows_dates_and_values(first_run):
         expected = pd.date_range(last[uid], periods=HORIZON + 1, freq="MS")[1:]
         assert list(rows.sort_values("ds").ds) == list(expected), uid
         assert (rows.cutoff == last[uid]).all()
+
+
+def test_a_short_series_draws_its_interval_from_its_length_groups_calibration(first_run):
+    """End to end: training keeps the short series' calibration in the checkpoint, and the 5-point series
+    (too short for the network; horizon 6: group [4, 6)) is drawn from that group's quantiles, in its own
+    unit (its MASE scale plus the spread of the three statistical forecasts), not the validated series'."""
+    from forecaster import checkpoint, intervals
+    from forecaster.evaluate import mase_scale
+    from forecaster.features import SeriesBlock
+
+    _, out, frame, manifest = first_run
+    calibration = intervals.read(checkpoint.load_best(manifest["checkpoint_uri"]).calibration)
+    assert calibration.edges.tolist() == [2, 3, 4, 6, 8] and calibration.short[2] is not None
+    rows = _read(out, "forecasts", "2024-06-01").query("unique_id == 'short'").sort_values("ds")
+    values = frame[frame.unique_id == "short"].sort_values("ds").y.to_numpy()
+    scale = mase_scale(SeriesBlock([values]), np.array([5]), 12)[0]
+    unit = scale + intervals.SPREAD_WEIGHT * rows[["Theta", "DampedTrend", "SES"]].std(axis=1, ddof=0).mean()
+    for level in (80, 95):
+        np.testing.assert_allclose(rows[f"forecast-hi-{level}"] - rows.forecast, calibration.short[2][level] * unit)
+    assert not np.allclose(calibration.short[2][80], calibration.quantiles[80])
 
 
 def test_series_all_too_short_get_the_partner_auto_means_without_a_model(ray_session, tmp_path):
