@@ -175,10 +175,10 @@ def main() -> None:
             print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f} "
                   f"{result['msis']:7.2f}")
         for level, result in covered.items():  # the series too short for the network, where there are any
-            if result["short"] is not None:
-                short = result["short"]
-                print(f"{name:10} {f'{level} %':>8} {100 * short['coverage']:8.1f}% {short['width']:7.2f} "
-                      f"{short['msis']:7.2f}   of the {short['series']} series too short for the network")
+            apart = result["short"]
+            if apart is not None:
+                print(f"{name:10} {f'{level} %':>8} {100 * apart['coverage']:8.1f}% {apart['width']:7.2f} "
+                      f"{apart['msis']:7.2f}   of the {apart['series']} series too short for the network")
     print()
     print(summary(table))
 
