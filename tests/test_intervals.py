@@ -119,20 +119,35 @@ def test_short_series_fall_in_length_groups_closed_at_the_networks_minimum():
 
 
 def test_a_short_series_draws_its_groups_quantiles_and_every_other_series_the_validated_ones():
-    """The quantiles table per series: a series too short for the network takes its length group's, where
-    the group was calibrated; a network series (past the last edge), one of a single point (before the
-    first) and every series of a calibration without groups (older checkpoints) take the validated
+    """The quantiles table per series: a series too short for the network takes its length group's; where
+    that group was not calibrated, the nearest shorter calibrated group's (wider), and the validated
+    series' where there is none; a network series (past the last edge), one of a single point (before
+    the first) and every series of a calibration without groups (older checkpoints) take the validated
     series'."""
     main = np.array([[1.0, 2.0], [3.0, 4.0]])  # (levels 80, 95; horizon 2)
-    groups = [[[10.0, 20.0], [30.0, 40.0]], None, [[50.0, 60.0], [70.0, 80.0]]]  # [2, 4), [4, 8) empty, [8, 16)
-    short = {"edges": [2, 4, 8, 16], "quantiles": groups}
+    a, c = [[10.0, 20.0], [30.0, 40.0]], [[50.0, 60.0], [70.0, 80.0]]
+    short = {"edges": [2, 4, 8, 16], "quantiles": [a, None, c]}  # [2, 4), [4, 8) too few errors, [8, 16)
     calibration = intervals.read(intervals.record(main, (80, 95), "spread", short))
     lengths = np.array([1, 2, 3, 5, 9, 15, 16, 40])  # 16 on: long enough for the network
     table = calibration.table(95, lengths)
-    np.testing.assert_array_equal(table, [[3, 4], [30, 40], [30, 40], [3, 4], [70, 80], [70, 80], [3, 4], [3, 4]])
+    np.testing.assert_array_equal(table, [[3, 4], [30, 40], [30, 40], [30, 40], [70, 80], [70, 80], [3, 4], [3, 4]])
     assert calibration.table(90, lengths) is None
+    first_missing = intervals.read(intervals.record(main, (80, 95), "spread", {**short, "quantiles": [None, a, c]}))
+    np.testing.assert_array_equal(first_missing.table(80, np.array([3, 5, 9])), [[1, 2], [10, 20], [50, 60]])
     old = intervals.read(intervals.record(main, (80, 95), "spread"))
     np.testing.assert_array_equal(old.table(80, lengths), np.tile([1.0, 2.0], (len(lengths), 1)))
+
+
+def test_a_length_group_with_too_few_errors_for_the_highest_level_is_not_calibrated():
+    """The conformal rank ceil((n + 1) L / 100) needs n >= L / (100 - L) errors (19 at 95 %, 4 at 80 %);
+    with fewer it can only give the largest error, and short_record leaves the group uncalibrated."""
+    def counts(n):  # (horizon 2, BINS): n errors at each step
+        return intervals.error_histogram(np.arange(float(n))[:, None] * [1.0, 2.0], np.zeros((n, 2)), np.ones(n))
+
+    assert intervals.enough(counts(19), (80, 95)) and not intervals.enough(counts(18), (80, 95))
+    assert intervals.enough(counts(4), (80,)) and not intervals.enough(counts(3), (80,))
+    record = intervals.short_record(np.stack([counts(19), counts(18)]), (80, 95), 2)  # groups [2, 3), [3, 4)
+    assert record["quantiles"][0] is not None and record["quantiles"][1] is None
 
 
 def test_short_histograms_hold_the_partners_errors_from_training_parts_cut_to_each_groups_lengths():

@@ -375,10 +375,11 @@ def test_validation_calibrates_the_short_series_on_the_chosen_partners_errors_fr
     from tests.test_predict import _batch
 
     rng = np.random.default_rng(6)
-    series = {f"s{i}": 50 + np.cumsum(rng.normal(0.3 * (i % 3), 2, 24 + i)) for i in range(6)}
+    # 24 series: every group gets the 19 errors per step its 95 % quantile needs (intervals.enough)
+    series = {f"s{i}": 50 + np.cumsum(rng.normal(0.3 * (i % 3), 2, 24 + i)) for i in range(24)}
     spec = model_spec(*SMALL, "model.horizon=4", "data.freq=MS")
     cfg = load_config(None, [*SMALL, "model.horizon=4", "data.freq=MS"])  # model.statistical=auto
-    settings = dataclasses.replace(LoopSettings.from_config(cfg, 6), series_per_block=4)  # two blocks
+    settings = dataclasses.replace(LoopSettings.from_config(cfg, 24), series_per_block=16)  # two blocks
     calls = []
     made = intervals.short_histograms
     monkeypatch.setattr(intervals, "short_histograms", lambda *a: calls.append(a[3]) or made(*a))
@@ -392,7 +393,7 @@ def test_validation_calibrates_the_short_series_on_the_chosen_partners_errors_fr
     block = SeriesBlock(list(series.values()))
 
     def record(method):
-        counts = sum(made(block.take(np.arange(6) // 4 == b), 4, spec.season, method, "spread",
+        counts = sum(made(block.take(np.arange(24) // 16 == b), 4, spec.season, method, "spread",
                           settings.nonnegative) for b in (0, 1))
         return intervals.short_record(counts, settings.levels, 4)
 
