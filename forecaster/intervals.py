@@ -54,7 +54,6 @@ from forecaster.validate import min_length
 EDGES = np.concatenate([[0.0], np.logspace(-3, 3, 1201)])
 BINS = len(EDGES)  # the last bin holds everything from EDGES[-1] on
 
-UNITS = INTERVAL_UNITS  # model.interval_unit
 LEGACY_UNIT = "mase"  # the unit of a calibration that names none (checkpoints from before the rule was kept)
 # the spread's weight in the unit, chosen among 1, 2 and 4 on M1's training parts (docs/benchmarks.md)
 SPREAD_WEIGHT = 1.0
@@ -71,12 +70,11 @@ def spread(members: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def units(scale: np.ndarray, members: Sequence[np.ndarray], rule: str) -> np.ndarray:
-    """(series,) the unit of each series' errors and interval widths under `rule` (UNITS): its MASE
-    `scale` (evaluate.mase_scale), plus SPREAD_WEIGHT x the spread() of the models' forecasts `members`
-    (the LSTM's and every statistical method's, theta.statistical) for `spread`. NaN where the scale is
-    not positive: a flat history, or one too short for a difference, scales no interval."""
-    if rule not in UNITS:
-        raise ValueError(f"interval unit {rule!r}: expected one of {', '.join(UNITS)}")
+    """(series,) the unit of each series' errors and interval widths under `rule` (config.INTERVAL_UNITS:
+    the config's choices check it, read() a checkpoint's): its MASE `scale` (evaluate.mase_scale), plus
+    SPREAD_WEIGHT x the spread() of the models' forecasts `members` (the LSTM's and every statistical
+    method's, theta.statistical) for `spread`. NaN where the scale is not positive: a flat history, or
+    one too short for a difference, scales no interval."""
     scale = np.where(scale > 0, scale, np.nan)
     return scale if rule == "mase" else scale + SPREAD_WEIGHT * spread(members)
 
@@ -214,15 +212,21 @@ class Calibration:
 
 def read(calibration: dict | None) -> Calibration:
     """A checkpoint's calibration: one that names no unit was measured in the MASE scale (LEGACY_UNIT);
-    one without short series' groups calibrates every series alike; none at all gives no quantiles."""
+    one without short series' groups calibrates every series alike; none at all gives no quantiles. A
+    unit this version cannot draw in (a checkpoint from a newer one) is refused here, once, by name."""
     if calibration is None:
         return Calibration()
+    unit = calibration.get("unit", LEGACY_UNIT)
+    if unit not in INTERVAL_UNITS:
+        raise ValueError(f"the checkpoint's interval calibration is in unit {unit!r}, which this version cannot "
+                         f"draw intervals in (it knows {', '.join(INTERVAL_UNITS)}): train anew, or forecast with "
+                         "the version that wrote the checkpoint")
     levels = calibration["levels"]
 
     def by_level(table) -> dict[int, np.ndarray]:
         return {level: np.asarray(row, dtype=float) for level, row in zip(levels, table, strict=True)}
 
     short = calibration.get("short") or {"edges": [], "quantiles": []}
-    return Calibration(by_level(calibration["quantiles"]), calibration.get("unit", LEGACY_UNIT),
+    return Calibration(by_level(calibration["quantiles"]), unit,
                        np.asarray(short["edges"], dtype=np.int64),
                        tuple(None if q is None else by_level(q) for q in short["quantiles"]))

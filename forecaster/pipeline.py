@@ -13,6 +13,7 @@ from collections import Counter
 import ray
 import ray.train
 
+from forecaster import intervals
 from forecaster.checkpoint import checkpoint_uri, load_best
 from forecaster.columns import LENGTH, REASON, REJECT_SCHEMA
 from forecaster.config import Config, ConfigError
@@ -147,8 +148,13 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
     elif reused is not None:
         log.info("train.warm_epochs=0: forecasting with %s as it is, no training", reused[1])
         counts["trained_on"] = 0
-        with reused[0].as_directory() as path:  # model.statistical=auto: what the reused model's training chose
-            choice = load_best(path).statistical
+        with reused[0].as_directory() as path:
+            best = load_best(path)
+        try:  # intervals it cannot draw (a newer version's unit): refused here, by name, not in every predictor
+            intervals.read(best.calibration)
+        except ValueError as exc:
+            raise ConfigError(f"train.warm_start={reused[1]}: {exc}") from None
+        choice = best.statistical  # model.statistical=auto: what the reused model's training chose
         checkpoint, uri = reused
         metrics = {"warm_started": True, "epochs": 0, "reused_checkpoint": uri, "statistical": choice}
     else:

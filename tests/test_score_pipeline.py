@@ -170,6 +170,28 @@ def test_later_dates_forecast_with_the_first_dates_model_as_it_is(runs):
     assert set(forecasts.model) == {f"LSTM+{partner_name(choice['chosen'])}"}
 
 
+def test_a_reused_checkpoint_whose_intervals_this_version_cannot_draw_is_refused_by_name(runs, tmp_path):
+    """train.warm_epochs=0 with a checkpoint whose calibration names an interval unit this version does not
+    know (one from a newer version): a ConfigError naming train.warm_start and the unit, on the driver,
+    before any predictor starts."""
+    import shutil
+
+    import torch
+
+    from forecaster.config import ConfigError
+
+    copy = tmp_path / "newer"
+    shutil.copytree(runs["manifests"][0]["checkpoint_uri"], copy)
+    saved = torch.load(copy / "model.pt", weights_only=True)
+    saved["calibration"]["unit"] = "iqr"
+    torch.save(saved, copy / "model.pt")
+    cfg = load_config(None, [*_settings(runs["inputs"][2], tmp_path / "out", "2026-01-04"),
+                             f"train.warm_start={copy}"])
+    with pytest.raises(ConfigError, match=f"train.warm_start={copy}: .*unit 'iqr'"):
+        run(cfg)
+    assert not (tmp_path / "out" / "forecasts").exists()
+
+
 def test_score_enabled_false_scores_nothing(tmp_path):
     cfg = _config(tmp_path, tmp_path / "out", "2026-01-04")
     cfg.score.enabled = False
