@@ -111,8 +111,7 @@ def quantiles(counts: np.ndarray, levels: tuple[int, ...] | list[int]) -> np.nda
 
 def bounds(forecast: np.ndarray, unit: np.ndarray, quantile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi), each (series, horizon), of one level's interval around `forecast` from its quantiles,
-    (horizon,) for every series or (series, horizon) (Calibration.table); NaN where the series has no
-    unit."""
+    (horizon,) for every series or per series (Calibration.table); NaN where the series has no unit."""
     width = quantile * unit[:, None]
     return forecast - width, forecast + width
 
@@ -196,10 +195,10 @@ class Calibration:
         where it falls in a group (a series too short for the network), the nearest shorter calibrated
         group's where its own was not calibrated (errors from fewer points are larger: wider, not
         narrower); the validated series' elsewhere, below the first calibrated group and wherever the
-        checkpoint has no groups (those from before they were kept). None where the level was not
-        calibrated."""
+        checkpoint has no groups (those from before they were kept). Where the level was not calibrated,
+        (series, 1) NaN: no interval at any step."""
         if level not in self.quantiles:
-            return None
+            return np.full((len(lengths), 1), np.nan)
         out = np.tile(self.quantiles[level], (len(lengths), 1))
         group = np.searchsorted(self.edges, lengths, side="right") - 1  # -1, len(short): in no group
         shorter = None

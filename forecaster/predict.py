@@ -198,11 +198,9 @@ class SeriesPredictor:
         if self.forecast_levels:
             unit = intervals.units(mase_scale(block, block.lengths, self.season), [lstm[..., 0], *methods.values()],
                                    self.calibration.unit)
-            missing = np.full(h, np.nan)
             for level in self.forecast_levels:
-                table = self.calibration.table(level, block.lengths)
-                bounds[level] = tuple(floored(bound, floor)
-                                      for bound in intervals.bounds(chosen, unit, missing if table is None else table))
+                quantiles = self.calibration.table(level, block.lengths)
+                bounds[level] = tuple(floored(bound, floor) for bound in intervals.bounds(chosen, unit, quantiles))
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
                          seasonal_naive=snaive, statistical=methods, forecast=chosen, model=model, intervals=bounds,
                          floor=floor)
