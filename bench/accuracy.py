@@ -68,9 +68,13 @@ class Truth:
         self.actual = test.y.to_numpy(dtype=float).reshape(len(self.ids), self.horizon)
         self.scale = mase_scale(self.block, self.block.lengths, self.season)
 
-    def score(self, forecast: pd.DataFrame, column: str) -> dict:
+    def values(self, forecast: pd.DataFrame, column: str) -> np.ndarray:
+        """(series, horizon) of one forecast column, aligned with the actuals (NaN where it has none)."""
         merged = self.keys.merge(forecast[["unique_id", "ds", column]], on=["unique_id", "ds"], how="left")
-        predicted = merged[column].to_numpy(dtype=float).reshape(self.actual.shape)
+        return merged[column].to_numpy(dtype=float).reshape(self.actual.shape)
+
+    def score(self, forecast: pd.DataFrame, column: str) -> dict:
+        predicted = self.values(forecast, column)
         # MASE is undefined on flat histories; a column may lack series (LSTM: those too short for the network)
         defined = np.isfinite(predicted).all(axis=1)
         scaled = mase(self.actual, predicted, self.scale)[(self.scale > 0) & defined]
@@ -82,9 +86,7 @@ class Truth:
         series' MASE scale (forecaster.evaluate, as the backtest reports them) and its mean scaled
         interval score (MSIS, forecaster.evaluate.interval_score: width and misses in one number), over
         every series or those `series` (a mask over self.ids) marks."""
-        lo, hi = f"forecast-lo-{level}", f"forecast-hi-{level}"
-        merged = self.keys.merge(forecast[["unique_id", "ds", lo, hi]], on=["unique_id", "ds"], how="left")
-        lower, upper = (merged[c].to_numpy(dtype=float).reshape(self.actual.shape) for c in (lo, hi))
+        lower, upper = (self.values(forecast, f"forecast-{side}-{level}") for side in ("lo", "hi"))
         rows = slice(None) if series is None else series
         actual, lower, upper, scale = self.actual[rows], lower[rows], upper[rows], self.scale[rows]
         inside = coverage(actual, lower, upper)
@@ -95,8 +97,7 @@ class Truth:
     def without_network(self, forecast: pd.DataFrame) -> np.ndarray:
         """(series,) True where the job forecast the series without the network (too short for it: no
         `LSTM` value), whose intervals are calibrated apart (forecaster.intervals)."""
-        merged = self.keys.merge(forecast[["unique_id", "ds", LSTM]], on=["unique_id", "ds"], how="left")
-        return ~np.isfinite(merged[LSTM].to_numpy(dtype=float).reshape(self.actual.shape)).all(axis=1)
+        return ~np.isfinite(self.values(forecast, LSTM)).all(axis=1)
 
     def seasonal_naive(self) -> pd.DataFrame:
         values = seasonal_naive(self.block, self.block.lengths, self.horizon, self.season)
