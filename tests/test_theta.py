@@ -63,6 +63,15 @@ def test_noise_is_not_seasonal_and_short_or_non_positive_series_are_not_adjusted
     np.testing.assert_array_equal(_is_seasonal(y, n, 4), [False, True, False, False])
 
 
+def test_the_seasonality_test_calls_about_half_of_white_noise_seasonal():
+    """The test is at 50 % (SEASONALITY_Z), not thetaf's 90 %: under no season its statistic is about
+    standard normal, so about half of many white-noise series pass it (thetaf's would pass 9 %)."""
+    rng = np.random.default_rng(0)
+    block = SeriesBlock([50 + rng.normal(size=120) for _ in range(2000)])
+    y, n = _right_aligned(block, block.lengths)
+    assert 0.45 < _is_seasonal(y, n, 4).mean() < 0.55
+
+
 def test_a_block_forecasts_each_series_as_alone_and_ends_cut_the_history():
     rng = np.random.default_rng(1)
     series = [np.abs(rng.normal(100, 20, size)) * (1 + 0.5 * np.sin(np.arange(size) * np.pi / 6))
