@@ -14,11 +14,13 @@ the two partners on its own data (`partner_errors`, below).
 
 Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003), but for the seasonality test's level:
 1. seasonality test: the autocorrelation at lag `season` is significant at 50 % (thetaf's is 90 %;
-   SEASONALITY_Z says why), and the series has more than two seasons, is not constant and, for the
-   multiplicative decomposition, has positive values;
+   SEASONALITY_Z says why), and the series has more than two seasons and is not constant;
 2. if seasonal: classical multiplicative decomposition (centred moving average of one season;
    seasonal indices = mean ratio to it per position in the season, normalised to mean 1), and the
-   series is divided by its indices;
+   series is divided by its indices; a series with a zero or negative value, which has no ratios,
+   gets the additive decomposition instead (the mean difference to the moving average, normalised to
+   mean 0, subtracted), as statsforecast's AutoTheta does: without it such a series (demand with
+   zeros) kept its whole season in the methods' errors;
 3. Theta: simple exponential smoothing of the (adjusted) series, alpha chosen from a grid by in-sample
    one-step squared error, plus half the slope of the series' least-squares line as drift:
    f(j) = level + b/2 * (j - 1 + (1 - (1 - alpha)^n) / alpha);
@@ -26,7 +28,7 @@ Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003), but for the seaso
    trend start at the first point and 0), (alpha, beta, phi) from a grid by in-sample one-step
    squared error: f(j) = level + (phi + ... + phi^j) * trend;
    SES: Theta's level alone, f(j) = level;
-4. the forecast multiplied back by the seasonal indices.
+4. the forecast multiplied back by the seasonal indices (or the additive components added back).
 
 `model.statistical=auto` picks, once per run and for all series, the partner (Theta with DampedTrend,
 or Theta with SES) with the lower mean MASE on each series' last `CHOICE_WINDOWS` horizons, each
@@ -96,7 +98,7 @@ def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
     unknown = set(names) - set(METHODS)
     if unknown:
         raise ValueError(f"no statistical method {sorted(unknown)}: expected some of {', '.join(METHODS)}")
-    adjusted, n, index = _adjusted(block, ends, season)
+    adjusted, n, season_factors = _adjusted(block, ends, season)
     width = adjusted.shape[1]
     if width == 0:
         return {name: np.full((len(ends), horizon), np.nan) for name in names}
@@ -114,7 +116,7 @@ def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
         level, trend, phi = (np.concatenate(parts) for parts in zip(*passes, strict=True))
         damping = np.cumsum(phi[:, None] ** np.arange(1, horizon + 1)[None, :], axis=1)
         out[DAMPED] = level[:, None] + damping * trend[:, None]
-    return {name: _reseasonalised(out[name], index, width) for name in names}
+    return {name: _reseasonalised(out[name], *season_factors, width) for name in names}
 
 
 def _members(method: str) -> tuple[str, ...]:
@@ -193,22 +195,29 @@ def chosen_partner(sums: np.ndarray, candidates: tuple[str, ...] = CANDIDATES) -
     return candidates[int(np.argmin(means))] if np.isfinite(means).any() else candidates[0]
 
 
-def _adjusted(block: SeriesBlock, ends: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(the right-aligned points divided by their seasonal indices, the counts, the (series, season)
-    indices: 1 where the seasonality test fails)."""
+def _adjusted(block: SeriesBlock, ends: np.ndarray,
+              season: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(the right-aligned points seasonally adjusted, the counts, the (series, season) multiplicative
+    indices and additive components): divided by the indices where the seasonality test passes and
+    every point is positive, minus the components where it passes otherwise; indices 1 and
+    components 0 where it fails."""
     y, n = _right_aligned(block, ends)
-    index = np.ones((len(n), max(season, 1)))
+    index, component = np.ones((len(n), max(season, 1))), np.zeros((len(n), max(season, 1)))
     if season > 1 and y.shape[1]:
         seasonal = _is_seasonal(y, n, season)
-        if seasonal.any():
-            index[seasonal] = _seasonal_indices(y[seasonal], n[seasonal], season)
-    return y / index[:, np.arange(y.shape[1]) % index.shape[1]], n, index
+        positive = np.where(np.isnan(y), 1.0, y).min(axis=1) > 0
+        for rows, additive, out in ((seasonal & positive, False, index), (seasonal & ~positive, True, component)):
+            if rows.any():
+                out[rows] = _seasonal_indices(y[rows], n[rows], season, additive)
+    columns = np.arange(y.shape[1]) % index.shape[1]
+    return y / index[:, columns] - component[:, columns], n, (index, component)
 
 
-def _reseasonalised(forecast: np.ndarray, index: np.ndarray, width: int) -> np.ndarray:
-    """`forecast` of the adjusted series, from column `width` on, multiplied back by its indices."""
-    future = (width + np.arange(forecast.shape[1])[None, :]) % index.shape[1]
-    return forecast * np.take_along_axis(index, np.broadcast_to(future, forecast.shape), axis=1)
+def _reseasonalised(forecast: np.ndarray, index: np.ndarray, component: np.ndarray, width: int) -> np.ndarray:
+    """`forecast` of the adjusted series, from column `width` on, with its season put back: the
+    additive components added, then multiplied by the indices (one of the two is neutral)."""
+    future = np.broadcast_to((width + np.arange(forecast.shape[1])[None, :]) % index.shape[1], forecast.shape)
+    return (forecast + np.take_along_axis(component, future, axis=1)) * np.take_along_axis(index, future, axis=1)
 
 
 def _right_aligned(block: SeriesBlock, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,12 +243,13 @@ def _is_seasonal(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
         acf = acf / denominator[:, None]
         stat = np.sqrt((1 + 2 * (acf[:, :-1] ** 2).sum(axis=1)) / n)
         significant = np.abs(acf[:, -1]) / stat > SEASONALITY_Z
-    positive = np.where(valid, y, 1.0).min(axis=1) > 0
-    return significant & (n > 2 * season) & (denominator > 0) & positive
+    return significant & (n > 2 * season) & (denominator > 0)
 
 
-def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
-    """(series, season) multiplicative indices by column % season, normalised to mean 1."""
+def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int, additive: bool = False) -> np.ndarray:
+    """(series, season) multiplicative indices by column % season, normalised to mean 1: the mean
+    ratio of the points to their centred moving average; `additive`: components normalised to mean 0,
+    the mean difference to it."""
     width = y.shape[1]
     half = season // 2
     filled = np.nan_to_num(y)
@@ -251,13 +261,18 @@ def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
         inner = total[:, centre + half] - total[:, centre - half + 1]
         average = (inner + 0.5 * (filled[:, centre - half] + filled[:, centre + half])) / season
     inside = centre[None, :] - half >= (width - n)[:, None]  # the whole average lies in the series
-    ratio = np.where(inside, y[:, centre] / np.where(inside, average, 1.0), np.nan)
-    # the mean ratio per position in the season, over the ratios that exist: sums and counts per
-    # position as one product with a (centre, season) indicator matrix
+    if additive:
+        ratio = np.where(inside, y[:, centre] - average, np.nan)
+    else:
+        ratio = np.where(inside, y[:, centre] / np.where(inside, average, 1.0), np.nan)
+    # the mean ratio (difference) per position in the season, over those that exist: sums and counts
+    # per position as one product with a (centre, season) indicator matrix
     observed = ~np.isnan(ratio)
     indicator = (centre[:, None] % season == np.arange(season)[None, :]).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         index = (np.where(observed, ratio, 0.0) @ indicator) / (observed @ indicator)
+    if additive:
+        return index - index.mean(axis=1, keepdims=True)
     return index / index.mean(axis=1, keepdims=True)
 
 

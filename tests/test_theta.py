@@ -52,15 +52,27 @@ def test_a_multiplicative_season_is_carried_into_the_future():
     np.testing.assert_allclose(forecast[0], 100.0 * np.tile(pattern, 2), rtol=1e-6)
 
 
-def test_noise_is_not_seasonal_and_short_or_non_positive_series_are_not_adjusted():
+def test_noise_is_not_seasonal_and_short_series_are_not_adjusted():
     rng = np.random.default_rng(0)
     noise = 50 + rng.normal(size=120)
     seasonal = 100.0 * np.tile([1.0, 2.0, 0.5, 1.5], 30)
     short = 100.0 * np.tile([1.0, 2.0, 0.5, 1.5], 2)  # two seasons: too short for the test
-    negative = seasonal - 120.0  # seasonal but not positive: no multiplicative decomposition
+    negative = seasonal - 120.0  # seasonal, not positive: tested all the same (adjusted additively)
     block = SeriesBlock([noise, seasonal, short, negative])
     y, n = _right_aligned(block, block.lengths)
-    np.testing.assert_array_equal(_is_seasonal(y, n, 4), [False, True, False, False])
+    np.testing.assert_array_equal(_is_seasonal(y, n, 4), [False, True, False, True])
+
+
+def test_a_season_of_a_series_with_zeros_or_negatives_is_additive_and_carried_into_the_future():
+    """No ratio exists where a point is zero or negative: such a series is adjusted by the additive
+    decomposition, and every method forecasts its season, shifted as the series is."""
+    pattern = np.array([0.0, 40.0, -20.0, 20.0])
+    series = [30.0 + np.tile(pattern, 10), np.tile(pattern, 10)]  # the first has a zero, the second negatives
+    block = SeriesBlock(series)
+    forecasts = statistical(block, block.lengths, 8, 4)
+    for name in (THETA, DAMPED, SES):
+        np.testing.assert_allclose(forecasts[name][0], 30.0 + np.tile(pattern, 2), atol=1e-6)
+        np.testing.assert_allclose(forecasts[name][1], np.tile(pattern, 2), atol=1e-6)
 
 
 def test_the_seasonality_test_calls_about_half_of_white_noise_seasonal():
