@@ -64,7 +64,7 @@ CANDIDATES = ("theta_damped", "theta_ses")  # what auto chooses between (the fir
 CHOICE_WINDOWS = 3  # the last horizons of each series that auto scores the candidates on
 # The seasonality test's bound on |acf(season)| over its standard error: the normal's 75 % quantile, a
 # 50 % two-sided test. thetaf's 90 % test (1.645) misses the season of many short seasonal series: on
-# M1's training parts, monthly and quarterly, the 50 % test made the partner 0.4-5 % and `forecast`
+# M1's training parts, monthly and quarterly, the 50 % test made the partner 0.3-5 % and `forecast`
 # 0.2-2.2 % better at each of the last three horizons (docs/benchmarks.md). Adjusting a series that has
 # no season costs little (indices near 1, estimated from every season); missing one costs its pattern.
 SEASONALITY_Z = 0.6744897501960817
