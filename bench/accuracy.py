@@ -173,15 +173,19 @@ def main() -> None:
           "test set; width and the interval score MSIS, lower better, in units of each series' MASE scale)")
     for name, *_, covered in table:
         for level, result in covered.items():
-            print(f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f} "
-                  f"{result['msis']:7.2f}")
+            print(_interval_line(name, level, result))
         for level, result in covered.items():  # the series too short for the network, where there are any
-            apart = result["short"]
-            if apart is not None:
-                print(f"{name:10} {f'{level} %':>8} {100 * apart['coverage']:8.1f}% {apart['width']:7.2f} "
-                      f"{apart['msis']:7.2f}   of the {apart['series']} series too short for the network")
+            if result["short"] is not None:
+                print(_interval_line(name, level, result["short"],
+                                     f"   of the {result['short']['series']} series too short for the network"))
     print()
     print(summary(table))
+
+
+def _interval_line(name: str, level: int, result: dict, note: str = "") -> str:
+    """One line of the interval table: coverage, width and MSIS of a Truth.coverage result."""
+    return (f"{name:10} {f'{level} %':>8} {100 * result['coverage']:8.1f}% {result['width']:7.2f} "
+            f"{result['msis']:7.2f}{note}")
 
 
 def summary(table: list) -> str:

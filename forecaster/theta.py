@@ -261,16 +261,15 @@ def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int, additive: bool 
         inner = total[:, centre + half] - total[:, centre - half + 1]
         average = (inner + 0.5 * (filled[:, centre - half] + filled[:, centre + half])) / season
     inside = centre[None, :] - half >= (width - n)[:, None]  # the whole average lies in the series
-    if additive:
-        ratio = np.where(inside, y[:, centre] - average, np.nan)
-    else:
-        ratio = np.where(inside, y[:, centre] / np.where(inside, average, 1.0), np.nan)
-    # the mean ratio (difference) per position in the season, over those that exist: sums and counts
-    # per position as one product with a (centre, season) indicator matrix
-    observed = ~np.isnan(ratio)
+    # each point against its moving average: the difference, or the ratio
+    detrended = (y[:, centre] - average) if additive else y[:, centre] / np.where(inside, average, 1.0)
+    detrended = np.where(inside, detrended, np.nan)
+    # their mean per position in the season, over those that exist: sums and counts per position as one
+    # product with a (centre, season) indicator matrix
+    observed = ~np.isnan(detrended)
     indicator = (centre[:, None] % season == np.arange(season)[None, :]).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        index = (np.where(observed, ratio, 0.0) @ indicator) / (observed @ indicator)
+        index = (np.where(observed, detrended, 0.0) @ indicator) / (observed @ indicator)
     if additive:
         return index - index.mean(axis=1, keepdims=True)
     return index / index.mean(axis=1, keepdims=True)
