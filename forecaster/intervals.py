@@ -218,8 +218,7 @@ def read(calibration: dict | None) -> Calibration:
     unit = calibration.get("unit", LEGACY_UNIT)
     if unit not in INTERVAL_UNITS:
         raise ValueError(f"the checkpoint's interval calibration is in unit {unit!r}, which this version cannot "
-                         f"draw intervals in (it knows {', '.join(INTERVAL_UNITS)}): train anew, or forecast with "
-                         "the version that wrote the checkpoint")
+                         f"draw intervals in (it knows {', '.join(INTERVAL_UNITS)})")
     levels = calibration["levels"]
 
     def by_level(table) -> dict[int, np.ndarray]:

@@ -153,7 +153,9 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
         try:  # intervals it cannot draw (a newer version's unit): refused here, by name, not in every predictor
             intervals.read(best.calibration)
         except ValueError as exc:
-            raise ConfigError(f"train.warm_start={reused[1]}: {exc}") from None
+            raise ConfigError(f"train.warm_start={reused[1]}: {exc}; with train.warm_epochs above 0 this "
+                              "version trains from it and calibrates anew, or forecast with the version that "
+                              "wrote it") from None
         choice = best.statistical  # model.statistical=auto: what the reused model's training chose
         checkpoint, uri = reused
         metrics = {"warm_started": True, "epochs": 0, "reused_checkpoint": uri, "statistical": choice}

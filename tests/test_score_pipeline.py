@@ -187,7 +187,7 @@ def test_a_reused_checkpoint_whose_intervals_this_version_cannot_draw_is_refused
     torch.save(saved, copy / "model.pt")
     cfg = load_config(None, [*_settings(runs["inputs"][2], tmp_path / "out", "2026-01-04"),
                              f"train.warm_start={copy}"])
-    with pytest.raises(ConfigError, match=f"train.warm_start={copy}: .*unit 'iqr'"):
+    with pytest.raises(ConfigError, match=f"train.warm_start={copy}: .*unit 'iqr'.*train.warm_epochs above 0"):
         run(cfg)
     assert not (tmp_path / "out" / "forecasts").exists()
 
