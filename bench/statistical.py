@@ -1,13 +1,13 @@
-"""The statistical baselines' cost per series: Theta, DampedTrend, SES and model.statistical's partners,
+"""The statistical baselines' cost per series: Theta, DampedTrend, SES, OptimizedTheta and model.statistical's partners,
 and model.statistical=auto's choice; and what the validation pass of each epoch costs with them.
 
     .venv/bin/python bench/statistical.py [--series 512] [--length 120] [--season 12] [--horizon 18] [--repeats 5]
                                           [--validation-series 8192] [--predict-series 8192]
 
-Every series is forecast by Theta, DampedTrend and SES on every run (predict), and the validated
+Every series is forecast by Theta, DampedTrend, SES and OptimizedTheta on every run (predict), and the validated
 series by the partner of `forecast` on the validation window once per training run (train), so their
 cost grows with the number of series. The bench times `forecaster.theta.theta`, `damped_trend`, `ses`,
-`statistical` (all three, as predict calls it) and `partner_errors` (model.statistical=auto's errors
+`optimized_theta`, `statistical` (all four, as predict calls it) and `partner_errors` (model.statistical=auto's errors
 of both candidates on the last 3 horizons, once per validated series per training run, as validation
 pays for them: given its own fits of the last horizon, so the two horizons before it) on one block
 of random seasonal series of one length, the shape predict and validation hand them
@@ -24,8 +24,8 @@ The bare predictor (forecaster.predict.SeriesPredictor on an untrained checkpoin
 model with an interval calibration, one thread, fp32, blocks of 4096 series in memory: no Ray, no
 reading or writing) on `--predict-series` such series: its series/s with the intervals in each
 model.interval_unit (spread: the models' spread is computed for every series), and the share of its
-time that the statistical forecasts take (it computes Theta, DampedTrend and SES for every series,
-whatever model.statistical).
+time that the statistical forecasts take (it computes all four for every series, whatever
+model.statistical).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from forecaster.features import SeriesBlock  # noqa: E402
 from forecaster.model import build_model  # noqa: E402
 from forecaster.predict import SeriesPredictor  # noqa: E402
 from forecaster.spec import LoopSettings, ModelSpec  # noqa: E402
-from forecaster.theta import damped_trend, partner_errors, ses, statistical, theta  # noqa: E402
+from forecaster.theta import damped_trend, optimized_theta, partner_errors, ses, statistical, theta  # noqa: E402
 from forecaster.train import ValidationRows, _holdout_pass  # noqa: E402
 
 
@@ -159,7 +159,7 @@ def main() -> int:
     cutoffs = ends - args.horizon
     last = (statistical(block, cutoffs, args.horizon, args.season), holdout_actual(block, args.horizon),
             mase_scale(block, cutoffs, args.season))  # what validation has fitted before auto's errors
-    methods = {"Theta": theta, "DampedTrend": damped_trend, "SES": ses,
+    methods = {"Theta": theta, "DampedTrend": damped_trend, "SES": ses, "OptimizedTheta": optimized_theta,
                "all (predict)": lambda b, e, h, s: statistical(b, e, h, s),
                "auto's errors": lambda b, e, h, s: partner_errors(b, h, s, last=last)}
     per_series = {}
@@ -185,7 +185,7 @@ def main() -> int:
                                        args.repeats)
         print(f"bare predictor over {args.predict_series} series: "
               + ", ".join(f"{rate:,.0f} series/s with model.interval_unit={unit}" for unit, rate in rates.items())
-              + f"; Theta, DampedTrend and SES (theta.statistical) take {100 * share:.0f} % of its time")
+              + f"; the statistical methods (theta.statistical) take {100 * share:.0f} % of its time")
     return 0
 
 

@@ -6,12 +6,12 @@ Ray Train run of its own per window (never a warm start: earlier weights have se
 points), and `WindowScorer`, the job's predictor plus scoring, forecasts `horizon` steps from each
 cutoff and scores them against the next `horizon` hidden points: the LSTM, the chosen `forecast`,
 `no_fallback` (what `forecast` would be with model.fallback=none: the fallback's gain or cost on
-this data) and the Naive, SeasonalNaive, Theta, DampedTrend and SES baselines (metrics: evaluate.py).
+this data) and the Naive, SeasonalNaive, Theta, DampedTrend, SES and OptimizedTheta baselines (metrics: evaluate.py).
 
 Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the job's partitions:
 
     series.parquet    unique_id, window, cutoff, metric, model (what `forecast` used), LSTM, forecast,
-                      no_fallback, Naive, SeasonalNaive, Theta, DampedTrend, SES: one row per series,
+                      no_fallback, Naive, SeasonalNaive, Theta, DampedTrend, SES, OptimizedTheta: one row per series,
                       window and metric
     windows.parquet   window, metric, series, <models>: means over the series every model could be
                       scored on (LSTM needs horizon + 2 points before the cutoff; MASE a non-flat history)
@@ -50,6 +50,7 @@ from forecaster.columns import (
     LSTM,
     MODEL,
     NAIVE,
+    OPTIMIZED_THETA,
     SEASONAL_NAIVE,
     SES,
     THETA,
@@ -72,7 +73,7 @@ log = logging.getLogger(__name__)
 
 BACKTESTS = "backtests"
 NO_FALLBACK = "no_fallback"  # `forecast` as model.fallback=none would make it: what the fallback gained or cost
-MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA, DAMPED, SES)
+MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA, DAMPED, SES, OPTIMIZED_THETA)
 ACTUAL = "actual"  # the hidden points a window is scored on
 SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), (CUTOFF, pa.timestamp("us")),
                           ("metric", pa.string()), (MODEL, pa.string()), *((m, pa.float64()) for m in MODELS)])

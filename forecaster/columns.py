@@ -33,9 +33,10 @@ LSTM = "LSTM"  # the network's point forecast (the median for loss=quantile)
 NAIVE, SEASONAL_NAIVE, THETA = "Naive", "SeasonalNaive", "Theta"  # baselines, for every series
 DAMPED = "DampedTrend"  # damped-trend exponential smoothing, a baseline too (forecaster/theta.py)
 SES = "SES"  # simple exponential smoothing, likewise
+OPTIMIZED_THETA = "OptimizedTheta"  # the optimised Theta method (statsforecast's name), likewise
 FORECAST = "forecast"  # the value users are told to use
-MODEL = "model"  # which model made `forecast`: LSTM+Theta+DampedTrend, LSTM+Theta+SES, LSTM, ... (predict.py)
-BASELINES = (NAIVE, SEASONAL_NAIVE, THETA, DAMPED, SES)
+MODEL = "model"  # which model made `forecast`: LSTM+OptimizedTheta+DampedTrend, LSTM+Theta+SES, LSTM, ... (predict.py)
+BASELINES = (NAIVE, SEASONAL_NAIVE, THETA, DAMPED, SES, OPTIMIZED_THETA)
 INTERVAL = re.compile(r"^(?P<model>.+)-(?P<side>lo|hi)-(?P<level>\d+(?:\.\d+)?)$")
 
 

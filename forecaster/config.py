@@ -73,11 +73,12 @@ class ModelConfig:
                                     "window | none: the LSTM alone",
                            choices=("theta", "fitted", "none"))
     statistical: str = setting("auto", "the LSTM's statistical partner in `forecast`, and the forecast of series too "
-                                       "short for it: auto (theta_damped or theta_ses, whichever had the lower MASE "
-                                       "on the series' last 3 horizons, chosen once per run) | theta_damped (the mean "
-                                       "of the Theta method and damped-trend exponential smoothing) | theta_ses (the "
-                                       "mean of Theta and simple exponential smoothing) | theta (Theta alone)",
-                               choices=("auto", "theta_damped", "theta_ses", "theta"))
+                                       "short for it: auto (otm_damped or theta_ses, whichever had the lower MASE on "
+                                       "the series' last 3 horizons, chosen once per run) | otm_damped (the mean of "
+                                       "the optimised Theta method and damped-trend exponential smoothing) | "
+                                       "theta_ses (the mean of the Theta method and simple exponential smoothing) | "
+                                       "theta_damped (the mean of Theta and the damped trend) | theta (Theta alone)",
+                               choices=("auto", "otm_damped", "theta_ses", "theta_damped", "theta"))
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))

@@ -12,7 +12,8 @@ unit they were measured in. The predictor then writes
 The unit (model.interval_unit, units()):
 - `spread`, the default: the series' MASE scale (the in-sample MAE of seasonal naive up to the cutoff)
   plus SPREAD_WEIGHT times the spread of its models' forecasts (the population standard deviation of
-  the LSTM's, Theta's, DampedTrend's and SES's forecasts at each step, averaged over the steps).
+  the LSTM's, Theta's, DampedTrend's and SES's forecasts at each step, averaged over the steps:
+  SPREAD_METHODS).
   Where the models disagree the future is harder to call, and the interval widens with it: a
   normalised nonconformity score (Papadopoulos et al., "Normalized nonconformity measures for
   regression conformal prediction", 2008) that follows a window's difficulty where the MASE scale,
@@ -44,10 +45,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forecaster.columns import DAMPED, SES, THETA
 from forecaster.config import INTERVAL_UNITS
 from forecaster.evaluate import holdout_actual, mase_scale
 from forecaster.features import SeriesBlock
-from forecaster.theta import floor_series, floored, partner, statistical
+from forecaster.theta import STATISTICAL, floor_series, floored, partner, statistical
 from forecaster.validate import min_length
 
 # bins of scaled absolute errors: [0, 1e-3), then 1200 log-spaced bins up to 1e3, then [1e3, inf)
@@ -57,6 +59,15 @@ BINS = len(EDGES)  # the last bin holds everything from EDGES[-1] on
 LEGACY_UNIT = "mase"  # the unit of a calibration that names none (checkpoints from before the rule was kept)
 # the spread's weight in the unit, chosen among 1, 2 and 4 on M1's training parts (docs/benchmarks.md)
 SPREAD_WEIGHT = 1.0
+# the statistical methods whose forecasts, with the LSTM's, make the spread: those the rule was chosen with.
+# The optimised Theta, added later, is not one: with it every checkpoint's quantiles would be in another unit.
+SPREAD_METHODS = (THETA, DAMPED, SES)
+
+
+def members(methods: dict[str, np.ndarray], lstm: np.ndarray | None = None) -> list[np.ndarray]:
+    """The forecasts (each (series, horizon)) whose spread() widens the `spread` unit: the LSTM's, where
+    there is one, and SPREAD_METHODS' of `methods` (theta.statistical's)."""
+    return ([] if lstm is None else [lstm]) + [methods[name] for name in SPREAD_METHODS]
 
 
 def spread(members: Sequence[np.ndarray]) -> np.ndarray:
@@ -72,8 +83,8 @@ def spread(members: Sequence[np.ndarray]) -> np.ndarray:
 def units(scale: np.ndarray, members: Sequence[np.ndarray], rule: str) -> np.ndarray:
     """(series,) the unit of each series' errors and interval widths under `rule` (config.INTERVAL_UNITS:
     the config's choices check it, read() a checkpoint's): its MASE `scale` (evaluate.mase_scale), plus
-    SPREAD_WEIGHT x the spread() of the models' forecasts `members` (the LSTM's and every statistical
-    method's, theta.statistical) for `spread`. NaN where the scale is not positive: a flat history, or
+    SPREAD_WEIGHT x the spread() of the models' forecasts `members` (members(): the LSTM's and those of
+    SPREAD_METHODS) for `spread`. NaN where the scale is not positive: a flat history, or
     one too short for a difference, scales no interval."""
     scale = np.where(scale > 0, scale, np.nan)
     return scale if rule == "mase" else scale + SPREAD_WEIGHT * spread(members)
@@ -147,8 +158,10 @@ def short_histograms(block: SeriesBlock, horizon: int, season: int, method: str,
         if not len(fits):
             continue
         cut = block.tails(fits, cutoffs[fits], length[fits])
-        methods = statistical(cut, cut.lengths, horizon, season)  # all three: the unit's spread
-        unit = units(mase_scale(cut, cut.lengths, season), list(methods.values()), rule)
+        # the partner's methods and the spread's
+        methods = statistical(cut, cut.lengths, horizon, season, tuple(dict.fromkeys((*SPREAD_METHODS,
+                                                                                      *STATISTICAL[method]))))
+        unit = units(mase_scale(cut, cut.lengths, season), members(methods), rule)
         forecast = floored(partner(methods, method), floor_series(cut, cut.lengths, nonnegative))
         counts[group] = error_histogram(actual[fits], forecast, unit)
     return counts

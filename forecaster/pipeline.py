@@ -25,7 +25,7 @@ from forecaster.report import report_location, write_report
 from forecaster.runtime import init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
-from forecaster.theta import AUTO, recorded, resolved
+from forecaster.theta import AUTO, CANDIDATES, UNRECORDED, recorded, resolved
 from forecaster.train import VALIDATED_COLUMNS, fit, reused_model
 from forecaster.validate import attach_side_tables, clean_rows, min_length, reject_rows, validate_batch
 from forecaster.write import FORECASTS, REJECTS, count_models, manifest_location, write_manifest, write_partition
@@ -162,18 +162,20 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
     else:
         result = fit(cfg, trainable)
         checkpoint, uri, metrics = result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
-    metrics["statistical"] = _statistical_record(cfg, metrics.get("statistical"))
+    # auto without a record: the first candidate, or for a reused checkpoint that records none the partner it
+    # was validated with (the predictor's default for a checkpoint)
+    default = CANDIDATES[0] if reused is None else UNRECORDED
+    metrics["statistical"] = _statistical_record(cfg, metrics.get("statistical"), default)
     return checkpoint, uri, metrics
 
 
-def _statistical_record(cfg: Config, choice: dict | None) -> dict:
+def _statistical_record(cfg: Config, choice: dict | None, default: str) -> dict:
     """The manifest's metrics.statistical: the partner the run's forecasts use (`chosen`), as configured
     or as training chose it for model.statistical=auto (`choice`, train._choice: with the candidates'
-    errors); auto without a choice (no series long enough to train on) uses theta.resolved's default,
-    as the predictor does."""
+    errors); auto without a choice uses `default` (theta.resolved), as the predictor does."""
     if cfg.model.statistical == AUTO and recorded(choice):
         return choice
-    return {"configured": cfg.model.statistical, "chosen": resolved(cfg.model.statistical, None)}
+    return {"configured": cfg.model.statistical, "chosen": resolved(cfg.model.statistical, None, default)}
 
 
 def predict_and_write(cfg: Config, root, clean: ray.data.Dataset, rejects: ray.data.Dataset,

@@ -6,18 +6,20 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
     unique_id, ds, cutoff
     LSTM                          the network's point forecast (median for loss=quantile)
     LSTM-lo-80, LSTM-hi-80, ...   interval bounds for loss=quantile (sorted: they never cross)
-    Naive, SeasonalNaive, Theta, DampedTrend, SES   baselines, computed for every series (forecaster/theta.py)
+    Naive, SeasonalNaive, Theta, DampedTrend, SES, OptimizedTheta   baselines, computed for every series
+                                  (forecaster/theta.py)
     forecast, model               the forecast to use and which model made it
     forecast-lo-80, forecast-hi-80, ...  its intervals at model.levels, calibrated on the validation
                                   window (forecaster/intervals.py; a series too short for the network
                                   in its own length group)
 
-`model` is the network's forecast: `LSTM+Theta+DampedTrend` (the mean of the LSTM and its
-statistical partner, model.statistical: the mean of Theta and DampedTrend, of Theta and SES with
-`theta_ses`, Theta alone with `theta`; `auto`, the default: the one of the first two that training
-chose, kept in the checkpoint (theta.resolved); model.combine=theta, the default) or
-`LSTM` (model.combine=none); unless the series is too short for the network (fewer than horizon + 2
-points: the partner, `Theta+DampedTrend`) or,
+`model` is the network's forecast: `LSTM+OptimizedTheta+DampedTrend` (the mean of the LSTM and its
+statistical partner, model.statistical: the mean of the optimised Theta and DampedTrend with
+`otm_damped`, of Theta and SES with `theta_ses`, of Theta and DampedTrend with `theta_damped`, Theta
+alone with `theta`; `auto`, the default: the one of the first two that training chose, kept in the
+checkpoint (theta.resolved); model.combine=theta, the default) or `LSTM` (model.combine=none);
+unless the series is too short for the network (fewer than horizon + 2 points: the partner, e.g.
+`OptimizedTheta+DampedTrend`) or,
 with model.fallback=validation, seasonal naive (Naive under one season) beat that forecast on the
 series' own held-out last `horizon` points.
 """
@@ -54,6 +56,7 @@ from forecaster.features import SeriesBlock, Windows, forecast_windows, validati
 from forecaster.model import build_model, inference_dtype, member_mean
 from forecaster.theta import (
     STATISTICAL,
+    UNRECORDED,
     combine_weights,
     floor_series,
     floored,
@@ -89,7 +92,7 @@ class Forecasts:
     levels: tuple[int, ...]  # the interval levels of lstm's outputs
     naive: np.ndarray  # (series, horizon)
     seasonal_naive: np.ndarray
-    statistical: dict[str, np.ndarray]  # column -> (series, horizon): Theta, DampedTrend, SES (theta.statistical)
+    statistical: dict[str, np.ndarray]  # column -> (series, horizon): theta.METHODS' forecasts (theta.statistical)
     forecast: np.ndarray  # what users are told to use
     model: np.ndarray  # (series,): which model made `forecast`
     intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lo, hi) of `forecast`, forecaster.intervals
@@ -106,8 +109,9 @@ class SeriesPredictor:
                  threads: int = 1, use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
         model.combine, how the network's forecast is made from the LSTM and its statistical partner
-        (`statistical`: model.statistical; auto: the partner training chose, kept in the checkpoint, or
-        theta_damped without one; self.weight: the LSTM's share; for fitted, the one training chose, or
+        (`statistical`: model.statistical; auto: the partner training chose, kept in the checkpoint,
+        theta.UNRECORDED for a checkpoint without the record, the first candidate without a
+        checkpoint; self.weight: the LSTM's share; for fitted, the one training chose, or
         the mean from a checkpoint without it). `nonnegative`:
         model.nonnegative (auto: `forecast` and its bounds floored at zero for series never below it).
         `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint holds no calibration
@@ -130,7 +134,8 @@ class SeriesPredictor:
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
                 weights, self.spec, calibration, weight, choice = checkpoints.load_best(path)
-            self.statistical = resolved(statistical, choice)  # auto: the partner training chose
+            # auto: the partner training chose; a checkpoint without the record, the partner it was validated with
+            self.statistical = resolved(statistical, choice, UNRECORDED)
             if len(choices) > 1 and weight is not None:  # model.combine=fitted: what validation chose
                 self.weight = weight
             self.calibration = intervals.read(calibration)
@@ -196,8 +201,8 @@ class SeriesPredictor:
                                                   np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE)))
         bounds = {}
         if self.forecast_levels:
-            unit = intervals.units(mase_scale(block, block.lengths, self.season), [lstm[..., 0], *methods.values()],
-                                   self.calibration.unit)
+            unit = intervals.units(mase_scale(block, block.lengths, self.season),
+                                   intervals.members(methods, lstm[..., 0]), self.calibration.unit)
             for level in self.forecast_levels:
                 quantiles = self.calibration.table(level, block.lengths)
                 bounds[level] = tuple(floored(bound, floor) for bound in intervals.bounds(chosen, unit, quantiles))

@@ -36,6 +36,7 @@ from forecaster.columns import (
     LSTM,
     MODEL,
     NAIVE,
+    OPTIMIZED_THETA,
     SEASONAL_NAIVE,
     SES,
     THETA,
@@ -57,7 +58,7 @@ MAX_ORIGINS = 60  # forecast origins in the scores plot (newest)
 MAX_HISTORY = 1000  # history points plotted per series (the newest)
 MAX_TEXT = 160  # characters of an id or a detail shown in a cell
 MAX_CONFIG = 20_000  # characters of the resolved config shown
-MODEL_ORDER = (FORECAST, LSTM, "no_fallback", THETA, DAMPED, SES, SEASONAL_NAIVE, NAIVE)
+MODEL_ORDER = (FORECAST, LSTM, "no_fallback", THETA, OPTIMIZED_THETA, DAMPED, SES, SEASONAL_NAIVE, NAIVE)
 STAGES = ("ray_init", "read_validate", "split_rejects", "score", "train", "predict_write", "report_series")
 
 

@@ -1,12 +1,15 @@
-"""The statistical forecasts, vectorised over a block of series: the standard Theta method,
-damped-trend and simple exponential smoothing, and the partner they make for the LSTM.
+"""The statistical forecasts, vectorised over a block of series: the standard and the optimised Theta
+method, damped-trend and simple exponential smoothing, and the partner they make for the LSTM.
 
 Theta is the statistical benchmark forecasting teams compare against (M3's winner; statsforecast's
 `Theta`, R's `forecast::thetaf`); damped-trend exponential smoothing (Gardner & McKenzie, 1985) is a
 member of the M4 competition's "Comb" benchmark (with SES and Holt) and a strong method on trending
-quarterly and yearly data. The job computes them and SES for every series, next to naive and
-seasonal naive, and combines the LSTM with Theta's mean with the damped trend or SES (`model.combine=theta`,
-`model.statistical`): an equal-weight average of a global network and local statistical models is a
+quarterly and yearly data; the optimised Theta method (Fiorucci et al., "Models for optimising the
+theta method and their relationship to state space models", 2016; statsforecast's `OptimizedTheta`)
+fits the drift's weight that the standard method fixes at a half. The job computes them and SES for
+every series, next to naive and seasonal naive, and combines the LSTM with the optimised Theta's mean
+with the damped trend, or Theta's with SES (`model.combine=theta`, `model.statistical`): an
+equal-weight average of a global network and local statistical models is a
 more accurate and far less risky forecast than any alone (the M4 competition's lesson), and costs no
 training. Simple exponential smoothing (SES) is Theta without its drift: the partner for series
 whose trends do not carry over. `model.statistical=auto`, the default, lets each run choose between
@@ -28,10 +31,13 @@ Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003), but for the seaso
    trend start at the first point and 0), (alpha, beta, phi) from a grid by in-sample one-step
    squared error: f(j) = level + (phi + ... + phi^j) * trend;
    SES: Theta's level alone, f(j) = level;
+   optimised Theta: Theta's forecast with the drift's weight 1 - 1/theta instead of 1/2, (alpha,
+   theta) from a grid by in-sample one-step squared error, the one-step forecast after k points being
+   level + (1 - 1/theta) * b * (1 - (1 - alpha)^k) / alpha (the level starts at the first point);
 4. the forecast multiplied back by the seasonal indices (or the additive components added back).
 
-`model.statistical=auto` picks, once per run and for all series, the partner (Theta with DampedTrend,
-or Theta with SES) with the lower mean MASE on each series' last `CHOICE_WINDOWS` horizons, each
+`model.statistical=auto` picks, once per run and for all series, the partner (the optimised Theta with
+DampedTrend, or Theta with SES) with the lower mean MASE on each series' last `CHOICE_WINDOWS` horizons, each
 partner refitted on the points before each of them (a rolling origin, as statsforecast's
 `cross_validation`), over the series validation takes (forecaster.train makes the choice in its
 first validation pass, summed over all ranks, and keeps it in the checkpoint): one choice from many
@@ -47,7 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecaster.columns import DAMPED, SES, THETA
+from forecaster.columns import DAMPED, OPTIMIZED_THETA, SES, THETA
 from forecaster.evaluate import mase, mase_scale
 from forecaster.features import SeriesBlock, take_points
 
@@ -57,10 +63,16 @@ ALPHAS = np.linspace(0.05, 1.0, 20)
 DAMPED_ALPHAS, DAMPED_BETAS, DAMPED_PHIS = (g.ravel() for g in np.meshgrid(
     np.linspace(0.05, 1.0, 10), np.array([0.01, 0.05, 0.1, 0.3]), np.array([0.8, 0.9, 0.95, 0.98]), indexing="ij"))
 DAMPED_ROWS = 512  # series per pass of the damped trend's loop: its (series, grid) state then stays in cache
-# model.statistical: each partner's members (Theta first); `auto` is resolved per run to one of CANDIDATES
-STATISTICAL = {"theta": (THETA,), "theta_damped": (THETA, DAMPED), "theta_ses": (THETA, SES)}
+# the optimised Theta method: theta on a grid (the drift's weight 1 - 1/theta: 1 is SES, 2 Theta), with ALPHAS
+OPTIMIZED_THETAS = np.array([1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0])
+# model.statistical: each partner's members (a Theta first); `auto` is resolved per run to one of CANDIDATES
+STATISTICAL = {"theta": (THETA,), "theta_damped": (THETA, DAMPED), "theta_ses": (THETA, SES),
+               "otm_damped": (OPTIMIZED_THETA, DAMPED)}
 AUTO = "auto"
-CANDIDATES = ("theta_damped", "theta_ses")  # what auto chooses between (the first on a tie)
+CANDIDATES = ("otm_damped", "theta_ses")  # what auto chooses between (the first on a tie)
+# auto's partner for a checkpoint that records no choice (trained before auto, or with a configured partner):
+# auto's first candidate until the optimised Theta came, so that it forecasts as it was validated
+UNRECORDED = "theta_damped"
 CHOICE_WINDOWS = 3  # the last horizons of each series that auto scores the candidates on
 # The seasonality test's bound on |acf(season)| over its standard error: the normal's 75 % quantile, a
 # 50 % two-sided test. thetaf's 90 % test (1.645) misses the season of many short seasonal series: on
@@ -87,14 +99,20 @@ def ses(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.n
     return statistical(block, ends, horizon, season, (SES,))[SES]
 
 
-METHODS = (THETA, DAMPED, SES)  # the output columns of the statistical methods
+def optimized_theta(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """(series, horizon) optimised Theta forecasts from each series' points [0, ends[i]), on the series
+    seasonally adjusted as for Theta: Theta with the drift's weight 1 - 1/theta fitted with alpha."""
+    return statistical(block, ends, horizon, season, (OPTIMIZED_THETA,))[OPTIMIZED_THETA]
+
+
+METHODS = (THETA, DAMPED, SES, OPTIMIZED_THETA)  # the output columns of the statistical methods
 
 
 def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
                 names: tuple[str, ...] = METHODS) -> dict[str, np.ndarray]:
     """{column: (series, horizon) forecasts from each series' points [0, ends[i])} of the statistical
-    methods `names` (by their output columns). They share the seasonal adjustment, and Theta and SES
-    the smoothed level: all three cost about what Theta and DampedTrend cost apart."""
+    methods `names` (by their output columns). They share the seasonal adjustment, and Theta, SES and
+    the optimised Theta the smoothed levels: all four cost about what Theta and DampedTrend cost apart."""
     unknown = set(names) - set(METHODS)
     if unknown:
         raise ValueError(f"no statistical method {sorted(unknown)}: expected some of {', '.join(METHODS)}")
@@ -103,14 +121,17 @@ def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
     if width == 0:
         return {name: np.full((len(ends), horizon), np.nan) for name in names}
     out = {}
-    if THETA in names or SES in names:
-        level, alpha = _ses(adjusted, n)
+    if THETA in names or SES in names or OPTIMIZED_THETA in names:
+        slope = _slope(adjusted, n)
+        levels, sse, cross = _smoothed(adjusted, n, drift=OPTIMIZED_THETA in names)
+        best = np.argmin(sse, axis=1)
+        level, alpha = levels[np.arange(len(n)), best], ALPHAS[best]
         if THETA in names:
-            drift = _slope(adjusted, n) / 2
-            steps = np.arange(horizon)[None, :]
-            out[THETA] = level[:, None] + drift[:, None] * (steps + ((1 - (1 - alpha) ** n) / alpha)[:, None])
+            out[THETA] = _drifted(level, alpha, slope / 2, n, horizon)
         if SES in names:
             out[SES] = np.repeat(level[:, None], horizon, axis=1)
+        if OPTIMIZED_THETA in names:
+            out[OPTIMIZED_THETA] = _optimized(levels, sse, cross, slope, n, horizon)
     if DAMPED in names:
         passes = [_damped(adjusted[i:i + DAMPED_ROWS], n[i:i + DAMPED_ROWS]) for i in range(0, len(n), DAMPED_ROWS)]
         level, trend, phi = (np.concatenate(parts) for parts in zip(*passes, strict=True))
@@ -178,13 +199,13 @@ def recorded(choice) -> str | None:
     return chosen if chosen in STATISTICAL else None
 
 
-def resolved(method: str, choice: dict | None) -> str:
+def resolved(method: str, choice: dict | None, default: str = CANDIDATES[0]) -> str:
     """The partner model.statistical=`method` makes: itself, or for auto the one training chose (`choice`:
-    the record train._choice keeps in the checkpoint), the first candidate without one (no series was
-    long enough to train on, or a checkpoint from before auto)."""
+    the record train._choice keeps in the checkpoint), `default` without one: the first candidate where
+    no series was long enough to train on, UNRECORDED for a checkpoint that records none."""
     if method != AUTO:
         return method
-    return recorded(choice) or CANDIDATES[0]
+    return recorded(choice) or default
 
 
 def chosen_partner(sums: np.ndarray, candidates: tuple[str, ...] = CANDIDATES) -> str:
@@ -275,23 +296,61 @@ def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int, additive: bool 
     return index / index.mean(axis=1, keepdims=True)
 
 
-def _ses(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Final level and alpha of simple exponential smoothing (level starts at the first point), alpha
-    from ALPHAS by the sum of squared one-step errors (the left padding: `_filled`)."""
+def _smoothed(y: np.ndarray, n: np.ndarray, drift: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Simple exponential smoothing at every alpha of ALPHAS (the level starts at the first point; the
+    left padding: `_filled`): (series, alphas) final levels and sums of squared one-step errors, and
+    with `drift` the sums of each one-step error times the drift's one-step term without the slope,
+    (1 - (1 - alpha)^k) / alpha after k points (what `_optimized` needs)."""
     width = y.shape[1]
     filled, start = _filled(y, n)
     level = np.repeat(start, len(ALPHAS), axis=1)
     sse = np.zeros_like(level)
     error = np.empty_like(level)
     step = np.empty_like(level)
+    if drift:
+        cross = np.zeros_like(level)
+        terms = _drift_terms(width)
+        first = width - n
     for c in range(1, width):
         np.subtract(filled[c][:, None], level, out=error)
+        if drift:  # the points seen before c: c - first (none on the padding, where the error is 0 anyway)
+            cross += error * terms[np.maximum(c - first, 0)]
         np.multiply(ALPHAS, error, out=step)
         level += step
         error *= error
         sse += error
-    best = np.argmin(sse, axis=1)
-    return level[np.arange(len(y)), best], ALPHAS[best]
+    return level, sse, cross if drift else None
+
+
+def _drift_terms(width: int) -> np.ndarray:
+    """(width, alphas): Theta's drift term after k points, (1 - (1 - alpha)^k) / alpha, for k = 0 .. width - 1."""
+    return (1 - (1 - ALPHAS[None, :]) ** np.arange(width)[:, None]) / ALPHAS[None, :]
+
+
+def _drifted(level: np.ndarray, alpha: np.ndarray, drift: np.ndarray, n: np.ndarray, horizon: int) -> np.ndarray:
+    """(series, horizon) the SES `level` plus `drift` x the term of Theta's forecast after n points:
+    f(j) = level + drift * (j - 1 + (1 - (1 - alpha)^n) / alpha)."""
+    steps = np.arange(horizon)[None, :]
+    return level[:, None] + drift[:, None] * (steps + ((1 - (1 - alpha) ** n) / alpha)[:, None])
+
+
+def _optimized(levels: np.ndarray, sse: np.ndarray, cross: np.ndarray, slope: np.ndarray, n: np.ndarray,
+               horizon: int) -> np.ndarray:
+    """(series, horizon) the optimised Theta method (Fiorucci et al., 2016, as statsforecast's
+    OptimizedTheta with its level starting at the first point): Theta's forecast with the drift
+    weight * slope, weight = 1 - 1/theta, (alpha, theta) from ALPHAS x OPTIMIZED_THETAS by the sum of
+    squared one-step errors. The one-step forecast after k points is the SES level plus
+    weight * slope * term(k), so a grid point's sum is sse - 2 w b sum(e term) + (w b)^2 sum(term^2):
+    the smoothing loop runs once per alpha, whatever the number of thetas."""
+    rows = np.arange(len(n))
+    weights = 1 - 1 / OPTIMIZED_THETAS
+    terms = _drift_terms(int(n.max()))
+    squares = np.cumsum(terms ** 2, axis=0)[np.maximum(n - 1, 0)]  # (series, alphas): sum over k = 1 .. n - 1
+    wb = weights[None, None, :] * slope[:, None, None]
+    total = sse[:, :, None] - 2 * wb * cross[:, :, None] + wb ** 2 * squares[:, :, None]
+    a, t = np.unravel_index(np.argmin(total.reshape(len(n), -1), axis=1), total.shape[1:])
+    return _drifted(levels[rows, a], ALPHAS[a], weights[t] * slope, n, horizon)
 
 
 def _filled(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from forecaster import checkpoint, intervals
 from forecaster.checkpoint import TrainingState
-from forecaster.columns import DAMPED, FORECAST, ID, LSTM, NAIVE, SEASONAL_NAIVE, SES, THETA
+from forecaster.columns import DAMPED, FORECAST, ID, LSTM, NAIVE, OPTIMIZED_THETA, SEASONAL_NAIVE, SES, THETA
 from forecaster.config import Config
 from forecaster.covariates import feature_spec
 from forecaster.evaluate import holdout_actual, mase, mase_scale, named_scores, validation_scores
@@ -218,9 +218,11 @@ def train_epoch(model, optimizer, batches: Iterator[tuple[Windows, np.ndarray]],
 
 
 # validation scores (means over series): mase_<name>, smape_<name> of the network forecast (the LSTM
-# or its combination, model.combine), the LSTM, Theta, DampedTrend, SES and the (seasonal) naive baselines
+# or its combination, model.combine), the LSTM, Theta, DampedTrend, SES, the optimised Theta and the (seasonal)
+# naive baselines
 VALIDATED_COLUMNS = {"forecast": FORECAST, "lstm": LSTM, "theta": THETA, "damped_trend": DAMPED, "ses": SES,
-                     "seasonal_naive": SEASONAL_NAIVE, "naive": NAIVE}  # score name -> the output column it scores
+                     "optimized_theta": OPTIMIZED_THETA, "seasonal_naive": SEASONAL_NAIVE,
+                     "naive": NAIVE}  # score name -> the output column it scores
 SCORES = tuple(f"{metric}_{name}" for name in VALIDATED_COLUMNS for metric in ("mase", "smape"))
 
 
@@ -261,7 +263,7 @@ class _ForecastTally:
         actual, scale, floor = fixed.actual, fixed.scale, fixed.floor
         forecast = floored(network_forecast(lstm, partner(fixed.methods, chosen), weight), floor)
         scores.update(named_scores(actual, {"forecast": forecast}, scale))
-        unit = intervals.units(scale, [lstm, *fixed.methods.values()], self.unit)
+        unit = intervals.units(scale, intervals.members(fixed.methods, lstm), self.unit)
         self.errors += intervals.error_histogram(actual, forecast, unit)
         for i, name in enumerate(SCORES):
             defined = np.isfinite(scores[name])
@@ -286,7 +288,7 @@ class _Baselines:
     scale: np.ndarray
     actual: np.ndarray
     floor: np.ndarray | None
-    scores: dict  # mase_/smape_ of theta, damped_trend, ses, seasonal_naive, naive per series
+    scores: dict  # mase_/smape_ of theta, damped_trend, ses, optimized_theta, seasonal_naive, naive per series
     errors: np.ndarray | None  # auto: theta.partner_errors of the block (candidates, 2); else None
 
 
@@ -299,7 +301,8 @@ def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _
     auto = settings.statistical == AUTO
     return _Baselines(methods, scale, actual, floor_series(block, cutoffs, settings.nonnegative),
                       validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED],
-                                                "ses": methods[SES]}, h, spec.season, scale),
+                                                "ses": methods[SES], "optimized_theta": methods[OPTIMIZED_THETA]},
+                                        h, spec.season, scale),
                       # auto's last window is the validation window, fitted above
                       partner_errors(block, h, spec.season, last=(methods, actual, scale)) if auto else None)
 

@@ -88,10 +88,10 @@ def test_aggregate_compares_models_on_the_same_series():
                           "LSTM": [1.0, np.nan, 3.0], "forecast": [1.0, 5.0, 3.0], "no_fallback": [1.0, 5.0, 2.0],
                           "Naive": [2.0, 5.0, 4.0],
                           "SeasonalNaive": [2.0, 5.0, np.nan], "Theta": [1.5, 4.0, 3.5],
-                          "DampedTrend": [1.2, 4.5, 3.0], "SES": [1.4, 4.2, 3.2]})
+                          "DampedTrend": [1.2, 4.5, 3.0], "SES": [1.4, 4.2, 3.2], "OptimizedTheta": [1.3, 4.1, 3.1]})
     row = bt.aggregate(frame, ["window"]).iloc[0]
     assert row.series == 1 and row.LSTM == 1.0 and row.Naive == 2.0  # b lacks LSTM, c lacks SeasonalNaive
-    assert row.Theta == 1.5 and row.DampedTrend == 1.2 and row.SES == 1.4
+    assert row.Theta == 1.5 and row.DampedTrend == 1.2 and row.SES == 1.4 and row.OptimizedTheta == 1.3
 
 
 def test_the_report_marks_the_lowest_only_among_two_or_more_models_and_never_for_coverage_or_width():
@@ -168,7 +168,7 @@ def test_backtest_files_windows_and_cutoffs(backtest_run):
     assert lines[0] == "backtest: 2 window(s), horizon 4, step 4" and "1 without history" in lines[1]
     for line, window in zip(lines[1:3], summary["per_window"], strict=True):  # model.statistical=auto, per window
         chosen = window["training"]["statistical"]["chosen"]
-        assert chosen in ("theta_damped", "theta_ses") and line.endswith(f"; partner {partner_name(chosen)}")
+        assert chosen in ("otm_damped", "theta_ses") and line.endswith(f"; partner {partner_name(chosen)}")
     assert [line.split()[:2] for line in lines if line.startswith("mase")] == [["mase", "0"], ["mase", "1"],
                                                                                ["mase", "all"]]
 

@@ -9,6 +9,7 @@ import torch
 
 from forecaster import checkpoint, intervals
 from forecaster.checkpoint import TrainingState
+from forecaster.columns import DAMPED, SES, THETA
 from forecaster.evaluate import mase_scale
 from forecaster.features import SeriesBlock
 from forecaster.model import build_model
@@ -164,7 +165,7 @@ def test_short_histograms_hold_the_partners_errors_from_training_parts_cut_to_ea
     values = [100 + np.cumsum(rng.normal(-1, 6, n)) for n in (13, 15, 17, 20, 31, 40)]
     block = SeriesBlock(values)
     edges = intervals.short_groups(horizon)
-    for method in ("theta_damped", "theta_ses"):
+    for method in ("otm_damped", "theta_ses", "theta_damped"):
         counts = intervals.short_histograms(block, horizon, season, method, "spread", "auto")
         assert counts.shape == (len(edges) - 1, horizon, intervals.BINS)
         actual = holdout_actual(block, horizon)
@@ -176,7 +177,8 @@ def test_short_histograms_hold_the_partners_errors_from_training_parts_cut_to_ea
                     continue
                 cut = SeriesBlock([v[cutoff - length:cutoff]])
                 methods = statistical(cut, cut.lengths, horizon, season)
-                unit = intervals.units(mase_scale(cut, cut.lengths, season), list(methods.values()), "spread")
+                unit = intervals.units(mase_scale(cut, cut.lengths, season),
+                                       [methods[THETA], methods[DAMPED], methods[SES]], "spread")
                 forecast = floored(partner(methods, method), floor_series(cut, cut.lengths, "auto"))
                 expected += intervals.error_histogram(actual[i:i + 1], forecast, unit)
             np.testing.assert_array_equal(counts[group], expected)

@@ -12,7 +12,7 @@ import ray
 
 from forecaster.pipeline import run
 from forecaster.synthetic import seasonal_series
-from forecaster.theta import STATISTICAL, partner_name
+from forecaster.theta import CANDIDATES, STATISTICAL, partner_name
 from tests.specs import job_config
 
 pytestmark = pytest.mark.ray
@@ -111,15 +111,15 @@ def test_forecast_rows_dates_and_values(first_run):
     # model.combine=theta, model.statistical=auto: the defaults; training chose one partner for the run on
     # the validated series' last 3 horizons (3 each: every series trained on has at least 30 points)
     choice = manifest["metrics"]["statistical"]
-    assert choice["configured"] == "auto" and choice["chosen"] in ("theta_damped", "theta_ses")
+    assert choice["configured"] == "auto" and choice["chosen"] in CANDIDATES
     assert choice["series"] == manifest["metrics"]["val_series"] >= 35 and choice["windows"] == 3
     assert choice["pairs"] == 3 * choice["series"]
     assert choice["chosen"] == min(choice["mase"], key=choice["mase"].get)
-    second = STATISTICAL[choice["chosen"]][1]  # DampedTrend or SES
+    first, second = STATISTICAL[choice["chosen"]]  # OptimizedTheta and DampedTrend, or Theta and SES
     partner = partner_name(choice["chosen"])
     combined = forecasts[forecasts.model == f"LSTM+{partner}"]
     assert len(combined) > 0 and set(forecasts.model) == {f"LSTM+{partner}", partner}
-    np.testing.assert_allclose(combined.forecast, (combined.LSTM + (combined.Theta + combined[second]) / 2) / 2)
+    np.testing.assert_allclose(combined.forecast, (combined.LSTM + (combined[first] + combined[second]) / 2) / 2)
     last = frame.groupby("unique_id").ds.max()
     for uid, rows in forecasts.groupby("unique_id"):
         expected = pd.date_range(last[uid], periods=HORIZON + 1, freq="MS")[1:]
@@ -149,7 +149,7 @@ def test_a_short_series_draws_its_interval_from_its_length_groups_calibration(fi
 
 def test_series_all_too_short_get_the_partner_auto_means_without_a_model(ray_session, tmp_path):
     """No series long enough for the network: no training, no checkpoint; model.statistical=auto has
-    nothing to choose on, so every series gets theta_damped's partner, and the manifest and the console
+    nothing to choose on, so every series gets otm_damped's partner, and the manifest and the console
     say so."""
     from forecaster.manifest import summary_lines
 
@@ -159,13 +159,13 @@ def test_series_all_too_short_get_the_partner_auto_means_without_a_model(ray_ses
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "short.parquet")
     manifest = run(_config(tmp_path / "short.parquet", tmp_path / "out", "2024-06-01"))
     assert manifest["checkpoint_uri"] is None and manifest["counts"]["trained_on"] == 0
-    assert manifest["metrics"]["statistical"] == {"configured": "auto", "chosen": "theta_damped"}
+    assert manifest["metrics"]["statistical"] == {"configured": "auto", "chosen": "otm_damped"}
     forecasts = _read(tmp_path / "out", "forecasts", "2024-06-01")
-    assert set(forecasts.model) == {"Theta+DampedTrend"} and forecasts.LSTM.isna().all()
-    np.testing.assert_allclose(forecasts.forecast, (forecasts.Theta + forecasts.DampedTrend) / 2)
-    assert ("statistical partner: Theta+DampedTrend (model.statistical=auto; no choice recorded (no series long "
-            "enough to train on, or a model trained before model.statistical existed): the first candidate)"
-            ) in summary_lines(manifest)
+    assert set(forecasts.model) == {"OptimizedTheta+DampedTrend"} and forecasts.LSTM.isna().all()
+    np.testing.assert_allclose(forecasts.forecast, (forecasts.OptimizedTheta + forecasts.DampedTrend) / 2)
+    assert ("statistical partner: OptimizedTheta+DampedTrend (model.statistical=auto; no choice recorded: no series "
+            "long enough to train on (the first candidate), or a reused model whose training chose none (the partner "
+            "it was validated with))") in summary_lines(manifest)
 
 
 def test_split_series_was_merged(first_run):

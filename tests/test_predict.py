@@ -114,6 +114,18 @@ def test_the_partner_is_the_mean_of_theta_and_the_damped_trend_or_ses(tmp_path):
     np.testing.assert_allclose(with_ses.SES, out.SES)
 
 
+def test_auto_with_a_checkpoint_that_records_no_choice_forecasts_with_the_partner_it_was_validated_with(tmp_path):
+    """model.statistical=auto with a checkpoint that records no choice (trained before auto, or with a
+    configured partner) forecasts with theta_damped, auto's first candidate before the optimised Theta:
+    the partner its validation and intervals were made with. Without a checkpoint, the first candidate."""
+    batch = _batch({"s": 100 + np.arange(30.0), "tiny": [5.0, 6.0, 8.0]})
+    out = SeriesPredictor(_checkpoint(tmp_path), **{**PLAIN, "combine": "theta", "statistical": "auto"})(
+        batch).to_pandas()
+    assert set(out.model) == {"LSTM+Theta+DampedTrend", "Theta+DampedTrend"}
+    alone = SeriesPredictor(None, **{**PLAIN, "combine": "theta", "statistical": "auto"})(batch).to_pandas()
+    assert set(alone.model) == {"OptimizedTheta+DampedTrend"}
+
+
 @pytest.mark.parametrize("saved,model", [(0.8, "LSTM+Theta"), (1.0, "LSTM")])
 def test_the_weight_training_chose_makes_the_forecast(tmp_path, saved, model):
     """model.combine=fitted: the checkpoint's combine_weight weighs the LSTM."""
@@ -234,8 +246,8 @@ def test_a_checkpoint_of_the_first_format_still_forecasts(tmp_path):
     assert predictor.spec.scaler_type == "robust" and predictor.model.skip is None
     out = predictor(_batch({"a": 100 + np.arange(20.0)})).to_pandas()
     assert (out.model == "LSTM").all() and np.isfinite(out.LSTM).all() and list(out.columns) == [
-        "unique_id", "ds", "LSTM", "Naive", "SeasonalNaive", "Theta", "DampedTrend", "SES", "forecast", "model",
-        "cutoff"]
+        "unique_id", "ds", "LSTM", "Naive", "SeasonalNaive", "Theta", "DampedTrend", "SES", "OptimizedTheta",
+        "forecast", "model", "cutoff"]
 
 
 def test_bf16_prediction_stays_within_bf16_rounding_of_fp32(tmp_path, monkeypatch):

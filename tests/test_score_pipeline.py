@@ -81,7 +81,7 @@ def test_the_second_run_scores_the_first_runs_forecasts_like_pandas(runs):
     today = pq.read_table(runs["inputs"][1]).to_pandas()
     scores = _scores(out, DATES[1])
     got = scores[scores.status == "scored"].sort_values(["unique_id", "model"]).reset_index(drop=True)
-    models = ["DampedTrend", "LSTM", "Naive", "SES", "SeasonalNaive", "Theta", "forecast"]
+    models = ["DampedTrend", "LSTM", "Naive", "OptimizedTheta", "SES", "SeasonalNaive", "Theta", "forecast"]
     scored = forecasts[forecasts.unique_id.isin(today.unique_id)]
     expected = _expected(scored, today, models, season=12).sort_values(["unique_id", "model"]).reset_index(drop=True)
     assert set(got["origin_date"]) == {DATES[0]}
@@ -190,6 +190,26 @@ def test_a_reused_checkpoint_whose_intervals_this_version_cannot_draw_is_refused
     with pytest.raises(ConfigError, match=f"train.warm_start={copy}: .*unit 'iqr'.*train.warm_epochs above 0"):
         run(cfg)
     assert not (tmp_path / "out" / "forecasts").exists()
+
+
+def test_a_reused_checkpoint_without_auto_s_record_forecasts_with_the_partner_it_was_validated_with(runs, tmp_path):
+    """train.warm_epochs=0 with model.statistical=auto and a checkpoint that records no choice (trained
+    before auto): the forecasts and the manifest use theta_damped, auto's first candidate when such a
+    model was validated and its intervals calibrated, not today's first candidate."""
+    import shutil
+
+    import torch
+
+    copy = tmp_path / "before-auto"
+    shutil.copytree(runs["manifests"][0]["checkpoint_uri"], copy)
+    saved = torch.load(copy / "model.pt", weights_only=True)
+    del saved["statistical"]
+    torch.save(saved, copy / "model.pt")
+    out = tmp_path / "out"
+    manifest = run(load_config(None, [*_settings(runs["inputs"][2], out, "2026-01-04"), f"train.warm_start={copy}"]))
+    assert manifest["metrics"]["statistical"] == {"configured": "auto", "chosen": "theta_damped"}
+    forecasts = pq.read_table(out / "forecasts" / "forecast_date=2026-01-04").to_pandas()
+    assert set(forecasts.model) == {"LSTM+Theta+DampedTrend"}
 
 
 def test_score_enabled_false_scores_nothing(tmp_path):

@@ -6,7 +6,7 @@ model.statistical=auto chooses it by."""
 import numpy as np
 import pytest
 
-from forecaster.columns import DAMPED, SES, THETA
+from forecaster.columns import DAMPED, OPTIMIZED_THETA, SES, THETA
 from forecaster.evaluate import mase
 from forecaster.features import SeriesBlock
 from forecaster.theta import (
@@ -16,10 +16,12 @@ from forecaster.theta import (
     DAMPED_BETAS,
     DAMPED_PHIS,
     MAX_HISTORY,
+    OPTIMIZED_THETAS,
     _is_seasonal,
     _right_aligned,
     chosen_partner,
     damped_trend,
+    optimized_theta,
     partner,
     partner_errors,
     partner_name,
@@ -150,11 +152,15 @@ def test_damped_trend_of_a_ragged_block_equals_a_plain_loop_per_series(rows, mon
     monkeypatch.setattr("forecaster.theta.DAMPED_ROWS", rows)
     rng = np.random.default_rng(3)
     series = [50 + np.cumsum(rng.normal(0.5, 2.0, size=n)) for n in (9, 25, 40, 3)]
-    block = SeriesBlock(series)
-    ends = np.array([9, 20, 40, 3])
-    forecast = damped_trend(block, ends, 5, 1)  # no season: nothing adjusted
+    _each_as_its_loop(damped_trend, _damped_by_loop, series, [9, 20, 40, 3], 5, rtol=1e-6)
+
+
+def _each_as_its_loop(method, loop, series: list, ends: list, horizon: int, rtol: float) -> None:
+    """`method` (theta's signature) on a block of `series` cut at `ends`, without a season (nothing
+    adjusted), gives each series what `loop` gives its own points."""
+    forecast = method(SeriesBlock(series), np.array(ends), horizon, 1)
     for i, (values, end) in enumerate(zip(series, ends, strict=True)):
-        np.testing.assert_allclose(forecast[i], _damped_by_loop(values[:end], 5), rtol=1e-6)
+        np.testing.assert_allclose(forecast[i], loop(values[:end], horizon), rtol=rtol)
 
 
 def test_damped_trend_keeps_small_moves_of_a_large_level():
@@ -202,11 +208,7 @@ def _ses_by_loop(values: np.ndarray, horizon: int) -> np.ndarray:
 def test_ses_of_a_ragged_block_equals_a_plain_loop_per_series():
     rng = np.random.default_rng(5)
     series = [20 + np.cumsum(rng.normal(0.0, 1.0, size=n)) for n in (7, 30, 18)]
-    block = SeriesBlock(series)
-    ends = np.array([7, 22, 18])
-    forecast = ses(block, ends, 4, 1)
-    for i, (values, end) in enumerate(zip(series, ends, strict=True)):
-        np.testing.assert_allclose(forecast[i], _ses_by_loop(values[:end], 4), rtol=1e-12)
+    _each_as_its_loop(ses, _ses_by_loop, series, [7, 22, 18], 4, rtol=1e-12)
 
 
 def test_ses_is_flat_without_a_season_and_carries_a_multiplicative_one():
@@ -219,13 +221,62 @@ def test_ses_is_flat_without_a_season_and_carries_a_multiplicative_one():
     np.testing.assert_allclose(ses(seasonal, seasonal.lengths, 8, 4)[0], 100.0 * np.tile(pattern, 2), rtol=1e-9)
 
 
+def _optimized_theta_by_loop(values: np.ndarray, horizon: int) -> np.ndarray:
+    """The optimised Theta method written out for one series, every (alpha, theta) tried in turn: the
+    one-step forecast after t points is the SES level plus (1 - 1/theta) x the least-squares slope x
+    (1 - (1 - alpha)^t) / alpha, the grid point of least squared one-step error wins."""
+    slope = np.polyfit(np.arange(len(values)), values, 1)[0] if len(values) > 1 else 0.0
+    best = None
+    for alpha in ALPHAS:
+        for theta_ in OPTIMIZED_THETAS:
+            weight, level, sse = 1 - 1 / theta_, values[0], 0.0
+            for t in range(1, len(values)):
+                sse += (values[t] - level - weight * slope * (1 - (1 - alpha) ** t) / alpha) ** 2
+                level += alpha * (values[t] - level)
+            if best is None or sse < best[0] * (1 - 1e-12):  # the first of (numerically) tied grid points
+                best = (sse, level, alpha, weight)
+    _, level, alpha, weight = best
+    n = len(values)
+    return level + weight * slope * (np.arange(horizon) + (1 - (1 - alpha) ** n) / alpha)
+
+
+def test_optimized_theta_of_a_ragged_block_equals_a_plain_loop_per_series():
+    """The vectorised method (one smoothing loop per alpha, every theta's error sum from two running
+    sums) gives each series of different lengths and ends what the plain grid search gives it."""
+    rng = np.random.default_rng(9)
+    series = [40 + np.cumsum(rng.normal(drift, 1.5, size=n))
+              for drift, n in ((0.8, 12), (0.0, 35), (-0.5, 28), (2.0, 4))]
+    _each_as_its_loop(optimized_theta, _optimized_theta_by_loop, series, [12, 30, 28, 4], 6, rtol=1e-9)
+
+
+def test_optimized_theta_follows_a_steady_trend_that_theta_halves():
+    """Theta's drift is half the slope, by construction; on a series that rises at a steady rate the
+    optimised Theta fits a larger drift weight, so its forecast stays closer to the continued line.
+    On a line the steady one-step error is (1 - weight) x slope / alpha, least at alpha 1 and theta 10:
+    the forecast goes on from the last point at 0.9 x the slope."""
+    rng = np.random.default_rng(10)
+    t = np.arange(48.0)
+    series = 100 + 2.0 * t + rng.normal(0, 1.0, 48)
+    block = SeriesBlock([series])
+    future = 100 + 2.0 * np.arange(48, 54)
+    optimized, standard = optimized_theta(block, block.lengths, 6, 1)[0], theta(block, block.lengths, 6, 1)[0]
+    assert np.abs(optimized - future).mean() < 0.5 * np.abs(standard - future).mean()
+    line = 5.0 + 2.0 * np.arange(30)
+    np.testing.assert_allclose(optimized_theta(SeriesBlock([line]), np.array([30]), 4, 1)[0],
+                               line[-1] + 0.9 * 2.0 * np.arange(1, 5))
+
+
 def test_the_partner_of_model_statistical():
-    """theta_damped: the mean of Theta and DampedTrend; theta_ses: of Theta and SES; theta: Theta alone;
-    named as the `model` column says. auto is never a partner itself: it is resolved per run."""
+    """otm_damped: the mean of the optimised Theta and DampedTrend; theta_damped: of Theta and
+    DampedTrend; theta_ses: of Theta and SES; theta: Theta alone; named as the `model` column says.
+    auto is never a partner itself: it is resolved per run."""
     block = SeriesBlock([50 + np.arange(30.0) ** 1.2, 10 + np.sin(np.arange(24.0))])
     methods = statistical(block, block.lengths, 4, 1)
-    assert set(methods) == {THETA, DAMPED, SES}
+    assert set(methods) == {THETA, DAMPED, SES, OPTIMIZED_THETA}
     np.testing.assert_allclose(methods[THETA], theta(block, block.lengths, 4, 1))
+    np.testing.assert_allclose(methods[OPTIMIZED_THETA], optimized_theta(block, block.lengths, 4, 1))
+    np.testing.assert_allclose(partner(methods, "otm_damped"), (methods[OPTIMIZED_THETA] + methods[DAMPED]) / 2)
+    assert partner_name("otm_damped") == "OptimizedTheta+DampedTrend"
     np.testing.assert_allclose(partner(methods, "theta_damped"), (methods[THETA] + methods[DAMPED]) / 2)
     np.testing.assert_allclose(partner(methods, "theta_ses"), (methods[THETA] + methods[SES]) / 2)
     np.testing.assert_array_equal(partner(methods, "theta"), methods[THETA])
@@ -290,8 +341,8 @@ def test_the_chosen_partner_has_the_lower_mean_error():
 
 
 def test_partner_errors_prefer_the_damped_trend_on_trends_that_carry_on():
-    """On series that keep their trend, Theta with the damped trend errs less than Theta with SES
-    (which forecasts flat), so auto would pick theta_damped."""
+    """On series that keep their trend, the optimised Theta with the damped trend errs less than Theta
+    with SES (which forecasts flat), so auto would pick otm_damped."""
     rng = np.random.default_rng(7)
     block = SeriesBlock([10 + 0.8 * np.arange(60) + rng.normal(0, 0.5, 60) for _ in range(20)])
-    assert chosen_partner(partner_errors(block, 6, 1)) == "theta_damped"
+    assert chosen_partner(partner_errors(block, 6, 1)) == "otm_damped"

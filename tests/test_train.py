@@ -275,7 +275,7 @@ def test_model_statistical_auto_chooses_the_partner_once_on_every_validated_seri
     batch = _batch(values)
     block = SeriesBlock.from_batch(batch)
     expected = chosen_partner(partner_errors(block, 4, 1))
-    assert expected == ("theta_damped" if trend == "carried on" else "theta_ses")
+    assert expected == ("otm_damped" if trend == "carried on" else "theta_ses")
     rows = ValidationRows(_Shard(batch), settings)
     torch.manual_seed(0)
     model = build_model(spec)
@@ -544,6 +544,6 @@ def test_forecasts_use_the_moving_average_of_the_weights_after_the_refit(ray_ses
     forecasts = pd.read_parquet(tmp_path / "forecasts")
     # model.statistical=auto: the partner validation chose, kept in the checkpoint
     chosen = metrics["statistical"]["chosen"]
-    assert saved["statistical"] == metrics["statistical"] and chosen in ("theta_damped", "theta_ses")
-    partner = (forecasts.Theta + forecasts[STATISTICAL[chosen][1]]) / 2
+    assert saved["statistical"] == metrics["statistical"] and chosen in ("otm_damped", "theta_ses")
+    partner = sum(forecasts[member] for member in STATISTICAL[chosen]) / 2
     np.testing.assert_allclose(forecasts.forecast, weight * forecasts.LSTM + (1 - weight) * partner)
