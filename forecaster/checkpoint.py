@@ -100,12 +100,16 @@ class Best(NamedTuple):
     calibration: dict | None  # the interval calibration (TrainingState.calibration)
     combine_weight: float | None  # the LSTM's weight in `forecast`
     statistical: dict | None  # model.statistical=auto's choice (TrainingState.statistical)
+    # model.seasonality_level the statistical methods were validated and calibrated with (the loop's settings)
+    seasonality_level: float | None
 
 
 def load_best(directory: str) -> Best:
     saved = _payload(directory)
+    with open(os.path.join(directory, SPEC_FILE)) as fh:
+        settings = json.load(fh).get("train") or {}
     return Best(saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration"),
-                saved.get("combine_weight"), saved.get("statistical"))
+                saved.get("combine_weight"), saved.get("statistical"), settings.get("seasonality_level"))
 
 
 # ---- which checkpoint --------------------------------------------------------------------------

@@ -79,6 +79,10 @@ class ModelConfig:
                                        "theta_ses (the mean of the Theta method and simple exponential smoothing) | "
                                        "theta_damped (the mean of Theta and the damped trend) | theta (Theta alone)",
                                choices=("auto", "otm_damped", "theta_ses", "theta_damped", "theta"))
+    seasonality_level: float = setting(0.5, "the level of the seasonality test (the autocorrelation at the season's "
+                                            "lag, as R's thetaf) above which the statistical methods adjust a series "
+                                            "for its season: 0.5 | 0.9 as thetaf, for data known to have no season | "
+                                            "0 to 1 (1: none adjusted)")
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))
@@ -302,6 +306,9 @@ def _check_values(cfg: Config) -> None:
                           f"train.num_workers={cfg.train.num_workers}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 100 for v in cfg.model.levels):
         raise ConfigError(f"model.levels={cfg.model.levels!r}: expected a list of percentages in (0, 100)")
+    if not (math.isfinite(cfg.model.seasonality_level) and 0 <= cfg.model.seasonality_level <= 1):
+        raise ConfigError(f"model.seasonality_level={cfg.model.seasonality_level}: must be in [0, 1] (0.9 is R's "
+                          "thetaf's test, 1 adjusts no series for a season)")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.model.dropout}: must be in [0, 1)")
     if not (math.isfinite(cfg.train.ema_decay) and 0 <= cfg.train.ema_decay < 1):

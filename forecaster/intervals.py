@@ -49,7 +49,7 @@ from forecaster.columns import DAMPED, SES, THETA
 from forecaster.config import INTERVAL_UNITS
 from forecaster.evaluate import holdout_actual, mase_scale
 from forecaster.features import SeriesBlock
-from forecaster.theta import STATISTICAL, floor_series, floored, partner, statistical
+from forecaster.theta import SEASONALITY_LEVEL, STATISTICAL, floor_series, floored, partner, statistical
 from forecaster.validate import min_length
 
 # bins of scaled absolute errors: [0, 1e-3), then 1200 log-spaced bins up to 1e3, then [1e3, inf)
@@ -140,13 +140,14 @@ def short_groups(horizon: int) -> np.ndarray:
 
 
 def short_histograms(block: SeriesBlock, horizon: int, season: int, method: str, rule: str,
-                     nonnegative: str) -> np.ndarray:
+                     nonnegative: str, level: float = SEASONALITY_LEVEL) -> np.ndarray:
     """Counts (groups, horizon, BINS): for each group [lo, hi) of short_groups(horizon), the
     error_histogram of the partner `method` (a model.statistical value) alone, floored as `forecast` is
     (model.nonnegative), on the validation window of `block`'s series, fitted on the last few points of
     their training parts and in the unit of `rule` made from those points: series i is cut to
     lo + i mod (hi - lo) points, so that every length of the group is drawn, and one whose training
-    part is shorter than that is left out of the group."""
+    part is shorter than that is left out of the group. `level`: the seasonality test's
+    (model.seasonality_level)."""
     edges = short_groups(horizon)
     cutoffs = block.lengths - horizon
     actual = holdout_actual(block, horizon)
@@ -159,8 +160,8 @@ def short_histograms(block: SeriesBlock, horizon: int, season: int, method: str,
             continue
         cut = block.tails(fits, cutoffs[fits], length[fits])
         # the partner's methods and the spread's
-        methods = statistical(cut, cut.lengths, horizon, season, tuple(dict.fromkeys((*SPREAD_METHODS,
-                                                                                      *STATISTICAL[method]))))
+        names = tuple(dict.fromkeys((*SPREAD_METHODS, *STATISTICAL[method])))
+        methods = statistical(cut, cut.lengths, horizon, season, names, level)
         unit = units(mase_scale(cut, cut.lengths, season), members(methods), rule)
         forecast = floored(partner(methods, method), floor_series(cut, cut.lengths, nonnegative))
         counts[group] = error_histogram(actual[fits], forecast, unit)

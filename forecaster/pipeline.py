@@ -101,6 +101,7 @@ def predictor_options(cfg: Config) -> dict:
     return {"freq": cfg.data.freq, "season": cfg.season, "horizon": cfg.model.horizon,
             "fallback": cfg.model.fallback, "combine": cfg.model.combine, "nonnegative": cfg.model.nonnegative,
             "statistical": cfg.model.statistical, "levels": tuple(cfg.model.levels),
+            "seasonality_level": cfg.model.seasonality_level,
             "use_gpu": cfg.train.use_gpu, "precision": cfg.predict.precision}
 
 

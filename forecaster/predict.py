@@ -55,6 +55,7 @@ from forecaster.evaluate import holdout_actual, mase_scale, seasonal_naive
 from forecaster.features import SeriesBlock, Windows, forecast_windows, validation_windows
 from forecaster.model import build_model, inference_dtype, member_mean
 from forecaster.theta import (
+    SEASONALITY_LEVEL,
     STATISTICAL,
     UNRECORDED,
     combine_weights,
@@ -106,6 +107,7 @@ class Forecasts:
 class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
                  fallback: str, combine: str, nonnegative: str, statistical: str, levels: tuple[int, ...] = (),
+                 seasonality_level: float = SEASONALITY_LEVEL,
                  threads: int = 1, use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
         model.combine, how the network's forecast is made from the LSTM and its statistical partner
@@ -115,10 +117,12 @@ class SeriesPredictor:
         the mean from a checkpoint without it). `nonnegative`:
         model.nonnegative (auto: `forecast` and its bounds floored at zero for series never below it).
         `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint holds no calibration
-        for a level). `progress`: called with the number of series of each batch once it is forecast
-        (forecaster.console.Tally). `placement`: a forecaster.runtime.NodeSet actor told the node this
-        predictor runs on. `precision`: predict.precision (bf16: the network's weights and inputs in
-        bfloat16 where the device has bf16 units, model.inference_dtype; its outputs back in float64)."""
+        for a level). `seasonality_level`: model.seasonality_level, the statistical methods' seasonality
+        test; the checkpoint's, where it records the one training used. `progress`: called with the
+        number of series of each batch once it is forecast (forecaster.console.Tally). `placement`: a
+        forecaster.runtime.NodeSet actor told the node this predictor runs on. `precision`:
+        predict.precision (bf16: the network's weights and inputs in bfloat16 where the device has bf16
+        units, model.inference_dtype; its outputs back in float64)."""
         torch.set_num_threads(threads)
         if placement is not None:
             placement.add.remote(ray.get_runtime_context().get_node_id())
@@ -126,6 +130,7 @@ class SeriesPredictor:
         self.freq, self.season, self.horizon = freq, season, horizon
         self.fallback, self.nonnegative = fallback, nonnegative
         self.statistical = resolved(statistical, None)  # auto without a checkpoint: the first candidate
+        self.seasonality_level = seasonality_level
         choices = combine_weights(combine)
         self.weight = choices[0] if len(choices) == 1 else 0.5
         self.model = self.spec = None
@@ -133,7 +138,9 @@ class SeriesPredictor:
         self.calibration = intervals.Calibration()  # the scaled-error quantiles and their unit's rule
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
-                weights, self.spec, calibration, weight, choice = checkpoints.load_best(path)
+                weights, self.spec, calibration, weight, choice, level = checkpoints.load_best(path)
+            if level is not None:  # the seasonality test the checkpoint's partner was validated with
+                self.seasonality_level = level
             # auto: the partner training chose; a checkpoint without the record, the partner it was validated with
             self.statistical = resolved(statistical, choice, UNRECORDED)
             if len(choices) > 1 and weight is not None:  # model.combine=fitted: what validation chose
@@ -184,7 +191,7 @@ class SeriesPredictor:
         if network.any():
             lstm[network] = self._network(forecast_windows(block.take(network), self.spec))
         snaive = seasonal_naive(block, block.lengths, h, self.season)
-        methods = statistical(block, block.lengths, h, self.season)
+        methods = statistical(block, block.lengths, h, self.season, level=self.seasonality_level)
         stat = partner(methods, self.statistical)
         use_lstm = network.copy()
         if self.fallback == "validation" and network.any():
@@ -242,7 +249,8 @@ class SeriesPredictor:
         naive's?"""
         h = self.horizon
         cutoffs = block.lengths - h
-        stat = (partner(statistical(block, cutoffs, h, self.season, STATISTICAL[self.statistical]), self.statistical)
+        stat = (partner(statistical(block, cutoffs, h, self.season, STATISTICAL[self.statistical],
+                                    self.seasonality_level), self.statistical)
                 if self.weight < 1 else None)
         forecast = floored(network_forecast(self._network(validation_windows(block, self.spec))[..., 0],
                                             stat, self.weight), floor_series(block, cutoffs, self.nonnegative))

@@ -138,6 +138,7 @@ class LoopSettings:
     combine: str  # model.combine: validation scores the forecast as the predictor makes it
     nonnegative: str  # model.nonnegative: likewise
     statistical: str  # model.statistical: the LSTM's partner in `forecast`, likewise
+    seasonality_level: float  # model.seasonality_level: the statistical methods' seasonality test, likewise
     worst_series: int  # report.worst_series: the series validation names for the report
     diagnostics: bool
     levels: tuple[int, ...]  # model.levels: the intervals of `forecast` calibrated on validation (intervals.py)
@@ -157,6 +158,7 @@ class LoopSettings:
                    learning_rate=t.learning_rate, ema_decay=t.ema_decay, seed=t.seed,
                    threads=max(1, int(t.cpus_per_worker)), precision=t.precision, combine=cfg.model.combine,
                    nonnegative=cfg.model.nonnegative, statistical=cfg.model.statistical,
+                   seasonality_level=cfg.model.seasonality_level,
                    worst_series=cfg.report.worst_series, diagnostics=t.diagnostics, levels=tuple(cfg.model.levels),
                    interval_unit=cfg.model.interval_unit, refit_epochs=t.refit_epochs,
                    validation_share=validation_share(cfg, series), loss_weight=t.loss_weight,

@@ -16,8 +16,9 @@ whose trends do not carry over. `model.statistical=auto`, the default, lets each
 the two partners on its own data (`partner_errors`, below).
 
 Per series, as in `forecast::thetaf` (Hyndman & Billah, 2003), but for the seasonality test's level:
-1. seasonality test: the autocorrelation at lag `season` is significant at 50 % (thetaf's is 90 %;
-   SEASONALITY_Z says why), and the series has more than two seasons and is not constant;
+1. seasonality test: the autocorrelation at lag `season` is significant at model.seasonality_level,
+   50 % by default (thetaf's is 90 %; SEASONALITY_LEVEL says why), and the series has more than two
+   seasons and is not constant;
 2. if seasonal: classical multiplicative decomposition (centred moving average of one season;
    seasonal indices = mean ratio to it per position in the season, normalised to mean 1), and the
    series is divided by its indices; a series with a zero or negative value, which has no ratios,
@@ -51,6 +52,8 @@ are used.
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 
 from forecaster.columns import DAMPED, OPTIMIZED_THETA, SES, THETA
@@ -74,12 +77,19 @@ CANDIDATES = ("otm_damped", "theta_ses")  # what auto chooses between (the first
 # auto's first candidate until the optimised Theta came, so that it forecasts as it was validated
 UNRECORDED = "theta_damped"
 CHOICE_WINDOWS = 3  # the last horizons of each series that auto scores the candidates on
-# The seasonality test's bound on |acf(season)| over its standard error: the normal's 75 % quantile, a
-# 50 % two-sided test. thetaf's 90 % test (1.645) misses the season of many short seasonal series: on
-# M1's training parts, monthly and quarterly, the 50 % test made the partner 0.3-5 % and `forecast`
-# 0.2-2.2 % better at each of the last three horizons (docs/benchmarks.md). Adjusting a series that has
-# no season costs little (indices near 1, estimated from every season); missing one costs its pattern.
-SEASONALITY_Z = 0.6744897501960817
+# The seasonality test's level (model.seasonality_level): a 50 % two-sided test, |acf(season)| over its
+# standard error above the normal's 75 % quantile. thetaf's 90 % test (1.645) misses the season of many
+# short seasonal series: on M1's training parts, monthly and quarterly, the 50 % test made the partner
+# 0.3-5 % and `forecast` 0.2-2.2 % better at each of the last three horizons (docs/benchmarks.md).
+# Adjusting a series that has no season costs little (indices near 1, estimated from every season; up
+# to 3 % of the partner's accuracy on synthetic series without one); missing one costs its pattern.
+SEASONALITY_LEVEL = 0.5
+
+
+def seasonality_z(level: float) -> float:
+    """The bound on |acf(season)| over its standard error of a two-sided test at `level` (0.5: 0.674;
+    thetaf's 0.9: 1.645; 0: any autocorrelation passes, 1: none)."""
+    return NormalDist().inv_cdf((1 + level) / 2) if level < 1 else float("inf")
 
 
 def theta(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int) -> np.ndarray:
@@ -109,14 +119,15 @@ METHODS = (THETA, DAMPED, SES, OPTIMIZED_THETA)  # the output columns of the sta
 
 
 def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
-                names: tuple[str, ...] = METHODS) -> dict[str, np.ndarray]:
+                names: tuple[str, ...] = METHODS, level: float = SEASONALITY_LEVEL) -> dict[str, np.ndarray]:
     """{column: (series, horizon) forecasts from each series' points [0, ends[i])} of the statistical
-    methods `names` (by their output columns). They share the seasonal adjustment, and Theta, SES and
-    the optimised Theta the smoothed levels: all four cost about what Theta and DampedTrend cost apart."""
+    methods `names` (by their output columns), with the seasonality test at `level`. They share the
+    seasonal adjustment, and Theta, SES and the optimised Theta the smoothed levels: all four cost
+    about what Theta and DampedTrend cost apart."""
     unknown = set(names) - set(METHODS)
     if unknown:
         raise ValueError(f"no statistical method {sorted(unknown)}: expected some of {', '.join(METHODS)}")
-    adjusted, n, season_factors = _adjusted(block, ends, season)
+    adjusted, n, season_factors = _adjusted(block, ends, season, level)
     width = adjusted.shape[1]
     if width == 0:
         return {name: np.full((len(ends), horizon), np.nan) for name in names}
@@ -161,13 +172,15 @@ def partner_name(method: str) -> str:
 
 def partner_errors(block: SeriesBlock, horizon: int, season: int, candidates: tuple[str, ...] = CANDIDATES,
                    windows: int = CHOICE_WINDOWS,
-                   last: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                   last: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None = None,
+                   level: float = SEASONALITY_LEVEL) -> np.ndarray:
     """(candidates, 2): for each candidate partner (a model.statistical value), the sum of its MASE over
     the block's series and the last `windows` horizons of each, and how many (series, window) pairs it
     summed. Each window's partner is fitted on the points before it; a window counts where at least
     two points precede it and its MASE is defined (a scale from those points, no missing actual).
     `last`: (`statistical` forecasts with every candidate's members, actuals, MASE scales) of the last
-    horizon, where the caller has them (validation does): that window is then not fitted again."""
+    horizon, where the caller has them (validation does): that window is then not fitted again. `level`:
+    the seasonality test's, as `statistical` takes it."""
     names = tuple(dict.fromkeys(m for c in candidates for m in _members(c)))
     sums = np.zeros((len(candidates), 2))
     rows = np.arange(len(block))
@@ -180,7 +193,7 @@ def partner_errors(block: SeriesBlock, horizon: int, season: int, candidates: tu
             forecasts, actual, scale = last
         else:
             ends = np.maximum(cutoffs, 2)  # the series not counted still need a fit to run (masked below)
-            forecasts = statistical(block, ends, horizon, season, names)
+            forecasts = statistical(block, ends, horizon, season, names, level)
             actual, observed = take_points(block, rows, ends, horizon, block.lengths)
             actual = np.where(observed > 0, actual, np.nan)
             scale = mase_scale(block, ends, season)
@@ -216,16 +229,16 @@ def chosen_partner(sums: np.ndarray, candidates: tuple[str, ...] = CANDIDATES) -
     return candidates[int(np.argmin(means))] if np.isfinite(means).any() else candidates[0]
 
 
-def _adjusted(block: SeriesBlock, ends: np.ndarray,
-              season: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+def _adjusted(block: SeriesBlock, ends: np.ndarray, season: int,
+              level: float = SEASONALITY_LEVEL) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """(the right-aligned points seasonally adjusted, the counts, the (series, season) multiplicative
-    indices and additive components): divided by the indices where the seasonality test passes and
+    indices and additive components): divided by the indices where the seasonality test at `level` passes and
     every point is positive, minus the components where it passes otherwise; indices 1 and
     components 0 where it fails."""
     y, n = _right_aligned(block, ends)
     index, component = np.ones((len(n), max(season, 1))), np.zeros((len(n), max(season, 1)))
     if season > 1 and y.shape[1]:
-        seasonal = _is_seasonal(y, n, season)
+        seasonal = _is_seasonal(y, n, season, level)
         positive = np.where(np.isnan(y), 1.0, y).min(axis=1) > 0
         for rows, additive, out in ((seasonal & positive, False, index), (seasonal & ~positive, True, component)):
             if rows.any():
@@ -253,8 +266,9 @@ def _right_aligned(block: SeriesBlock, ends: np.ndarray) -> tuple[np.ndarray, np
     return np.where(observed > 0, values, np.nan), n
 
 
-def _is_seasonal(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
-    """The seasonality test of thetaf, at SEASONALITY_Z: |acf(season)| / sqrt((1 + 2 sum acf(k<season)^2) / n) > z."""
+def _is_seasonal(y: np.ndarray, n: np.ndarray, season: int, level: float = SEASONALITY_LEVEL) -> np.ndarray:
+    """The seasonality test of thetaf, at `level`: |acf(season)| / sqrt((1 + 2 sum acf(k<season)^2) / n) >
+    seasonality_z(level)."""
     valid = ~np.isnan(y)
     mean = np.nanmean(y, axis=1, keepdims=True)
     d = np.where(valid, y - mean, 0.0)
@@ -263,7 +277,7 @@ def _is_seasonal(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         acf = acf / denominator[:, None]
         stat = np.sqrt((1 + 2 * (acf[:, :-1] ** 2).sum(axis=1)) / n)
-        significant = np.abs(acf[:, -1]) / stat > SEASONALITY_Z
+        significant = np.abs(acf[:, -1]) / stat > seasonality_z(level)
     return significant & (n > 2 * season) & (denominator > 0)
 
 

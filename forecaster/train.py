@@ -295,7 +295,7 @@ class _Baselines:
 def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _Baselines:
     """Every statistical method, whatever the partner: validation scores each, as the output has each."""
     h, cutoffs = spec.horizon, block.lengths - spec.horizon
-    methods = statistical(block, cutoffs, h, spec.season)
+    methods = statistical(block, cutoffs, h, spec.season, level=settings.seasonality_level)
     scale = mase_scale(block, cutoffs, spec.season)  # for the scores and the intervals
     actual = holdout_actual(block, h)
     auto = settings.statistical == AUTO
@@ -304,7 +304,8 @@ def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _
                                                 "ses": methods[SES], "optimized_theta": methods[OPTIMIZED_THETA]},
                                         h, spec.season, scale),
                       # auto's last window is the validation window, fitted above
-                      partner_errors(block, h, spec.season, last=(methods, actual, scale)) if auto else None)
+                      partner_errors(block, h, spec.season, last=(methods, actual, scale),
+                                     level=settings.seasonality_level) if auto else None)
 
 
 def _choice(rows: ValidationRows, device) -> dict:
@@ -329,7 +330,7 @@ def _short(rows: ValidationRows, spec: ModelSpec, settings: LoopSettings, device
     counts = np.zeros((len(intervals.short_groups(h)) - 1, h, intervals.BINS))
     for batch in rows:
         counts += intervals.short_histograms(SeriesBlock.from_batch(batch), h, spec.season, rows.partner,
-                                             settings.interval_unit, settings.nonnegative)
+                                             settings.interval_unit, settings.nonnegative, settings.seasonality_level)
     counts = np.asarray(_all_sum(counts.reshape(-1).tolist(), device)).reshape(counts.shape)
     return intervals.short_record(counts, settings.levels, h)
 

@@ -7,6 +7,7 @@ import ray.train
 import torch
 
 from forecaster import checkpoint
+from forecaster.features import SeriesBlock
 from forecaster.model import build_model
 from forecaster.predict import SeriesPredictor, without_fallback
 from tests.specs import SMALL, model_spec
@@ -112,6 +113,31 @@ def test_the_partner_is_the_mean_of_theta_and_the_damped_trend_or_ses(tmp_path):
     np.testing.assert_allclose(long.forecast, (long.LSTM + (long.Theta + long.SES) / 2) / 2)
     np.testing.assert_allclose(tiny.forecast, (tiny.Theta + tiny.SES) / 2)
     np.testing.assert_allclose(with_ses.SES, out.SES)
+
+
+def test_the_seasonality_level_is_the_checkpoints_where_it_records_one(tmp_path):
+    """The statistical methods test for a season at model.seasonality_level; a checkpoint whose training
+    recorded its level (the loop's settings) is forecast with that one, as its partner was validated and
+    calibrated with it, whatever the config says now."""
+    import json
+
+    from forecaster.theta import statistical
+
+    pattern = np.array([1.0, 1.5, 0.5, 1.2])
+    values = 100.0 * np.tile(pattern, 9)
+    batch = _batch({"s": values})
+    block = SeriesBlock([values])
+    options = {**PLAIN, "season": 4}
+    for level in (0.5, 1.0):  # a checkpoint without the record: the config's level
+        out = SeriesPredictor(_checkpoint(tmp_path), **options, seasonality_level=level)(batch).to_pandas()
+        np.testing.assert_allclose(out.SES, statistical(block, block.lengths, HORIZON, 4, level=level)["SES"][0])
+    recorded = statistical(block, block.lengths, HORIZON, 4, level=1.0)["SES"][0]
+    assert not np.allclose(recorded, statistical(block, block.lengths, HORIZON, 4)["SES"][0])
+    settings = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**settings, "train": {"seasonality_level": 1.0}}))
+    out = SeriesPredictor(ray.train.Checkpoint.from_directory(str(tmp_path)), **options,
+                          seasonality_level=0.5)(batch).to_pandas()
+    np.testing.assert_allclose(out.SES, recorded)
 
 
 def test_auto_with_a_checkpoint_that_records_no_choice_forecasts_with_the_partner_it_was_validated_with(tmp_path):

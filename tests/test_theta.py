@@ -25,6 +25,7 @@ from forecaster.theta import (
     partner,
     partner_errors,
     partner_name,
+    seasonality_z,
     ses,
     statistical,
     theta,
@@ -78,12 +79,28 @@ def test_a_season_of_a_series_with_zeros_or_negatives_is_additive_and_carried_in
 
 
 def test_the_seasonality_test_calls_about_half_of_white_noise_seasonal():
-    """The test is at 50 % (SEASONALITY_Z), not thetaf's 90 %: under no season its statistic is about
-    standard normal, so about half of many white-noise series pass it (thetaf's would pass 9 %)."""
+    """The test is at 50 % by default (SEASONALITY_LEVEL), not thetaf's 90 %: under no season its statistic
+    is about standard normal, so about half of many white-noise series pass it; at model.seasonality_level
+    0.9, as thetaf, about a tenth; at 1, none."""
     rng = np.random.default_rng(0)
     block = SeriesBlock([50 + rng.normal(size=120) for _ in range(2000)])
     y, n = _right_aligned(block, block.lengths)
     assert 0.45 < _is_seasonal(y, n, 4).mean() < 0.55
+    assert 0.07 < _is_seasonal(y, n, 4, 0.9).mean() < 0.13 and not _is_seasonal(y, n, 4, 1.0).any()
+    assert seasonality_z(0.5) == pytest.approx(0.6745, abs=1e-4)
+    assert seasonality_z(0.9) == pytest.approx(1.6449, abs=1e-4)
+
+
+def test_at_seasonality_level_1_no_series_is_adjusted_for_its_season():
+    """model.seasonality_level=1 (for data known to have no season): every method forecasts the series
+    as it is; SES is then flat at its level even where the series has a strong season."""
+    pattern = np.array([1.0, 1.5, 0.5, 1.2])
+    block = SeriesBlock([100.0 * np.tile(pattern, 10)])
+    adjusted = statistical(block, block.lengths, 8, 4)
+    plain = statistical(block, block.lengths, 8, 4, level=1.0)
+    np.testing.assert_allclose(adjusted[SES][0], 100.0 * np.tile(pattern, 2), rtol=1e-9)
+    np.testing.assert_allclose(plain[SES][0], plain[SES][0, 0])
+    np.testing.assert_allclose(plain[THETA], statistical(block, block.lengths, 8, 1)[THETA])  # as without a season
 
 
 def test_a_block_forecasts_each_series_as_alone_and_ends_cut_the_history():

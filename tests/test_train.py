@@ -520,14 +520,18 @@ def test_weight_average_warms_up_then_keeps_the_decay():
 def test_forecasts_use_the_moving_average_of_the_weights_after_the_refit(ray_session, data_dir, tmp_path):
     """One epoch (always the best), then two refit epochs on whole series (train.refit_epochs): the
     checkpoint's best weights are the average's at the end of the refit, not the model's and not the
-    best epoch's; forecast weighs the LSTM as the best epoch's validation chose (model.combine=fitted)."""
+    best epoch's; forecast weighs the LSTM as the best epoch's validation chose (model.combine=fitted). The
+    checkpoint records the seasonality test's level its partner was validated with."""
     import os
 
     import torch
 
+    from forecaster import checkpoint
+
     manifest = run(_cfg(data_dir, tmp_path, "train.num_workers=2", "train.max_epochs=1", "train.ema_decay=0.9",
-                        "train.refit_epochs=2", "model.combine=fitted"))
+                        "train.refit_epochs=2", "model.combine=fitted", "model.seasonality_level=0.9"))
     path = manifest["checkpoint_uri"].removeprefix("file://")
+    assert checkpoint.load_best(path).seasonality_level == 0.9
     saved = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
     averaged = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k.startswith("module.")}
     assert averaged.keys() == saved["model"].keys() == saved["best_model"].keys()
