@@ -79,10 +79,10 @@ class ModelConfig:
                                        "theta_ses (the mean of the Theta method and simple exponential smoothing) | "
                                        "theta_damped (the mean of Theta and the damped trend) | theta (Theta alone)",
                                choices=("auto", "otm_damped", "theta_ses", "theta_damped", "theta"))
-    seasonality_level: float = setting(0.5, "the level of the seasonality test (the autocorrelation at the season's "
-                                            "lag, as R's thetaf) above which the statistical methods adjust a series "
-                                            "for its season: 0.5 | 0.9 as thetaf, for data known to have no season | "
-                                            "0 to 1 (1: none adjusted)")
+    seasonality_level: float = setting(0.5, "the level, in [0, 1], of the seasonality test (R's thetaf's, of the "
+                                            "autocorrelation at the season's lag) above which the statistical methods "
+                                            "adjust a series for its season: 0.5 by default; 0.9 as thetaf, for data "
+                                            "with little season; 1 adjusts none")
     fallback: str = setting("none", "none | validation: seasonal naive where it beat the network on the series' last "
                                     "horizon",
                             choices=("validation", "none"))
