@@ -159,7 +159,10 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
                               "wrote it") from None
         choice = best.statistical  # model.statistical=auto: what the reused model's training chose
         checkpoint, uri = reused
-        metrics = {"warm_started": True, "epochs": 0, "reused_checkpoint": uri, "statistical": choice}
+        metrics = {"warm_started": True, "epochs": 0, "reused_checkpoint": uri, "statistical": choice,
+                   # the seasonality test the predictor uses: the model's, where it records one
+                   "seasonality_level": cfg.model.seasonality_level if best.seasonality_level is None
+                   else best.seasonality_level}
     else:
         result = fit(cfg, trainable)
         checkpoint, uri, metrics = result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)

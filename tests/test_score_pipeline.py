@@ -195,7 +195,8 @@ def test_a_reused_checkpoint_whose_intervals_this_version_cannot_draw_is_refused
 def test_a_reused_checkpoint_without_auto_s_record_forecasts_with_the_partner_it_was_validated_with(runs, tmp_path):
     """train.warm_epochs=0 with model.statistical=auto and a checkpoint that records no choice (trained
     before auto): the forecasts and the manifest use theta_damped, auto's first candidate when such a
-    model was validated and its intervals calibrated, not today's first candidate."""
+    model was validated and its intervals calibrated, not today's first candidate; and the seasonality
+    test the model was trained with (0.5), not the config's (0.9)."""
     import shutil
 
     import torch
@@ -206,8 +207,10 @@ def test_a_reused_checkpoint_without_auto_s_record_forecasts_with_the_partner_it
     del saved["statistical"]
     torch.save(saved, copy / "model.pt")
     out = tmp_path / "out"
-    manifest = run(load_config(None, [*_settings(runs["inputs"][2], out, "2026-01-04"), f"train.warm_start={copy}"]))
+    manifest = run(load_config(None, [*_settings(runs["inputs"][2], out, "2026-01-04"), f"train.warm_start={copy}",
+                                      "model.seasonality_level=0.9"]))
     assert manifest["metrics"]["statistical"] == {"configured": "auto", "chosen": "theta_damped"}
+    assert manifest["metrics"]["seasonality_level"] == 0.5
     forecasts = pq.read_table(out / "forecasts" / "forecast_date=2026-01-04").to_pandas()
     assert set(forecasts.model) == {"LSTM+Theta+DampedTrend"}
 
