@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.backtest import NO_FALLBACK  # noqa: E402
-from forecaster.columns import DAMPED, FORECAST, LSTM, OPTIMIZED_THETA, SES, THETA  # noqa: E402
+from forecaster.columns import FORECAST, LSTM, STATISTICAL_METHODS  # noqa: E402
 from forecaster.config import load_config, season_length  # noqa: E402
 from forecaster.evaluate import (  # noqa: E402
     coverage,
@@ -147,7 +147,7 @@ def main() -> None:
         used = statistical_used(manifest)  # model.statistical, as auto resolved it
         forecast[NO_FALLBACK] = without_fallback(forecast[LSTM].to_numpy(), partner(forecast, used).to_numpy(),
                                                  forecast[FORECAST].to_numpy(), weight, floor)
-        columns = (FORECAST, LSTM, NO_FALLBACK, THETA, OPTIMIZED_THETA, DAMPED, SES)
+        columns = (FORECAST, LSTM, NO_FALLBACK, *STATISTICAL_METHODS)
         rows = {column: truth.score(forecast, column) for column in columns}
         rows["SeasonalNaive"] = truth.score(truth.seasonal_naive(), "SeasonalNaive")
         rows.update(statistical(truth, train, freq, horizon))

@@ -39,8 +39,8 @@ import pyarrow.compute as pc
 import ray
 
 from forecaster.columns import (
+    BASELINES,
     CUTOFF,
-    DAMPED,
     FORECAST,
     FUTURE,
     HORIZON,
@@ -50,10 +50,7 @@ from forecaster.columns import (
     LSTM,
     MODEL,
     NAIVE,
-    OPTIMIZED_THETA,
     SEASONAL_NAIVE,
-    SES,
-    THETA,
     Y,
 )
 from forecaster.config import Config, ConfigError
@@ -73,7 +70,7 @@ log = logging.getLogger(__name__)
 
 BACKTESTS = "backtests"
 NO_FALLBACK = "no_fallback"  # `forecast` as model.fallback=none would make it: what the fallback gained or cost
-MODELS = (LSTM, FORECAST, NO_FALLBACK, NAIVE, SEASONAL_NAIVE, THETA, DAMPED, SES, OPTIMIZED_THETA)
+MODELS = (LSTM, FORECAST, NO_FALLBACK, *BASELINES)
 ACTUAL = "actual"  # the hidden points a window is scored on
 SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), (CUTOFF, pa.timestamp("us")),
                           ("metric", pa.string()), (MODEL, pa.string()), *((m, pa.float64()) for m in MODELS)])

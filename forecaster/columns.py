@@ -36,7 +36,10 @@ SES = "SES"  # simple exponential smoothing, likewise
 OPTIMIZED_THETA = "OptimizedTheta"  # the optimised Theta method (statsforecast's name), likewise
 FORECAST = "forecast"  # the value users are told to use
 MODEL = "model"  # which model made `forecast`: LSTM+OptimizedTheta+DampedTrend, LSTM+Theta+SES, LSTM, ... (predict.py)
-BASELINES = (NAIVE, SEASONAL_NAIVE, THETA, DAMPED, SES, OPTIMIZED_THETA)
+# the statistical methods' columns (forecaster/theta.py), in the table's order: every list of models that
+# shows or scores them (validation, backtest, report, console, plots) takes them from here
+STATISTICAL_METHODS = (THETA, DAMPED, SES, OPTIMIZED_THETA)
+BASELINES = (NAIVE, SEASONAL_NAIVE, *STATISTICAL_METHODS)
 INTERVAL = re.compile(r"^(?P<model>.+)-(?P<side>lo|hi)-(?P<level>\d+(?:\.\d+)?)$")
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forecaster.columns import DAMPED, FORECAST, ID, LSTM, OPTIMIZED_THETA, SEASONAL_NAIVE, SES, THETA, Y
+from forecaster.columns import FORECAST, ID, LSTM, SEASONAL_NAIVE, STATISTICAL_METHODS, Y
 from forecaster.theta import AUTO, partner_name, recorded, resolved
 
 PACKAGES = ("forecaster", "torch", "ray", "pyarrow", "pandas", "numpy", "fsspec")
@@ -52,7 +52,7 @@ def summary_lines(manifest: dict) -> list[str]:
         lines.append(f"reject reasons: {reasons}")
     validation = metrics.get("validation") or {}
     if validation.get("forecast", {}).get("mase") is not None:
-        shown = [c for c in (FORECAST, LSTM, THETA, OPTIMIZED_THETA, DAMPED, SES, SEASONAL_NAIVE) if c in validation]
+        shown = [c for c in (FORECAST, LSTM, *STATISTICAL_METHODS, SEASONAL_NAIVE) if c in validation]
         validated, trained = metrics.get("val_series"), counts.get("trained_on")
         cap = (manifest.get("config") or {}).get("train", {}).get("max_validation_series")
         which = (f"of {validated} of the {trained} series (train.max_validation_series)"

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from forecaster.columns import DAMPED, NAIVE, OPTIMIZED_THETA, SEASONAL_NAIVE, SES, THETA
+from forecaster.columns import NAIVE, SEASONAL_NAIVE, STATISTICAL_METHODS
 
 # One colour per model, the same in every plot of a report.
 COLOURS = {"history": "#24292f", "actual": "#24292f", "forecast": "#0969da", "LSTM": "#8250df",
@@ -30,7 +30,7 @@ COLOURS = {"history": "#24292f", "actual": "#24292f", "forecast": "#0969da", "LS
            "SeasonalNaive": "#1a7f37", "Naive": "#bf8700",
            "no_fallback": "#57606a", "train": "#8c959f", "validation": "#0969da"}
 _OTHER = ("#1b7c83", "#6e7781", "#4d2d00")
-BASELINES = (THETA, OPTIMIZED_THETA, DAMPED, SES, SEASONAL_NAIVE, NAIVE)  # drawn in this order
+BASELINES = (*STATISTICAL_METHODS, SEASONAL_NAIVE, NAIVE)  # drawn in this order
 BAND_ALPHA = (0.14, 0.26, 0.38)  # interval bands, widest (lightest) first
 
 STYLE = {

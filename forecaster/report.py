@@ -28,7 +28,6 @@ from forecaster import plots
 from forecaster.columns import (
     BASELINES,
     CUTOFF,
-    DAMPED,
     DS,
     FORECAST,
     ID,
@@ -36,10 +35,8 @@ from forecaster.columns import (
     LSTM,
     MODEL,
     NAIVE,
-    OPTIMIZED_THETA,
     SEASONAL_NAIVE,
-    SES,
-    THETA,
+    STATISTICAL_METHODS,
     interval,
     partition_name,
 )
@@ -58,7 +55,7 @@ MAX_ORIGINS = 60  # forecast origins in the scores plot (newest)
 MAX_HISTORY = 1000  # history points plotted per series (the newest)
 MAX_TEXT = 160  # characters of an id or a detail shown in a cell
 MAX_CONFIG = 20_000  # characters of the resolved config shown
-MODEL_ORDER = (FORECAST, LSTM, "no_fallback", THETA, OPTIMIZED_THETA, DAMPED, SES, SEASONAL_NAIVE, NAIVE)
+MODEL_ORDER = (FORECAST, LSTM, "no_fallback", *STATISTICAL_METHODS, SEASONAL_NAIVE, NAIVE)
 STAGES = ("ray_init", "read_validate", "split_rejects", "score", "train", "predict_write", "report_series")
 
 

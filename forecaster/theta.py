@@ -56,7 +56,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from forecaster.columns import DAMPED, OPTIMIZED_THETA, SES, THETA
+from forecaster.columns import DAMPED, OPTIMIZED_THETA, SES, STATISTICAL_METHODS, THETA
 from forecaster.evaluate import mase, mase_scale
 from forecaster.features import SeriesBlock, take_points
 
@@ -115,7 +115,7 @@ def optimized_theta(block: SeriesBlock, ends: np.ndarray, horizon: int, season: 
     return statistical(block, ends, horizon, season, (OPTIMIZED_THETA,))[OPTIMIZED_THETA]
 
 
-METHODS = (THETA, DAMPED, SES, OPTIMIZED_THETA)  # the output columns of the statistical methods
+METHODS = STATISTICAL_METHODS  # the output columns of the statistical methods
 
 
 def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,

@@ -300,9 +300,8 @@ def _baselines(block: SeriesBlock, spec: ModelSpec, settings: LoopSettings) -> _
     actual = holdout_actual(block, h)
     auto = settings.statistical == AUTO
     return _Baselines(methods, scale, actual, floor_series(block, cutoffs, settings.nonnegative),
-                      validation_scores(block, {"theta": methods[THETA], "damped_trend": methods[DAMPED],
-                                                "ses": methods[SES], "optimized_theta": methods[OPTIMIZED_THETA]},
-                                        h, spec.season, scale),
+                      validation_scores(block, {name: methods[column] for name, column in VALIDATED_COLUMNS.items()
+                                                if column in methods}, h, spec.season, scale),
                       # auto's last window is the validation window, fitted above
                       partner_errors(block, h, spec.season, last=(methods, actual, scale),
                                      level=settings.seasonality_level) if auto else None)
