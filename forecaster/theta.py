@@ -134,7 +134,7 @@ def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
     out = {}
     if THETA in names or SES in names or OPTIMIZED_THETA in names:
         slope = _slope(adjusted, n)
-        levels, sse, cross = _smoothed(adjusted, n, drift=OPTIMIZED_THETA in names)
+        levels, sse, drift_sums = _smoothed(adjusted, n, drift=OPTIMIZED_THETA in names)
         best = np.argmin(sse, axis=1)
         level, alpha = levels[np.arange(len(n)), best], ALPHAS[best]
         if THETA in names:
@@ -142,7 +142,7 @@ def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
         if SES in names:
             out[SES] = np.repeat(level[:, None], horizon, axis=1)
         if OPTIMIZED_THETA in names:
-            out[OPTIMIZED_THETA] = _optimized(levels, sse, cross, slope, n, horizon)
+            out[OPTIMIZED_THETA] = _optimized(levels, sse, *drift_sums, slope, n, horizon)
     if DAMPED in names:
         passes = [_damped(adjusted[i:i + DAMPED_ROWS], n[i:i + DAMPED_ROWS]) for i in range(0, len(n), DAMPED_ROWS)]
         level, trend, phi = (np.concatenate(parts) for parts in zip(*passes, strict=True))
@@ -311,11 +311,12 @@ def _seasonal_indices(y: np.ndarray, n: np.ndarray, season: int, additive: bool 
 
 
 def _smoothed(y: np.ndarray, n: np.ndarray, drift: bool = False
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """Simple exponential smoothing at every alpha of ALPHAS (the level starts at the first point; the
     left padding: `_filled`): (series, alphas) final levels and sums of squared one-step errors, and
-    with `drift` the sums of each one-step error times the drift's one-step term without the slope,
-    (1 - (1 - alpha)^k) / alpha after k points (what `_optimized` needs)."""
+    with `drift` what `_optimized` needs of the drift's one-step term without the slope, term(k) =
+    (1 - (1 - alpha)^k) / alpha after k points: the sums of each one-step error times it, and of its
+    squares over each series' steps (k = 1 .. n - 1)."""
     width = y.shape[1]
     filled, start = _filled(y, n)
     level = np.repeat(start, len(ALPHAS), axis=1)
@@ -334,7 +335,9 @@ def _smoothed(y: np.ndarray, n: np.ndarray, drift: bool = False
         level += step
         error *= error
         sse += error
-    return level, sse, cross if drift else None
+    if not drift:
+        return level, sse, None
+    return level, sse, (cross, np.cumsum(terms ** 2, axis=0)[np.maximum(n - 1, 0)])
 
 
 def _drift_terms(width: int) -> np.ndarray:
@@ -349,18 +352,16 @@ def _drifted(level: np.ndarray, alpha: np.ndarray, drift: np.ndarray, n: np.ndar
     return level[:, None] + drift[:, None] * (steps + ((1 - (1 - alpha) ** n) / alpha)[:, None])
 
 
-def _optimized(levels: np.ndarray, sse: np.ndarray, cross: np.ndarray, slope: np.ndarray, n: np.ndarray,
-               horizon: int) -> np.ndarray:
+def _optimized(levels: np.ndarray, sse: np.ndarray, cross: np.ndarray, squares: np.ndarray, slope: np.ndarray,
+               n: np.ndarray, horizon: int) -> np.ndarray:
     """(series, horizon) the optimised Theta method (Fiorucci et al., 2016, as statsforecast's
     OptimizedTheta with its level starting at the first point): Theta's forecast with the drift
     weight * slope, weight = 1 - 1/theta, (alpha, theta) from ALPHAS x OPTIMIZED_THETAS by the sum of
     squared one-step errors. The one-step forecast after k points is the SES level plus
     weight * slope * term(k), so a grid point's sum is sse - 2 w b sum(e term) + (w b)^2 sum(term^2):
-    the smoothing loop runs once per alpha, whatever the number of thetas."""
+    the smoothing loop runs once per alpha, whatever the number of thetas (`_smoothed` sums for it)."""
     rows = np.arange(len(n))
     weights = 1 - 1 / OPTIMIZED_THETAS
-    terms = _drift_terms(int(n.max()))
-    squares = np.cumsum(terms ** 2, axis=0)[np.maximum(n - 1, 0)]  # (series, alphas): sum over k = 1 .. n - 1
     wb = weights[None, None, :] * slope[:, None, None]
     total = sse[:, :, None] - 2 * wb * cross[:, :, None] + wb ** 2 * squares[:, :, None]
     a, t = np.unravel_index(np.argmin(total.reshape(len(n), -1), axis=1), total.shape[1:])
