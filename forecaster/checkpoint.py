@@ -74,9 +74,14 @@ def save(directory: str, model: torch.nn.Module, spec: ModelSpec, settings: Loop
                   sort_keys=True)
 
 
-def read_spec(directory: str) -> ModelSpec:
+def _config(directory: str) -> dict:
+    """config.json: {"model": the spec, "train": the loop's settings (for reading only)}."""
     with open(os.path.join(directory, SPEC_FILE)) as fh:
-        return ModelSpec.from_dict(json.load(fh)["model"])
+        return json.load(fh)
+
+
+def read_spec(directory: str) -> ModelSpec:
+    return ModelSpec.from_dict(_config(directory)["model"])
 
 
 def _payload(directory: str) -> dict:
@@ -105,11 +110,10 @@ class Best(NamedTuple):
 
 
 def load_best(directory: str) -> Best:
-    saved = _payload(directory)
-    with open(os.path.join(directory, SPEC_FILE)) as fh:
-        settings = json.load(fh).get("train") or {}
-    return Best(saved.get("best_model") or saved["model"], read_spec(directory), saved.get("calibration"),
-                saved.get("combine_weight"), saved.get("statistical"), settings.get("seasonality_level"))
+    saved, config = _payload(directory), _config(directory)
+    return Best(saved.get("best_model") or saved["model"], ModelSpec.from_dict(config["model"]),
+                saved.get("calibration"), saved.get("combine_weight"), saved.get("statistical"),
+                (config.get("train") or {}).get("seasonality_level"))
 
 
 # ---- which checkpoint --------------------------------------------------------------------------
