@@ -103,13 +103,17 @@ def statistical_used(manifest: dict) -> str:
 def statistical_choice(manifest: dict) -> str | None:
     """'statistical partner: Theta+SES (model.statistical=auto; ...)': what model.statistical=auto chose and
     on what; None where the partner was configured."""
-    record = (manifest.get("metrics") or {}).get("statistical") or {}
+    metrics = manifest.get("metrics") or {}
+    record = metrics.get("statistical") or {}
     if record.get("configured") != AUTO or not recorded(record):
         return None
     scored = ", ".join(f"{partner_name(c)} {m:.3f}" for c, m in (record.get("mase") or {}).items() if m is not None)
-    basis = (f"mean MASE over the last {record.get('windows')} horizons of {record.get('series')} series: {scored}"
-             if scored else "no choice recorded: no series long enough to train on (the first candidate), or a "
-             "reused model whose training chose none (the partner it was validated with)")
+    if scored:
+        basis = f"mean MASE over the last {record.get('windows')} horizons of {record.get('series')} series: {scored}"
+    elif metrics.get("reused_checkpoint"):
+        basis = "the reused model's training recorded no choice: the partner it was validated with"
+    else:
+        basis = "no series long enough to train on, so no choice: the first candidate"
     return f"statistical partner: {partner_name(record['chosen'])} (model.statistical=auto; {basis})"
 
 

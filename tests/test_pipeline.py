@@ -163,9 +163,8 @@ def test_series_all_too_short_get_the_partner_auto_means_without_a_model(ray_ses
     forecasts = _read(tmp_path / "out", "forecasts", "2024-06-01")
     assert set(forecasts.model) == {"OptimizedTheta+DampedTrend"} and forecasts.LSTM.isna().all()
     np.testing.assert_allclose(forecasts.forecast, (forecasts.OptimizedTheta + forecasts.DampedTrend) / 2)
-    assert ("statistical partner: OptimizedTheta+DampedTrend (model.statistical=auto; no choice recorded: no series "
-            "long enough to train on (the first candidate), or a reused model whose training chose none (the partner "
-            "it was validated with))") in summary_lines(manifest)
+    assert ("statistical partner: OptimizedTheta+DampedTrend (model.statistical=auto; no series long enough to train "
+            "on, so no choice: the first candidate)") in summary_lines(manifest)
 
 
 def test_split_series_was_merged(first_run):

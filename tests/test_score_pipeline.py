@@ -15,6 +15,7 @@ import pytest
 
 from forecaster.cli import main
 from forecaster.config import load_config
+from forecaster.manifest import summary_lines
 from forecaster.pipeline import run
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
@@ -211,6 +212,8 @@ def test_a_reused_checkpoint_without_auto_s_record_forecasts_with_the_partner_it
                                       "model.seasonality_level=0.9"]))
     assert manifest["metrics"]["statistical"] == {"configured": "auto", "chosen": "theta_damped"}
     assert manifest["metrics"]["seasonality_level"] == 0.5
+    assert ("statistical partner: Theta+DampedTrend (model.statistical=auto; the reused model's training recorded "
+            "no choice: the partner it was validated with)") in summary_lines(manifest)
     forecasts = pq.read_table(out / "forecasts" / "forecast_date=2026-01-04").to_pandas()
     assert set(forecasts.model) == {"LSTM+Theta+DampedTrend"}
 
