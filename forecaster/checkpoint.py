@@ -26,6 +26,7 @@ from forecaster.columns import partition_date
 from forecaster.config import Config, ConfigError
 from forecaster.spec import LoopSettings, ModelSpec
 from forecaster.storage import Location, exists, read_json, resolve
+from forecaster.theta import UNRECORDED, resolved
 from forecaster.write import MANIFESTS
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,19 @@ class Best(NamedTuple):
     statistical: dict | None  # model.statistical=auto's choice (TrainingState.statistical)
     # model.seasonality_level the statistical methods were validated and calibrated with (the loop's settings)
     seasonality_level: float | None
+
+    # What the predictor forecasts with and the manifest records, for this checkpoint and the config's setting:
+    # the one place that fills what an older checkpoint lacks.
+    def partner(self, configured: str) -> str:
+        """The partner of model.statistical=`configured`: itself, or for auto the one training chose, and
+        for a checkpoint that records none (trained before auto, or with a configured partner)
+        theta.UNRECORDED, the partner it was validated and calibrated with."""
+        return resolved(configured, self.statistical, UNRECORDED)
+
+    def level(self, configured: float) -> float:
+        """The seasonality test's level: the one training used, where the checkpoint records it (its
+        partner and intervals were validated with it), else model.seasonality_level=`configured`."""
+        return configured if self.seasonality_level is None else self.seasonality_level
 
 
 def load_best(directory: str) -> Best:

@@ -25,7 +25,7 @@ from forecaster.report import report_location, write_report
 from forecaster.runtime import init_ray, node_set, nodes_of, predict_pool
 from forecaster.score import score_earlier
 from forecaster.storage import resolve
-from forecaster.theta import AUTO, CANDIDATES, UNRECORDED, recorded, resolved
+from forecaster.theta import AUTO, recorded, resolved
 from forecaster.train import VALIDATED_COLUMNS, fit, reused_model
 from forecaster.validate import attach_side_tables, clean_rows, min_length, reject_rows, validate_batch
 from forecaster.write import FORECASTS, REJECTS, count_models, manifest_location, write_manifest, write_partition
@@ -142,44 +142,42 @@ def train_clean(cfg: Config, clean: ray.data.Dataset, counts: dict) -> tuple[ray
     `statistical` says which partner the forecasts use (_statistical_record)."""
     trainable = trainable_series(cfg, clean)
     counts["trained_on"] = trainable.count()
-    reused = reused_model(cfg, trainable) if counts["trained_on"] else None
     if not counts["trained_on"]:
         log.warning("no series long enough for the LSTM: baselines only")
-        checkpoint, uri, metrics = None, None, {}
-    elif reused is not None:
-        log.info("train.warm_epochs=0: forecasting with %s as it is, no training", reused[1])
+        # auto has nothing to choose on: the first candidate, as the predictor without a checkpoint takes it
+        return None, None, {"statistical": _statistical_record(cfg, None, resolved(cfg.model.statistical, None))}
+    reused = reused_model(cfg, trainable)
+    if reused is not None:
+        checkpoint, uri = reused
+        log.info("train.warm_epochs=0: forecasting with %s as it is, no training", uri)
         counts["trained_on"] = 0
-        with reused[0].as_directory() as path:
+        with checkpoint.as_directory() as path:
             best = load_best(path)
         try:  # intervals it cannot draw (a newer version's unit): refused here, by name, not in every predictor
             intervals.read(best.calibration)
         except ValueError as exc:
-            raise ConfigError(f"train.warm_start={reused[1]}: {exc}; with train.warm_epochs above 0 this "
+            raise ConfigError(f"train.warm_start={uri}: {exc}; with train.warm_epochs above 0 this "
                               "version trains from it and calibrates anew, or forecast with the version that "
                               "wrote it") from None
-        choice = best.statistical  # model.statistical=auto: what the reused model's training chose
-        checkpoint, uri = reused
-        metrics = {"warm_started": True, "epochs": 0, "reused_checkpoint": uri, "statistical": choice,
-                   # the seasonality test the predictor uses: the model's, where it records one
-                   "seasonality_level": cfg.model.seasonality_level if best.seasonality_level is None
-                   else best.seasonality_level}
-    else:
-        result = fit(cfg, trainable)
-        checkpoint, uri, metrics = result.checkpoint, checkpoint_uri(cfg, result.checkpoint), _training_metrics(result)
-    # auto without a record: the first candidate, or for a reused checkpoint that records none the partner it
-    # was validated with (the predictor's default for a checkpoint)
-    default = CANDIDATES[0] if reused is None else UNRECORDED
-    metrics["statistical"] = _statistical_record(cfg, metrics.get("statistical"), default)
-    return checkpoint, uri, metrics
+        # what the predictor forecasts with: the reused model's partner and seasonality test
+        return checkpoint, uri, {"warm_started": True, "epochs": 0, "reused_checkpoint": uri,
+                                 "statistical": _statistical_record(cfg, best.statistical,
+                                                                    best.partner(cfg.model.statistical)),
+                                 "seasonality_level": best.level(cfg.model.seasonality_level)}
+    result = fit(cfg, trainable)
+    metrics = _training_metrics(result)
+    choice = metrics.get("statistical")  # auto's, as training made it and the checkpoint keeps it
+    metrics["statistical"] = _statistical_record(cfg, choice, resolved(cfg.model.statistical, choice))
+    return result.checkpoint, checkpoint_uri(cfg, result.checkpoint), metrics
 
 
-def _statistical_record(cfg: Config, choice: dict | None, default: str) -> dict:
-    """The manifest's metrics.statistical: the partner the run's forecasts use (`chosen`), as configured
-    or as training chose it for model.statistical=auto (`choice`, train._choice: with the candidates'
-    errors); auto without a choice uses `default` (theta.resolved), as the predictor does."""
+def _statistical_record(cfg: Config, choice: dict | None, chosen: str) -> dict:
+    """The manifest's metrics.statistical: auto's record as training made it (`choice`, train._choice:
+    with the candidates' errors), or the partner the run's forecasts use (`chosen`) and what was
+    configured."""
     if cfg.model.statistical == AUTO and recorded(choice):
         return choice
-    return {"configured": cfg.model.statistical, "chosen": resolved(cfg.model.statistical, None, default)}
+    return {"configured": cfg.model.statistical, "chosen": chosen}
 
 
 def predict_and_write(cfg: Config, root, clean: ray.data.Dataset, rejects: ray.data.Dataset,

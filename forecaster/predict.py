@@ -57,7 +57,6 @@ from forecaster.model import build_model, inference_dtype, member_mean
 from forecaster.theta import (
     SEASONALITY_LEVEL,
     STATISTICAL,
-    UNRECORDED,
     combine_weights,
     floor_series,
     floored,
@@ -111,18 +110,18 @@ class SeriesPredictor:
                  threads: int = 1, use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
         model.combine, how the network's forecast is made from the LSTM and its statistical partner
-        (`statistical`: model.statistical; auto: the partner training chose, kept in the checkpoint,
-        theta.UNRECORDED for a checkpoint without the record, the first candidate without a
-        checkpoint; self.weight: the LSTM's share; for fitted, the one training chose, or
-        the mean from a checkpoint without it). `nonnegative`:
-        model.nonnegative (auto: `forecast` and its bounds floored at zero for series never below it).
-        `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint holds no calibration
-        for a level). `seasonality_level`: model.seasonality_level, the statistical methods' seasonality
-        test; the checkpoint's, where it records the one training used. `progress`: called with the
-        number of series of each batch once it is forecast (forecaster.console.Tally). `placement`: a
-        forecaster.runtime.NodeSet actor told the node this predictor runs on. `precision`:
-        predict.precision (bf16: the network's weights and inputs in bfloat16 where the device has bf16
-        units, model.inference_dtype; its outputs back in float64)."""
+        (`statistical`: model.statistical; auto: the partner training chose, kept in the checkpoint, as
+        checkpoint.Best.partner reads it; the first candidate without a checkpoint; self.weight: the
+        LSTM's share; for fitted, the one training chose, or the mean from a checkpoint without it).
+        `nonnegative`: model.nonnegative (auto: `forecast` and its bounds floored at zero for series
+        never below it). `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint
+        holds no calibration for a level). `seasonality_level`: model.seasonality_level, the statistical
+        methods' seasonality test; the checkpoint's, where it records the one training used
+        (checkpoint.Best.level). `progress`: called with the number of series of each batch once it is
+        forecast (forecaster.console.Tally). `placement`: a forecaster.runtime.NodeSet actor told the
+        node this predictor runs on. `precision`: predict.precision (bf16: the network's weights and
+        inputs in bfloat16 where the device has bf16 units, model.inference_dtype; its outputs back in
+        float64)."""
         torch.set_num_threads(threads)
         if placement is not None:
             placement.add.remote(ray.get_runtime_context().get_node_id())
@@ -138,16 +137,15 @@ class SeriesPredictor:
         self.calibration = intervals.Calibration()  # the scaled-error quantiles and their unit's rule
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
-                weights, self.spec, calibration, weight, choice, level = checkpoints.load_best(path)
-            if level is not None:  # the seasonality test the checkpoint's partner was validated with
-                self.seasonality_level = level
-            # auto: the partner training chose; a checkpoint without the record, the partner it was validated with
-            self.statistical = resolved(statistical, choice, UNRECORDED)
-            if len(choices) > 1 and weight is not None:  # model.combine=fitted: what validation chose
-                self.weight = weight
-            self.calibration = intervals.read(calibration)
+                best = checkpoints.load_best(path)
+            self.spec = best.spec
+            self.seasonality_level = best.level(seasonality_level)
+            self.statistical = best.partner(statistical)
+            if len(choices) > 1 and best.combine_weight is not None:  # model.combine=fitted: what validation chose
+                self.weight = best.combine_weight
+            self.calibration = intervals.read(best.calibration)
             self.model = build_model(self.spec)
-            self.model.load_state_dict(weights)
+            self.model.load_state_dict(best.weights)
             self.model.eval()
             self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
             self.dtype = inference_dtype(precision, self.device.type)

@@ -253,6 +253,20 @@ def test_baselines_only_without_checkpoint():
     np.testing.assert_allclose(out.forecast, out.Theta)
 
 
+def test_what_a_checkpoint_without_a_record_forecasts_with_is_read_in_one_place():
+    """checkpoint.Best fills what an older checkpoint lacks, for the predictor and the manifest alike:
+    auto's partner is the recorded choice, else theta.UNRECORDED (not today's first candidate); a
+    configured partner stays itself; the seasonality level is the recorded one, else the config's."""
+    from forecaster.checkpoint import Best
+    from forecaster.theta import CANDIDATES, UNRECORDED
+
+    old = Best({}, model_spec(), None, None, None, None)
+    assert old.partner("auto") == UNRECORDED != CANDIDATES[0] and old.partner("theta_ses") == "theta_ses"
+    assert old.level(0.9) == 0.9
+    new = old._replace(statistical={"configured": "auto", "chosen": "theta_ses"}, seasonality_level=0.5)
+    assert new.partner("auto") == "theta_ses" and new.partner("theta") == "theta" and new.level(0.9) == 0.5
+
+
 def test_a_checkpoint_of_the_first_format_still_forecasts(tmp_path):
     """A checkpoint as the first version wrote it: model.pt without the later state keys, config.json's
     model without quantiles, scaler_type, skip, features... It loads through the one reader
