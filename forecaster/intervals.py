@@ -153,14 +153,13 @@ def short_histograms(block: SeriesBlock, horizon: int, season: int, method: str,
     actual = holdout_actual(block, horizon)
     counts = np.zeros((len(edges) - 1, horizon, BINS))
     rows = np.arange(len(block))
+    names = tuple(dict.fromkeys((*SPREAD_METHODS, *STATISTICAL[method])))  # the spread's methods and the partner's
     for group, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         length = lo + rows % (hi - lo)
         fits = np.flatnonzero(cutoffs >= length)
         if not len(fits):
             continue
         cut = block.tails(fits, cutoffs[fits], length[fits])
-        # the partner's methods and the spread's
-        names = tuple(dict.fromkeys((*SPREAD_METHODS, *STATISTICAL[method])))
         methods = statistical(cut, cut.lengths, horizon, season, names, level)
         unit = units(mase_scale(cut, cut.lengths, season), members(methods), rule)
         forecast = floored(partner(methods, method), floor_series(cut, cut.lengths, nonnegative))

@@ -92,7 +92,7 @@ class Forecasts:
     levels: tuple[int, ...]  # the interval levels of lstm's outputs
     naive: np.ndarray  # (series, horizon)
     seasonal_naive: np.ndarray
-    statistical: dict[str, np.ndarray]  # column -> (series, horizon): theta.METHODS' forecasts (theta.statistical)
+    statistical: dict[str, np.ndarray]  # column -> (series, horizon): every statistical method's (theta.statistical)
     forecast: np.ndarray  # what users are told to use
     model: np.ndarray  # (series,): which model made `forecast`
     intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lo, hi) of `forecast`, forecaster.intervals

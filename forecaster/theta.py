@@ -115,18 +115,16 @@ def optimized_theta(block: SeriesBlock, ends: np.ndarray, horizon: int, season: 
     return statistical(block, ends, horizon, season, (OPTIMIZED_THETA,))[OPTIMIZED_THETA]
 
 
-METHODS = STATISTICAL_METHODS  # the output columns of the statistical methods
-
-
 def statistical(block: SeriesBlock, ends: np.ndarray, horizon: int, season: int,
-                names: tuple[str, ...] = METHODS, level: float = SEASONALITY_LEVEL) -> dict[str, np.ndarray]:
+                names: tuple[str, ...] = STATISTICAL_METHODS,
+                level: float = SEASONALITY_LEVEL) -> dict[str, np.ndarray]:
     """{column: (series, horizon) forecasts from each series' points [0, ends[i])} of the statistical
     methods `names` (by their output columns), with the seasonality test at `level`. They share the
     seasonal adjustment, and Theta, SES and the optimised Theta the smoothed levels: all four cost
     about what Theta and DampedTrend cost apart."""
-    unknown = set(names) - set(METHODS)
+    unknown = set(names) - set(STATISTICAL_METHODS)
     if unknown:
-        raise ValueError(f"no statistical method {sorted(unknown)}: expected some of {', '.join(METHODS)}")
+        raise ValueError(f"no statistical method {sorted(unknown)}: expected some of {', '.join(STATISTICAL_METHODS)}")
     adjusted, n, season_factors = _adjusted(block, ends, season, level)
     width = adjusted.shape[1]
     if width == 0:
