@@ -338,16 +338,21 @@ def _smoothed(y: np.ndarray, n: np.ndarray, drift: bool = False
     return level, sse, (cross, np.cumsum(terms ** 2, axis=0)[np.maximum(n - 1, 0)])
 
 
+def _drift_term(alpha: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Theta's drift term after k points of smoothing at `alpha`: (1 - (1 - alpha)^k) / alpha."""
+    return (1 - (1 - alpha) ** k) / alpha
+
+
 def _drift_terms(width: int) -> np.ndarray:
-    """(width, alphas): Theta's drift term after k points, (1 - (1 - alpha)^k) / alpha, for k = 0 .. width - 1."""
-    return (1 - (1 - ALPHAS[None, :]) ** np.arange(width)[:, None]) / ALPHAS[None, :]
+    """(width, alphas): _drift_term at every alpha of ALPHAS, for k = 0 .. width - 1."""
+    return _drift_term(ALPHAS[None, :], np.arange(width)[:, None])
 
 
 def _drifted(level: np.ndarray, alpha: np.ndarray, drift: np.ndarray, n: np.ndarray, horizon: int) -> np.ndarray:
     """(series, horizon) the SES `level` plus `drift` x the term of Theta's forecast after n points:
-    f(j) = level + drift * (j - 1 + (1 - (1 - alpha)^n) / alpha)."""
+    f(j) = level + drift * (j - 1 + _drift_term(alpha, n))."""
     steps = np.arange(horizon)[None, :]
-    return level[:, None] + drift[:, None] * (steps + ((1 - (1 - alpha) ** n) / alpha)[:, None])
+    return level[:, None] + drift[:, None] * (steps + _drift_term(alpha, n)[:, None])
 
 
 def _optimized(levels: np.ndarray, sse: np.ndarray, cross: np.ndarray, squares: np.ndarray, slope: np.ndarray,
