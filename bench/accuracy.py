@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import sys
 import time
 
@@ -43,7 +44,7 @@ from forecaster.evaluate import (  # noqa: E402
     smape,
 )
 from forecaster.features import SeriesBlock  # noqa: E402
-from forecaster.manifest import statistical_used  # noqa: E402
+from forecaster.manifest import interval_line, statistical_used  # noqa: E402
 from forecaster.pipeline import run  # noqa: E402
 from forecaster.predict import without_fallback  # noqa: E402
 from forecaster.theta import floor_series, partner  # noqa: E402
@@ -116,6 +117,11 @@ def main() -> None:
     parser.add_argument("--origin", type=int, default=1,
                         help="with --dev: score on the origin-th last horizon of each training series, the points "
                              "after it dropped (2: the horizon before the last; a rolling-origin check)")
+    parser.add_argument("--history", type=int, default=0,
+                        help="first run the job at each of the N horizons before the scored cutoff, oldest first, "
+                             "into the same output.uri, as N earlier nightly runs would have: the scored run's "
+                             "scores stage then finds their forecasts (model.interval_calibration=realised "
+                             "calibrates its intervals on their realised errors)")
     args = parser.parse_args()
     table = []
     for name in args.only:
@@ -131,10 +137,14 @@ def main() -> None:
         else:
             test = pd.read_parquet(pathlib.Path(args.data) / name / "test.parquet")
         truth = Truth(train, test, freq)
-        cutoff = (train.ds.max() + pd.tseries.frequencies.to_offset(freq)).date().isoformat()
-        cfg = load_config(None, [f"data.uri={train_path}", f"data.freq={freq}", f"model.horizon={horizon}",
-                                 f"output.uri={out}", f"run.date={cutoff}",
-                                 f"run.name=bench-{name}-{int(time.time())}", *args.overrides])
+        shutil.rmtree(out, ignore_errors=True)  # no earlier run's forecasts but --history's under output.uri
+        for back in range(args.history, 0, -1):
+            earlier = train[train.groupby("unique_id").cumcount(ascending=False) >= back * horizon]
+            earlier_path = out.parent / f"{name}-history-{back}.parquet"
+            earlier_path.parent.mkdir(parents=True, exist_ok=True)
+            earlier.to_parquet(earlier_path, index=False)
+            run(_config(earlier_path, earlier, freq, horizon, out, f"{name}-history-{back}", args.overrides))
+        cfg = _config(train_path, train, freq, horizon, out, name, args.overrides)
         started = time.perf_counter()
         manifest = run(cfg)
         seconds = time.perf_counter() - started
@@ -159,6 +169,7 @@ def main() -> None:
         table.append((name, rows, manifest["counts"], seconds, train_minutes, manifest["metrics"].get("epochs"),
                       covered))
         print(f"{name}: partner {used} (model.statistical={cfg.model.statistical})", flush=True)
+        print(f"{name}: {interval_line(manifest['intervals'], cfg.to_dict()['model'])}", flush=True)
     print()
     print("train-min: the minutes of the job's training stage (Ray Train's start included), next to its MASE; "
           "series: how many the row scores (LSTM: those long enough for the network)")
@@ -180,6 +191,15 @@ def main() -> None:
                                      f"   of the {result['short']['series']} series too short for the network"))
     print()
     print(summary(table))
+
+
+def _config(path: pathlib.Path, train: pd.DataFrame, freq: str, horizon: int, out: pathlib.Path, name: str,
+            overrides: list[str]):
+    """The job's config for the series of `train` (written at `path`), run the period after their last point."""
+    cutoff = (train.ds.max() + pd.tseries.frequencies.to_offset(freq)).date().isoformat()
+    return load_config(None, [f"data.uri={path}", f"data.freq={freq}", f"model.horizon={horizon}",
+                              f"output.uri={out}", f"run.date={cutoff}", f"run.name=bench-{name}-{int(time.time())}",
+                              *overrides])
 
 
 def _interval_line(name: str, level: int, result: dict, note: str = "") -> str:

@@ -19,7 +19,10 @@ Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the j
     skipped.parquet   unique_id, window, reason, detail: no point before the cutoff (no_history), or
                       a reject reason of validate on the cut series
     summary.json      per window: points hidden, cutoffs, counts, training (with the statistical
-                      partner the window's model.statistical=auto chose); overall means; config
+                      partner the window's model.statistical=auto chose), intervals (what they were
+                      calibrated on: with model.interval_calibration=realised, the errors of the
+                      earlier windows' forecasts on the points this window has seen, as a nightly
+                      run counts earlier runs': realised(), WindowErrors); overall means; config
 
 and, with report.enabled, the page `<output.uri>/reports/backtests/forecast_date=<run.date>.html`
 built from them (report_backtest.py).
@@ -38,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from forecaster import intervals
 from forecaster.columns import (
     BASELINES,
     CUTOFF,
@@ -53,7 +57,7 @@ from forecaster.columns import (
     SEASONAL_NAIVE,
     Y,
 )
-from forecaster.config import Config, ConfigError
+from forecaster.config import REALISED, Config, ConfigError
 from forecaster.evaluate import coverage, forecast_scores, interval_score, mase_scale, scaled_width
 from forecaster.features import SeriesBlock
 from forecaster.manifest import versions
@@ -62,6 +66,7 @@ from forecaster.predict import SeriesPredictor, without_fallback
 from forecaster.read import check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
 from forecaster.runtime import init_ray
+from forecaster.score import histogram_table, summed_histogram
 from forecaster.storage import resolve
 from forecaster.theta import partner, partner_name, recorded
 from forecaster.write import partition, write_files
@@ -142,15 +147,19 @@ class WindowScorer(SeriesPredictor):
         self.actual = SeriesBlock.from_arrow(table[ACTUAL]).values.reshape(table.num_rows, -1)
         self.window = window
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        block = self.block(batch)
-        f = self.forecast(batch, block)
-        n = len(block)
+    def hidden(self, batch: pa.Table) -> tuple[pa.Array, np.ndarray]:
+        """(ids, (series, horizon) hidden points) of a batch of series rows."""
         ids = pc.cast(batch[ID], pa.string())
         rows = self.truth_ids.get_indexer(ids.to_numpy(zero_copy_only=False))
         if (rows < 0).any():
             raise RuntimeError(f"backtest: no hidden points for series {ids[int(np.argmin(rows))]}")
-        actual = self.actual[rows]
+        return ids, self.actual[rows]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        block = self.block(batch)
+        f = self.forecast(batch, block)
+        n = len(block)
+        ids, actual = self.hidden(batch)
         scale = mase_scale(block, block.lengths, self.season)
         no_fallback = without_fallback(f.lstm[..., 0], partner(f.statistical, self.statistical), f.forecast,
                                        self.weight, f.floor)
@@ -177,6 +186,42 @@ class WindowScorer(SeriesPredictor):
         }, schema=SCORE_SCHEMA)
 
 
+class WindowErrors(WindowScorer):
+    """The window's errors that calibrate the later windows' intervals (model.interval_calibration=realised),
+    counted as a nightly run's scores stage counts those of earlier runs (score.error_block): the
+    intervals.error_histogram of `forecast` against the hidden points, over the series the network
+    forecast, in the unit of `rule` (model.interval_unit) the predictor drew in. One row per step."""
+
+    def __init__(self, *, rule: str, **scorer_args):
+        super().__init__(**scorer_args)
+        self.rule = rule
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        block = self.block(batch)
+        f = self.forecast(batch, block)
+        _, actual = self.hidden(batch)
+        network = np.char.startswith(f.model.astype(str), LSTM)
+        unit = intervals.units(mase_scale(block, block.lengths, self.season),
+                               intervals.members(f.statistical, f.lstm[..., 0]), self.rule)
+        return histogram_table(intervals.error_histogram(actual[network], f.forecast[network], unit[network]))
+
+
+def realised(cfg: Config, earlier: list[tuple[int, int, np.ndarray]], hidden: int) -> dict | None:
+    """The realised-error calibration of a window with `hidden` points hidden (intervals.realised_record):
+    the errors of each earlier window (window, its hidden points, its WindowErrors histogram) at the
+    steps this window sees the actuals of (step s of a window that hid h points: s < h - hidden), as a
+    nightly run would have found them; None with model.interval_calibration=validation or too few."""
+    if cfg.model.interval_calibration != REALISED or not cfg.model.levels or not earlier:
+        return None
+    counts, used = np.zeros_like(earlier[0][2]), []
+    for window, hid, histogram in earlier:
+        seen = max(min(hid - hidden, len(histogram)), 0)
+        if seen and histogram[:seen].any():
+            counts[:seen] += histogram[:seen]
+            used.append(f"window {window}")
+    return intervals.realised_record(counts, cfg.model.levels, cfg.model.interval_unit, used)
+
+
 def _interval_scores(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: int, scale: np.ndarray) -> dict:
     """A `level` % interval's metrics per series: coverage_, width_ and msis_<level> (the interval score,
     forecaster.evaluate.interval_score; width and msis in units of the MASE scale)."""
@@ -190,8 +235,11 @@ def _collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:
 
 
 def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: int, hidden: int,
-            token: str) -> tuple[dict, pa.Table, pa.Table]:
-    """Cut, validate, train, predict and score one window: (report, score rows, skipped rows)."""
+            token: str, calibration: dict | None = None,
+            errors: bool = False) -> tuple[dict, pa.Table, pa.Table, np.ndarray | None]:
+    """Cut, validate, train, predict and score one window: (report, score rows, skipped rows, its
+    WindowErrors histogram where `errors` asks for it). `calibration`: the realised errors of the earlier
+    windows the intervals are drawn from (realised())."""
     window_cfg = copy.deepcopy(cfg)
     window_cfg.run.name = f"{cfg.run.name}-backtest-{token}-w{window}"  # a fresh Ray Train run: never resumes another
     window_cfg.train.warm_start = "none"  # an earlier run's weights have seen the hidden points
@@ -200,12 +248,15 @@ def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: i
                              batch_format="pyarrow", batch_size=None)
     clean, rejects, counts = split_rejects(validate_series(window_cfg, cut))
     checkpoint, checkpoint_uri, training = train_clean(window_cfg, clean, counts)
-    scores = SCORE_SCHEMA.empty_table()
+    scores, histogram = SCORE_SCHEMA.empty_table(), None
     if counts["forecast"] > 0:
         truth = series.map_batches(actual_points, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},
                                    batch_format="pyarrow", batch_size=None).materialize()
-        scored = predict(window_cfg, clean, checkpoint, WindowScorer, truth=truth.to_arrow_refs(), window=window)
-        scores = _collect(scored, SCORE_SCHEMA)
+        scorer = {"truth": truth.to_arrow_refs(), "window": window, "realised": calibration}
+        scores = _collect(predict(window_cfg, clean, checkpoint, WindowScorer, **scorer), SCORE_SCHEMA)
+        if errors:
+            histogram = summed_histogram(predict(window_cfg, clean, checkpoint, WindowErrors, **scorer,
+                                                 rule=cfg.model.interval_unit), cfg.model.horizon)
     # Naive forecasts a finite value for every clean series: its MAE is undefined (null) only where a
     # hidden point is NaN or inf
     naive_undefined = pc.invert(pc.fill_null(pc.is_finite(scores[NAIVE]), False))
@@ -225,7 +276,9 @@ def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: i
     log.info("window %d: %d points hidden, %d series scored, %d skipped", window, hidden, counts["scored"],
              skipped.num_rows)
     return ({"window": window, "hidden": hidden, "cutoffs": cutoffs, "counts": counts, "training": training,
-             "checkpoint_uri": checkpoint_uri}, scores, skipped)
+             "checkpoint_uri": checkpoint_uri,
+             "intervals": {"calibration": cfg.model.interval_calibration, "realised": calibration}},
+            scores, skipped, histogram)
 
 
 def _skip_rows(ids, window: int, reason: str, details: list[str]) -> pa.Table:
@@ -269,10 +322,15 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     lengths = pd.Series(table[LENGTH].to_numpy(), index=table[ID].to_pylist())
     timer.mark("read")
     token = uuid.uuid4().hex[:8]
-    reports, scores, skipped = [], [], []
+    reports, scores, skipped, earlier = [], [], [], []
+    calibrate = cfg.model.interval_calibration == REALISED and bool(cfg.model.levels)
     for k in range(windows):
-        report, window_scores, window_skipped = _window(
-            cfg, series, lengths, k, hidden_points(cfg.model.horizon, windows, step, k), token)
+        hidden = hidden_points(cfg.model.horizon, windows, step, k)
+        report, window_scores, window_skipped, histogram = _window(
+            cfg, series, lengths, k, hidden, token, realised(cfg, earlier, hidden),
+            errors=calibrate and k < windows - 1)
+        if histogram is not None:
+            earlier.append((k, hidden, histogram))
         reports.append(report)
         scores.append(window_scores)
         skipped.append(window_skipped)

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 INTERVAL_UNITS = ("spread", "mase")  # model.interval_unit (forecaster/intervals.py)
+REALISED, VALIDATION = "realised", "validation"  # model.interval_calibration (forecaster/intervals.py)
 
 
 class ConfigError(ValueError):
@@ -68,6 +69,13 @@ class ModelConfig:
                                            "deviation of its models' forecasts: wider where they disagree; "
                                            "forecaster/intervals.py) | mase (the MASE scale alone)",
                                  choices=INTERVAL_UNITS)
+    interval_calibration: str = setting(VALIDATION, "what the intervals of `forecast` are calibrated on: realised (the "
+                                                  "errors earlier runs' forecasts under output.uri made against "
+                                                  "the actuals that arrived since, as the scores stage joins "
+                                                  "them, at each step with enough of them; the validation "
+                                                  "window's elsewhere and for series too short for the network) "
+                                                  "| validation (the validation window's alone)",
+                                        choices=(REALISED, VALIDATION))
     combine: str = setting("theta", "theta: forecast = mean of the LSTM and model.statistical | fitted: their "
                                     "weighted mean, the LSTM's weight (0, 0.1 .. 1) chosen by MASE on the validation "
                                     "window | none: the LSTM alone",

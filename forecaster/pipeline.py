@@ -181,13 +181,16 @@ def _statistical_record(cfg: Config, choice: dict | None, chosen: str) -> dict:
 
 
 def predict_and_write(cfg: Config, root, clean: ray.data.Dataset, rejects: ray.data.Dataset,
-                      checkpoint: ray.train.Checkpoint | None, counts: dict) -> tuple[dict, list[str]]:
+                      checkpoint: ray.train.Checkpoint | None, counts: dict,
+                      realised: dict | None = None) -> tuple[dict, list[str]]:
     """Forecast every clean series and commit the forecasts, then the rejects, as the partitions of
-    run.date (sets counts["by_model"]); returns (their URIs, the nodes the predictor actors ran on)."""
+    run.date (sets counts["by_model"]); returns (their URIs, the nodes the predictor actors ran on).
+    `realised`: the intervals' calibration on earlier runs' errors (SeriesPredictor's)."""
     progress = SeriesProgress(counts["forecast"])  # the console's progress line (off outside the CLI)
     predictors = node_set()  # where the predictor actors run
     if counts["forecast"] > 0:
-        forecasts = predict(cfg, clean, checkpoint, progress=progress.counter, placement=predictors)
+        forecasts = predict(cfg, clean, checkpoint, progress=progress.counter, placement=predictors,
+                            realised=realised)
     else:
         log.warning("no clean series: writing rejects only")
         forecasts = ray.data.from_arrow(output_schema(cfg).empty_table())
@@ -216,7 +219,9 @@ def run(cfg: Config) -> dict:
     timer.mark("split_rejects")
     checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)  # prepare, train
     timer.mark("train")
-    outputs, predict_nodes = predict_and_write(cfg, root, clean, rejects, checkpoint, counts)  # predict, write
+    realised = (scores or {}).pop("realised", None)  # the intervals' calibration on earlier runs' errors
+    outputs, predict_nodes = predict_and_write(cfg, root, clean, rejects, checkpoint, counts,
+                                               realised)  # predict, write
     timer.mark("predict_write")
     plotted = []
     if cfg.report.enabled and counts["forecast"] > 0:
@@ -224,12 +229,15 @@ def run(cfg: Config) -> dict:
                                 metrics.get("worst_series", []))
         timer.mark("report_series")
     return _write_books(cfg, root, counts, metrics, timer, checkpoint_uri, outputs, scores, plotted,
-                        {"train": metrics.pop("placement", []), "predict": predict_nodes})
+                        {"train": metrics.pop("placement", []), "predict": predict_nodes}, realised)
 
 
 def _write_books(cfg: Config, root, counts: dict, metrics: dict, timer: Timer, checkpoint_uri: str | None,
-                 outputs: dict, scores: dict | None, plotted: list, placement: dict) -> dict:
-    """The manifest (written last: it names what the run committed), then the report."""
+                 outputs: dict, scores: dict | None, plotted: list, placement: dict,
+                 realised: dict | None = None) -> dict:
+    """The manifest (written last: it names what the run committed), then the report. Its `intervals`:
+    model.interval_calibration and the realised errors' calibration the predictor drew from (None: the
+    validation window's alone)."""
     outputs["manifest"] = manifest_location(root, cfg.forecast_date).uri
     if scores is not None:
         outputs["scores"] = scores["uri"]
@@ -241,6 +249,7 @@ def _write_books(cfg: Config, root, counts: dict, metrics: dict, timer: Timer, c
         manifest["scores"] = {"origins": scores["origins"]}
     if plotted:
         manifest["report_series"] = plotted
+    manifest["intervals"] = {"calibration": cfg.model.interval_calibration, "realised": realised}
     write_manifest(root, cfg.forecast_date, manifest)
     if cfg.report.enabled:
         _write_report(cfg)

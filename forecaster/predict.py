@@ -9,7 +9,8 @@ un-scaling the network's output with each window's statistics. Columns (neuralfo
     Naive, SeasonalNaive, Theta, DampedTrend, SES, OptimizedTheta   baselines, computed for every series
                                   (forecaster/theta.py)
     forecast, model               the forecast to use and which model made it
-    forecast-lo-80, forecast-hi-80, ...  its intervals at model.levels, calibrated on the validation
+    forecast-lo-80, forecast-hi-80, ...  its intervals at model.levels, calibrated on earlier runs'
+                                  realised errors where there are enough, else on the validation
                                   window (forecaster/intervals.py; a series too short for the network
                                   in its own length group)
 
@@ -107,7 +108,8 @@ class SeriesPredictor:
     def __init__(self, checkpoint: ray.train.Checkpoint | None, freq: str, season: int, horizon: int,
                  fallback: str, combine: str, nonnegative: str, statistical: str, levels: tuple[int, ...] = (),
                  seasonality_level: float = SEASONALITY_LEVEL,
-                 threads: int = 1, use_gpu: bool = False, progress=None, placement=None, precision: str = "fp32"):
+                 realised: dict | None = None, threads: int = 1, use_gpu: bool = False, progress=None,
+                 placement=None, precision: str = "fp32"):
         """`checkpoint=None` (no series was long enough to train on): baselines only. `combine`:
         model.combine, how the network's forecast is made from the LSTM and its statistical partner
         (`statistical`: model.statistical; auto: the partner training chose, kept in the checkpoint, as
@@ -117,7 +119,10 @@ class SeriesPredictor:
         never below it). `levels`: model.levels, the intervals of `forecast` (NaN where the checkpoint
         holds no calibration for a level). `seasonality_level`: model.seasonality_level, the statistical
         methods' seasonality test; the checkpoint's, where it records the one training used
-        (checkpoint.Best.level). `progress`: called with the number of series of each batch once it is
+        (checkpoint.Best.level). `realised`: the calibration on earlier runs' realised errors
+        (intervals.realised_record; model.interval_calibration=realised): the series the network forecast
+        draw their interval from it at the steps it calibrated, from the checkpoint's elsewhere.
+        `progress`: called with the number of series of each batch once it is
         forecast (forecaster.console.Tally). `placement`: a forecaster.runtime.NodeSet actor told the
         node this predictor runs on. `precision`: predict.precision (bf16: the network's weights and
         inputs in bfloat16 where the device has bf16 units, model.inference_dtype; its outputs back in
@@ -135,6 +140,7 @@ class SeriesPredictor:
         self.model = self.spec = None
         self.forecast_levels = tuple(levels)
         self.calibration = intervals.Calibration()  # the scaled-error quantiles and their unit's rule
+        self.realised = intervals.read_realised(realised)
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
                 best = checkpoints.load_best(path)
@@ -206,11 +212,18 @@ class SeriesPredictor:
                                                   np.where(block.lengths >= self.season, SEASONAL_NAIVE, NAIVE)))
         bounds = {}
         if self.forecast_levels:
-            unit = intervals.units(mase_scale(block, block.lengths, self.season),
-                                   intervals.members(methods, lstm[..., 0]), self.calibration.unit)
+            scale, members = mase_scale(block, block.lengths, self.season), intervals.members(methods, lstm[..., 0])
+            unit = intervals.units(scale, members, self.calibration.unit)
+            realised = self.realised if self.realised is not None and use_lstm.any() else None
+            realised_unit = None if realised is None else intervals.units(scale, members, realised.unit)
             for level in self.forecast_levels:
-                quantiles = self.calibration.table(level, block.lengths)
-                bounds[level] = tuple(floored(bound, floor) for bound in intervals.bounds(chosen, unit, quantiles))
+                lo, hi = intervals.bounds(chosen, unit, self.calibration.table(level, block.lengths))
+                if realised is not None and level in realised.quantiles:  # its steps, the network's series
+                    quantile = realised.quantiles[level][:h]
+                    cells = use_lstm[:, None] & np.isfinite(quantile)[None, :]
+                    rlo, rhi = intervals.bounds(chosen, realised_unit, quantile)
+                    lo, hi = np.where(cells, rlo, lo), np.where(cells, rhi, hi)
+                bounds[level] = (floored(lo, floor), floored(hi, floor))
         return Forecasts(lstm=lstm, levels=self.levels, naive=seasonal_naive(block, block.lengths, h, 1),
                          seasonal_naive=snaive, statistical=methods, forecast=chosen, model=model, intervals=bounds,
                          floor=floor)

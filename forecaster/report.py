@@ -41,7 +41,7 @@ from forecaster.columns import (
     partition_name,
 )
 from forecaster.config import Config
-from forecaster.manifest import sample_key, statistical_choice
+from forecaster.manifest import interval_line, sample_key, statistical_choice
 from forecaster.storage import Location, StorageError, read_json, resolve, write_bytes
 from forecaster.theta import AUTO, recorded
 from forecaster.write import FORECASTS, REJECTS, committed_paths, manifest_location
@@ -96,7 +96,9 @@ def build_report(root: Location, forecast_date: str, sample_series: int = 6, wor
         "header": header(manifest, root),
         "numbers": numbers(manifest),
         "training": training(manifest.get("metrics") or {}),
-        "validation": {**validation(manifest.get("metrics") or {}), "partner": statistical_choice(manifest)},
+        "validation": {**validation(manifest.get("metrics") or {}), "partner": statistical_choice(manifest),
+                       "intervals": interval_line(manifest["intervals"], config.get("model") or {})
+                       if manifest.get("intervals") else None},
         "series": series_plots(root, forecast_date, manifest, min(sample_series, MAX_PLOTS),
                                min(worst_series, MAX_PLOTS)),
         "scores": scores(manifest.get("scores"), (config.get("score") or {}).get("enabled", True)),

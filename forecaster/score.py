@@ -40,8 +40,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
-from forecaster.columns import CUTOFF, DS, ID, INTERVAL, MODEL, Y, interval, partition_date
-from forecaster.config import Config
+from forecaster import intervals
+from forecaster.columns import CUTOFF, DS, FORECAST, ID, INTERVAL, LSTM, MODEL, Y, interval, partition_date
+from forecaster.config import REALISED, Config
 from forecaster.evaluate import mase_scale, smape_terms
 from forecaster.features import SeriesBlock
 from forecaster.manifest import score_line
@@ -67,6 +68,7 @@ class Origin:
     columns: list[str]  # the columns scoring reads
     models: list[str]
     levels: list[str]
+    first_ds: np.datetime64 | None = None  # the earliest `ds` forecast (Parquet statistics)
 
 
 def score_schema(levels: list[str]) -> pa.Schema:
@@ -139,7 +141,7 @@ def find_origins(root: Location, run_date: str, newest_actual: np.datetime64, ma
         models, intervals = _columns(schema)
         bounds = [f"{m}-{s}-{lv}" for m, levels in intervals.items() for lv in levels for s in ("lo", "hi")]
         levels = sorted({lv for v in intervals.values() for lv in v}, key=float)
-        origins.append(Origin(date, paths, [ID, "ds", "cutoff", *models, *bounds], models, levels))
+        origins.append(Origin(date, paths, [ID, "ds", "cutoff", *models, *bounds], models, levels, min(earliest)))
     return origins
 
 
@@ -170,14 +172,25 @@ def _ordinals(grid: pd.DatetimeIndex, when: np.ndarray) -> np.ndarray:
     return np.where(exact, position, -1)
 
 
-def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str], levels: list[str],
-                freq: str, season: int) -> pa.Table:
-    """Forecast rows of one origin (a Ray Data block) -> score rows (see the module docstring).
+@dataclass
+class _Joined:
+    """One origin's forecast rows (a Ray Data block) joined with today's series: per series of the block
+    (`ids`, in order of first appearance) its status and MASE scale up to the origin's cutoff, per row
+    its series (`codes`), its step after the cutoff and today's actual at its `ds`."""
 
-    `series`: today's validated series blocks, as object refs (or tables)."""
-    schema = score_schema(levels)
-    if batch.num_rows == 0:
-        return schema.empty_table()
+    ids: pa.Array  # (series,) the block's series ids
+    codes: np.ndarray  # (rows,) each row's series
+    status: np.ndarray  # (series,) STATUSES
+    scale: np.ndarray  # (series,) evaluate.mase_scale up to the cutoff; NaN where not SCORED
+    step: np.ndarray  # (rows,) 0 for the first step after the cutoff; -1 where it cannot be placed
+    actual: np.ndarray  # (rows,) today's value at `ds`; NaN where none
+    observed: np.ndarray  # (rows,) due (within today's series) with a finite actual
+    nan_points: np.ndarray  # (series,) steps due whose actual is NaN
+
+
+def join(batch: pa.Table, series: list, freq: str, season: int) -> _Joined:
+    """Forecast rows of one origin (a Ray Data block, not empty) joined with today's series rows
+    (`series`: the validated blocks, as object refs or tables): see _Joined."""
     encoded = pc.dictionary_encode(pc.cast(batch[ID], pa.string())).combine_chunks()
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)  # series of each forecast row
     ids = encoded.dictionary
@@ -198,21 +211,25 @@ def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str]
     block = SeriesBlock.from_arrow(now[Y].filter(pa.array(keep))) if keep.any() else SeriesBlock([])
 
     # each forecast row's step on today's calendar of its series: position = steps after first_ds
-    ds = batch["ds"].to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    ds = batch[DS].to_numpy(zero_copy_only=False).astype("datetime64[us]")
     row_slot = slot[codes]
     rows = np.flatnonzero(row_slot >= 0)
     due = np.zeros(len(ds), dtype=bool)
     actual = np.full(len(ds), np.nan)
+    step = np.full(len(ds), -1)
     ends = np.zeros(len(block), dtype=np.int64)  # points up to and including each series' cutoff
     if len(rows):
         first = now["first_ds"].to_numpy(zero_copy_only=False)[keep].astype("datetime64[us]")
-        cutoff = batch["cutoff"].to_numpy(zero_copy_only=False)[rows].astype("datetime64[us]")
+        cutoff = batch[CUTOFF].to_numpy(zero_copy_only=False)[rows].astype("datetime64[us]")
         dates = np.concatenate([first, ds[rows], cutoff])
         grid = pd.date_range(dates.min(), dates.max(), freq=pd.tseries.frequencies.to_offset(freq))
         start = _ordinals(grid, first)[row_slot[rows]]
-        step = _ordinals(grid, ds[rows])
-        position = np.where(step >= 0, step - start, -1)
-        ends[row_slot[rows]] = np.maximum(_ordinals(grid, cutoff) - start + 1, 0)
+        at = _ordinals(grid, ds[rows])
+        position = np.where(at >= 0, at - start, -1)
+        placed = _ordinals(grid, cutoff)
+        end = placed - start + 1
+        ends[row_slot[rows]] = np.maximum(end, 0)
+        step[rows] = np.where((at >= 0) & (placed >= 0), position - end, -1)
         inside = (position >= 0) & (position < block.lengths[row_slot[rows]])
         due[rows[inside]] = True
         actual[rows[inside]] = block.values[block.starts[row_slot[rows[inside]]] + position[inside]]
@@ -225,6 +242,21 @@ def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str]
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.full(n, np.nan)
         scale[usable] = mase_scale(block, np.minimum(ends, block.lengths), season)
+    return _Joined(ids, codes, status, scale, step, actual, observed, nan_points)
+
+
+def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str], levels: list[str],
+                freq: str, season: int) -> pa.Table:
+    """Forecast rows of one origin (a Ray Data block) -> score rows (see the module docstring).
+
+    `series`: today's validated series blocks, as object refs (or tables)."""
+    schema = score_schema(levels)
+    if batch.num_rows == 0:
+        return schema.empty_table()
+    joined = join(batch, series, freq, season)
+    ids, codes, status, scale = joined.ids, joined.codes, joined.status, joined.scale
+    actual, observed, nan_points = joined.actual, joined.observed, joined.nan_points
+    n = len(ids)
 
     out: dict[str, list] = defaultdict(list)
     scored = np.flatnonzero(status == SCORED)
@@ -275,6 +307,87 @@ def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str]
         **{name: pa.array(columns[name], pa.float64(), from_pandas=True)
            for name in ("mae", "mase", "smape", *[f"coverage-{level}" for level in levels])},
     }, schema=schema)
+
+
+# what realised_errors reads of an origin: `forecast`, the model that made it, and the forecasts whose spread
+# makes the interval unit (intervals.members)
+ERROR_COLUMNS = (ID, DS, CUTOFF, MODEL, FORECAST, LSTM, *intervals.SPREAD_METHODS)
+
+
+def error_block(batch: pa.Table, *, series: list, freq: str, season: int, horizon: int, rule: str) -> pa.Table:
+    """Forecast rows of one origin (a Ray Data block, ERROR_COLUMNS) -> the intervals.error_histogram of
+    its `forecast` at the steps observed now, over the series the network forecast (`model` names the
+    LSTM: the others are calibrated by length, intervals.short_histograms), each in the unit of `rule`
+    made as the predictor made it at the origin: the MASE scale up to the cutoff and the spread of the
+    origin's own forecasts (intervals.units). One row per step 0 .. horizon - 1 (steps the origin did
+    not forecast count no error): step, counts (intervals.BINS)."""
+    counts = np.zeros((horizon, intervals.BINS))
+    if batch.num_rows:
+        joined = join(batch, series, freq, season)
+        network = pc.fill_null(pc.starts_with(batch[MODEL], LSTM), False).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(network & (joined.step >= 0) & (joined.status[joined.codes] == SCORED))
+        if len(rows):
+            width = max(int(joined.step[rows].max()) + 1, horizon)
+            series_of, step = joined.codes[rows], joined.step[rows]
+
+            def grid(values: np.ndarray) -> np.ndarray:  # (series, width), NaN where the origin has no row
+                out = np.full((len(joined.ids), width), np.nan)
+                out[series_of, step] = values[rows]
+                return out
+
+            def column(name: str) -> np.ndarray:
+                return grid(batch[name].to_numpy(zero_copy_only=False).astype(np.float64))
+
+            methods = {name: column(name) for name in intervals.SPREAD_METHODS}
+            unit = intervals.units(joined.scale, intervals.members(methods, column(LSTM)), rule)
+            actual = grid(np.where(joined.observed, joined.actual, np.nan))
+            counts = intervals.error_histogram(actual[:, :horizon], column(FORECAST)[:, :horizon], unit)
+    return histogram_table(counts)
+
+
+def histogram_table(counts: np.ndarray) -> pa.Table:
+    """An intervals.error_histogram (horizon, BINS) as a Ray Data block: one row per step, step and counts."""
+    return pa.table({"step": pa.array(np.arange(len(counts)), pa.int64()),
+                     "counts": pa.array(list(counts), pa.list_(pa.float64()))})
+
+
+def summed_histogram(rows: ray.data.Dataset, horizon: int) -> np.ndarray:
+    """The sum (horizon, BINS) of the histogram_table blocks of `rows`; they reach the driver one by one."""
+    found = np.zeros((horizon, intervals.BINS))
+    for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+        np.add.at(found, batch["step"].to_numpy(), np.stack(batch["counts"].to_numpy(zero_copy_only=False)))
+    return found
+
+
+def calibrating(origins: list[Origin]) -> list[Origin]:
+    """The origins (newest first) whose errors realised_errors counts: not one whose table lacks a column
+    of ERROR_COLUMNS (written before the spread's methods were: its unit could not be made), nor one
+    that forecast from the same first `ds` as a newer origin (a run that saw the same data: nightly
+    runs over monthly series), whose errors would count twice."""
+    kept, seen = [], set()
+    for origin in origins:
+        if set(ERROR_COLUMNS) <= {*origin.models, ID, DS, CUTOFF, MODEL} and origin.first_ds not in seen:
+            kept.append(origin)
+            seen.add(origin.first_ds)
+    return kept
+
+
+def realised_errors(root: Location, origins: list[Origin], series: list, freq: str, season: int, horizon: int,
+                    rule: str) -> tuple[np.ndarray, list[str]]:
+    """The summed error_block histograms (horizon, intervals.BINS) of `origins`, one Ray Data pass per
+    origin like score_origins' (its blocks reach the driver as one row per step), and the dates of
+    the origins with an error in them; of `origins`, those calibrating() keeps."""
+    counts, used = np.zeros((horizon, intervals.BINS)), []
+    for origin in calibrating(origins):
+        rows = ray.data.read_parquet(origin.paths, filesystem=root.fs, columns=list(ERROR_COLUMNS),
+                                     partitioning=None, override_num_blocks=len(origin.paths))
+        found = summed_histogram(rows.map_batches(error_block, batch_format="pyarrow", batch_size=None,
+                                                  fn_kwargs={"series": series, "freq": freq, "season": season,
+                                                             "horizon": horizon, "rule": rule}), horizon)
+        if found.any():
+            counts += found
+            used.append(origin.date)
+    return counts, used
 
 
 def score_origins(root: Location, origins: list[Origin], series: list, freq: str,
@@ -365,16 +478,24 @@ def newest_point(validated: ray.data.Dataset) -> np.datetime64 | None:
 def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> dict | None:
     """Score the earlier forecasts under output.uri against today's validated series and commit
     `scores/forecast_date=<run.date>/` (empty where nothing is due yet); returns the manifest entry
-    (the table's URI and `summarise`'s origins), None with score.enabled=false."""
+    (the table's URI and `summarise`'s origins) and, with model.interval_calibration=realised, under
+    `realised` the intervals.realised_record of the same origins' errors (None where too few); None
+    with score.enabled=false."""
     if not cfg.score.enabled:
         return None
     newest = newest_point(validated)
     origins = [] if newest is None else find_origins(root, cfg.forecast_date, newest, cfg.score.max_origins)
-    rows, schema = score_origins(root, origins, validated.to_arrow_refs(), cfg.data.freq, cfg.season)
+    series = validated.to_arrow_refs()
+    rows, schema = score_origins(root, origins, series, cfg.data.freq, cfg.season)
     if rows is None:
         rows = ray.data.from_arrow(schema.empty_table())
     loc = write_partition(root, SCORES, cfg.forecast_date, rows, schema)
     summary = summarise(committed_paths(root, SCORES, cfg.forecast_date), root.fs)
     for origin in summary:
         log.info("%s", score_line(origin))
-    return {"uri": loc.uri, "origins": summary}
+    entry = {"uri": loc.uri, "origins": summary}
+    if cfg.model.interval_calibration == REALISED and cfg.model.levels:
+        counts, used = realised_errors(root, origins, series, cfg.data.freq, cfg.season, cfg.model.horizon,
+                                       cfg.model.interval_unit)
+        entry["realised"] = intervals.realised_record(counts, cfg.model.levels, cfg.model.interval_unit, used)
+    return entry

@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from forecaster import backtest as bt
+from forecaster import intervals
 from forecaster.cli import main
+from forecaster.config import load_config
 from forecaster.evaluate import coverage, forecast_scores, mae, mase, mase_scale, pinball, rmse, smape
 from forecaster.features import SeriesBlock
 from forecaster.synthetic import seasonal_series
@@ -106,6 +108,23 @@ def test_the_report_marks_the_lowest_only_among_two_or_more_models_and_never_for
                       "coverage_80": [False, False], "width_80": [False, False]}
 
 
+def test_a_window_counts_the_earlier_windows_errors_at_the_steps_it_has_seen():
+    """windows 3, horizon 4, step 2: 8, 6 and 4 points hidden. The last window sees all 4 steps of the
+    first's forecast, the first 2 of the second's; a step needs 4 errors for 80 %."""
+    cfg = load_config(None, ["data.uri=x", "data.freq=MS", "model.horizon=4", "output.uri=y", "run.date=2024-01-01",
+                             "model.levels=[80]", "model.interval_calibration=realised"])
+    one = np.zeros((4, intervals.BINS))
+    one[:, 600] = 3  # 3 errors a step, all in bin 600
+    earlier = [(0, 8, one), (1, 6, one.copy())]
+    record = bt.realised(cfg, earlier, hidden=4)
+    assert record["errors"] == [6, 6, 3, 3] and record["origins"] == ["window 0", "window 1"]
+    assert record["quantiles"][0][2:] == [None, None] and record["quantiles"][0][0] == intervals.EDGES[601]
+    assert bt.realised(cfg, earlier[:1], hidden=6) is None  # the first 2 steps seen, 3 errors each: too few
+    assert bt.realised(cfg, [], hidden=8) is None
+    cfg.model.interval_calibration = "validation"
+    assert bt.realised(cfg, earlier, hidden=4) is None
+
+
 def test_bad_window_count_stops_before_any_work(capsys):
     assert main(["backtest", "--windows", "0"]) == 2
     assert "--windows=0" in capsys.readouterr().err
@@ -135,7 +154,7 @@ def backtest_run(ray_session, tmp_path_factory):
         settings = [f"data.uri={data}", f"output.uri={out}", f"model.horizon={HORIZON}", "run.date=2024-06-01",
                     "model.loss=quantile", "model.levels=[80]", "model.hidden_size=16", "train.max_epochs=2",
                     "train.refit_epochs=0", "train.windows_per_series=8", "model.fallback=validation",
-                    "train.num_workers=1"]
+                    "train.num_workers=1", "model.interval_calibration=realised"]
         code = main(["backtest", "--windows", "2", *(a for s in settings for a in ("--set", s))])
     finally:
         bt.train_clean = real_train
@@ -199,6 +218,23 @@ def test_backtest_metrics_are_finite(backtest_run):
     assert (wide.msis_80 >= wide.width_80 - 1e-9).all()
     np.testing.assert_allclose(wide.msis_80[wide.coverage_80 == 1], wide.width_80[wide.coverage_80 == 1])
     assert (wide.msis_80[wide.coverage_80 < 1] > wide.width_80[wide.coverage_80 < 1]).all()
+
+
+def test_a_later_window_draws_its_intervals_from_the_errors_of_the_earlier_ones(backtest_run):
+    """model.interval_calibration=realised: window 1 sees the 4 points window 0 forecast, so every step is
+    calibrated on window 0's errors there, over the series the network forecast (not those the fallback
+    gave to seasonal naive), as a nightly run would on the run one horizon earlier; window 0 has no
+    earlier window (the validation window's)."""
+    out = backtest_run[2]
+    summary = json.loads((out / "summary.json").read_text())
+    first, second = (w["intervals"] for w in summary["per_window"])
+    assert first == {"calibration": "realised", "realised": None}
+    series = pd.read_parquet(out / "series.parquet")
+    network = series[(series.window == 0) & (series.metric == "mae") & series.model.str.startswith("LSTM")]
+    realised = second["realised"]
+    assert 4 <= len(network) <= 12  # levels [80]: 4 errors a step suffice
+    assert realised["errors"] == [len(network)] * HORIZON and realised["origins"] == ["window 0"]
+    assert realised["levels"] == [80] and all(q is not None and q > 0 for q in realised["quantiles"][0])
 
 
 def test_backtest_writes_its_report(backtest_run):

@@ -297,6 +297,56 @@ def test_the_predictor_draws_a_short_series_interval_from_its_length_groups_quan
     np.testing.assert_allclose((old["forecast-hi-80"] - old.forecast) / np.array(quantiles[0]), unit[0])
 
 
+def test_realised_errors_calibrate_each_step_that_has_enough_of_them_and_no_other():
+    """A step with at least 19 errors (the 95 % rank's minimum) gets the histogram's conformal quantiles,
+    one with fewer none (null: the validation window's stays); no step with enough: no record."""
+    rng = np.random.default_rng(11)
+    counts = np.zeros((HORIZON, intervals.BINS))
+    errors = _errors(rng, 200)
+    counts[0] = intervals.error_histogram(errors[:, :1], np.zeros((200, 1)), np.ones(200))[0]
+    counts[1] = intervals.error_histogram(errors[:18, 1:2], np.zeros((18, 1)), np.ones(18))[0]
+    counts[2] = intervals.error_histogram(errors[:19, 2:3], np.zeros((19, 1)), np.ones(19))[0]
+    record = intervals.realised_record(counts, [80, 95], "spread", ["2026-01-01"])
+    assert record["errors"] == [200, 18, 19] and record["origins"] == ["2026-01-01"] and record["unit"] == "spread"
+    assert record["quantiles"][0][1] is None and record["quantiles"][1][1] is None
+    for step in (0, 2):
+        expected = intervals.quantiles(counts[step:step + 1], [80, 95])[:, 0]
+        np.testing.assert_allclose([record["quantiles"][0][step], record["quantiles"][1][step]], expected)
+    read = intervals.read_realised(record)
+    assert read.unit == "spread" and np.isnan(read.quantiles[95][1])
+    np.testing.assert_allclose(read.quantiles[80][[0, 2]], np.array(record["quantiles"][0], dtype=float)[[0, 2]])
+    counts[0] = counts[2] = counts[1]
+    assert intervals.realised_record(counts, [80, 95], "spread", ["2026-01-01"]) is None
+    assert intervals.read_realised(None) is None
+
+
+def test_the_predictor_draws_the_network_series_calibrated_steps_from_the_realised_errors(tmp_path):
+    """Realised quantiles (in their own unit) replace the checkpoint's at the steps they calibrate, on the
+    series the network forecast; other steps, and the series too short for the network, keep the
+    checkpoint's; a level the realised errors did not calibrate keeps the checkpoint's everywhere."""
+    quantiles = [[0.5, 1.0, 1.5], [1.0, 2.0, 3.0]]
+    calibration = {"levels": [80, 95], "quantiles": quantiles, "unit": "mase"}
+    realised = {"unit": "spread", "levels": [80], "quantiles": [[0.7, None, 2.5]], "errors": [30, 3, 30],
+                "origins": ["2020-09-01"]}
+    rng = np.random.default_rng(4)
+    series = {"a": 100 + np.arange(30.0) + rng.normal(0, 5, 30), "short": [5.0, 7.0, 6.0, 9.0]}
+    out = {}
+    for name, extra in (("plain", {}), ("realised", {"realised": realised})):
+        predictor = SeriesPredictor(_checkpoint(tmp_path / name, calibration), **OPTIONS, levels=(80, 95), **extra)
+        out[name] = {uid: rows.reset_index(drop=True) for uid, rows in predictor(_batch(series)).to_pandas().groupby(
+            "unique_id")}
+    a, plain = out["realised"]["a"], out["plain"]["a"]
+    scale = mase_scale(SeriesBlock([np.asarray(series["a"])]), np.array([30]), 4)[0]
+    unit = scale + intervals.SPREAD_WEIGHT * a[["LSTM", "Theta", "DampedTrend", "SES"]].std(axis=1, ddof=0).mean()
+    np.testing.assert_allclose((a["forecast-hi-80"] - a.forecast)[[0, 2]], np.array([0.7, 2.5]) * unit)
+    np.testing.assert_allclose((a.forecast - a["forecast-lo-80"])[[0, 2]], np.array([0.7, 2.5]) * unit)
+    np.testing.assert_allclose(a["forecast-hi-80"][1], plain["forecast-hi-80"][1])
+    for column in ("forecast", "forecast-lo-95", "forecast-hi-95"):
+        np.testing.assert_allclose(a[column], plain[column])
+    for column in ("forecast-lo-80", "forecast-hi-80", "forecast-lo-95", "forecast-hi-95"):
+        np.testing.assert_allclose(out["realised"]["short"][column], out["plain"]["short"][column])
+
+
 def test_a_checkpoint_without_calibration_gives_empty_interval_columns(tmp_path):
     """A checkpoint from before the calibration, or a level it was not calibrated for: the columns are
     there (one schema for every partition), their values null."""

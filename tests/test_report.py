@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from html import unescape
 from html.parser import HTMLParser
 
 import pyarrow as pa
@@ -124,6 +125,24 @@ def test_report_names_the_partner_model_statistical_auto_chose(tmp_path):
     assert "combine=theta, statistical=auto (chose theta_ses)" in html
     assert ("Statistical partner: Theta+SES (model.statistical=auto; mean MASE over the last 3 horizons of 617 "
             "series: Theta+DampedTrend 1.783, Theta+SES 1.742).") in html
+
+
+def test_report_says_what_the_intervals_were_calibrated_on(tmp_path):
+    stored_run(str(tmp_path), n_series=10, n_rejects=0, n_origins=1)
+    path = tmp_path / "manifests" / f"forecast_date={DATE}.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["model"]["horizon"] = 3
+    manifest["intervals"] = {"calibration": "realised", "realised": {
+        "unit": "spread", "levels": [80, 95], "quantiles": [[0.5, 0.7, None], [0.9, 1.3, None]],
+        "errors": [40, 25, 12], "origins": ["2025-12-01"]}}
+    path.write_text(json.dumps(manifest))
+    assert ("Intervals: steps 1-2 of the network's series calibrated on 25-40 realised errors per step of the "
+            "forecasts of 1 earlier date (2025-12-01); the other steps on the validation window.") in unescape(
+        _report(tmp_path))
+    manifest["intervals"]["realised"] = None
+    path.write_text(json.dumps(manifest))
+    assert ("Intervals: calibrated on the validation window; too few realised errors of earlier forecasts under "
+            "output.uri yet (model.interval_calibration=realised).") in _report(tmp_path)
 
 
 def test_older_manifest_gives_a_report(tmp_path):

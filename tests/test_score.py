@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from forecaster.score import _columns, score_block, summarise
+from forecaster import intervals
+from forecaster.score import Origin, _columns, calibrating, error_block, score_block, summarise
 
 SEASON = 4
 FREQ = "QS"
@@ -96,17 +97,25 @@ def case():
     return forecasts, today, series
 
 
-def _score(forecasts: pd.DataFrame, series: pa.Table, chunks: int = 1) -> pd.DataFrame:
+def _arrow(forecasts: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(forecasts, preserve_index=False)
     table = table.set_column(table.schema.get_field_index("ds"), "ds",
                              pa.array(forecasts["ds"].to_numpy().astype("datetime64[us]")))
     table = table.set_column(table.schema.get_field_index("cutoff"), "cutoff",
                              pa.array(forecasts["cutoff"].to_numpy().astype("datetime64[us]")))
-    models, intervals = _columns(table.schema)
+    return table
+
+
+def _blocks(series: pa.Table, chunks: int) -> list[pa.Table]:
     step = int(np.ceil(series.num_rows / chunks))
-    blocks = [series.slice(i, step) for i in range(0, series.num_rows, step)]
-    out = score_block(table, series=blocks, origin="2014-01-01", models=models,
-                      levels=sorted({lv for v in intervals.values() for lv in v}), freq=FREQ, season=SEASON)
+    return [series.slice(i, step) for i in range(0, series.num_rows, step)]
+
+
+def _score(forecasts: pd.DataFrame, series: pa.Table, chunks: int = 1) -> pd.DataFrame:
+    table = _arrow(forecasts)
+    models, bounds = _columns(table.schema)
+    out = score_block(table, series=_blocks(series, chunks), origin="2014-01-01", models=models,
+                      levels=sorted({lv for v in bounds.values() for lv in v}), freq=FREQ, season=SEASON)
     return out.to_pandas()
 
 
@@ -171,3 +180,57 @@ def test_summary_means_per_origin_and_model(case, tmp_path):
     covered = (lstm["coverage-80"] * lstm["points"]).sum() / lstm["points"].sum()
     assert origin["models"]["LSTM"]["coverage-80"] == pytest.approx(covered, rel=1e-12)
     assert "coverage-80" not in origin["models"]["forecast"]
+
+
+@pytest.mark.parametrize("horizon", [4, 8])
+def test_realised_errors_are_the_networks_forecasts_against_todays_actuals_in_the_predictors_unit(case, horizon):
+    """error_block: per step after the cutoff, the histogram of |actual - forecast| / unit over the scored
+    series whose `model` names the LSTM, the unit being the MASE scale up to the cutoff plus the spread of
+    the origin's LSTM, Theta, DampedTrend and SES forecasts over all its steps (as the predictor drew
+    them); by hand with pandas here. A series the partner forecast (too short for the network) counts no
+    error; steps beyond the origin's 6 count none, steps beyond `horizon` are not asked for."""
+    forecasts, today, series = case
+    rng = np.random.default_rng(8)
+    forecasts = forecasts.copy()
+    for name in intervals.SPREAD_METHODS:
+        forecasts[name] = rng.normal(100, 10, len(forecasts))
+    forecasts.loc[forecasts.unique_id == "b", "model"] = "LSTM+Theta+SES"
+    partner = forecasts[forecasts.unique_id == "a"].assign(unique_id="p", model="Theta+SES")
+    today = pd.concat([today, today[today.unique_id == "a"].assign(unique_id="p")])
+    forecasts = pd.concat([forecasts, partner], ignore_index=True)
+    series = _series_rows(today, {"bad": "irregular_timestamps", "allnan": "non_finite_y"})
+    got = error_block(_arrow(forecasts).select(["unique_id", "ds", "cutoff", "model", "forecast", "LSTM",
+                                                *intervals.SPREAD_METHODS]),
+                      series=_blocks(series, 2), freq=FREQ, season=SEASON, horizon=horizon, rule="spread")
+    assert got["step"].to_pylist() == list(range(horizon))
+    counts = np.stack(got["counts"].to_numpy(zero_copy_only=False))
+
+    errors = np.full((2, horizon), np.nan)  # a and b: the scored series the network forecast
+    for row, uid in enumerate(("a", "b")):
+        mine = forecasts[forecasts.unique_id == uid].sort_values("ds").reset_index(drop=True)
+        cutoff = mine["cutoff"].iloc[0]
+        history = today[(today.unique_id == uid) & (today.ds <= cutoff)].sort_values("ds")["y"].to_numpy()
+        scale = np.abs(history[SEASON:] - history[:-SEASON]).mean()
+        spread = mine[["LSTM", *intervals.SPREAD_METHODS]].std(axis=1, ddof=0).mean()
+        unit = scale + intervals.SPREAD_WEIGHT * spread
+        joined = mine.merge(today[today.unique_id == uid], on=["unique_id", "ds"], how="left")
+        for step, (y, f) in enumerate(zip(joined["y"], joined["forecast"], strict=True)):
+            if step < horizon and np.isfinite(y):
+                errors[row, step] = abs(y - f) / unit
+    expected = intervals.error_histogram(errors, np.zeros_like(errors), np.ones(2))
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.sum() == 6  # a: 3 of its 4 steps due (one NaN), b: 3
+
+
+def test_realised_errors_count_each_first_forecast_date_once_and_need_the_spreads_columns():
+    """Of origins that forecast from the same first ds (nightly runs over monthly series: the same data),
+    the newest counts; an origin without a column the unit is made of (an older table) counts none."""
+    models = ["LSTM", *intervals.SPREAD_METHODS, "forecast"]
+
+    def origin(date, first, columns=models):
+        return Origin(date, [], [], list(columns), [], np.datetime64(first, "us"))
+
+    origins = [origin("2026-03-03", "2026-03-01"), origin("2026-03-02", "2026-03-01"),
+               origin("2026-02-02", "2026-02-01", ["LSTM", "Theta", "forecast"]), origin("2026-02-01", "2026-02-01"),
+               origin("2026-01-05", "2026-01-01")]
+    assert [o.date for o in calibrating(origins)] == ["2026-03-03", "2026-02-01", "2026-01-05"]

@@ -15,6 +15,7 @@ import pytest
 
 from forecaster.cli import main
 from forecaster.config import load_config
+from forecaster.intervals import SPREAD_METHODS, SPREAD_WEIGHT
 from forecaster.manifest import summary_lines
 from forecaster.pipeline import run
 from forecaster.score import score_earlier
@@ -38,7 +39,7 @@ REUSE = ("train.warm_start=latest", "train.warm_epochs=0")
 def _settings(data, out, date):
     return job_settings(data, out, date, HORIZON, "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1",
                         "train.max_epochs=1", "train.refit_epochs=0", "train.windows_per_series=4",
-                        "report.enabled=false", *REUSE)
+                        "report.enabled=false", "model.interval_calibration=realised", *REUSE)
 
 
 def _config(data, out, date):
@@ -123,6 +124,51 @@ def test_the_first_run_has_nothing_to_score_and_the_third_scores_both_earlier_da
 
 def _partition(out, table, date):
     return pq.read_table(out / table / f"forecast_date={date}").to_pandas()
+
+
+def test_the_third_run_draws_its_intervals_from_the_realised_errors_of_the_first_two_runs(runs):
+    """model.interval_calibration=realised: the errors of the earlier dates' `forecast` on the
+    network's series, scaled as the predictor scaled them (the MASE scale up to the cutoff plus the spread
+    of the LSTM, Theta, DampedTrend and SES), by hand here; a step with 19 or more of them (the 95 %
+    rank's minimum) is calibrated on their conformal quantiles (to a bin, 1.2 %), the others are left to
+    the validation window. The second run had at most 11 errors a step: none."""
+    out, today = runs["out"], pq.read_table(runs["inputs"][2]).to_pandas()
+    errors = [[] for _ in range(HORIZON)]
+    for date in DATES[:2]:
+        for uid, mine in _partition(out, "forecasts", date).groupby("unique_id"):
+            if uid not in set(today.unique_id) or not mine.model.iloc[0].startswith("LSTM"):
+                continue
+            mine = mine.sort_values("ds")
+            history = today[(today.unique_id == uid) & (today.ds <= mine.cutoff.iloc[0])].sort_values("ds").y.to_numpy()
+            unit = (np.abs(history[12:] - history[:-12]).mean()
+                    + SPREAD_WEIGHT * mine[["LSTM", *SPREAD_METHODS]].std(axis=1, ddof=0).mean())
+            joined = mine.merge(today, on=["unique_id", "ds"], how="left")
+            for step, (y, f) in enumerate(zip(joined.y, joined.forecast, strict=True)):
+                if np.isfinite(y):
+                    errors[step].append(abs(y - f) / unit)
+    second, third = runs["manifests"][1:]
+    assert second["intervals"] == {"calibration": "realised", "realised": None}
+    realised = third["intervals"]["realised"]
+    # step 1: "nanny"'s first new point is NaN, "gone" absent; steps 3-4 only observed for the first date
+    assert realised["errors"] == [len(e) for e in errors] == [20, 21, 11, 11]
+    assert realised["origins"] == [DATES[1], DATES[0]] and realised["levels"] == [80, 95]
+    for row, level in zip(realised["quantiles"], realised["levels"], strict=True):
+        assert row[2:] == [None, None]
+        for step in (0, 1):
+            ranked = sorted(errors[step])
+            exact = ranked[min(int(np.ceil((len(ranked) + 1) * level / 100)), len(ranked)) - 1]
+            assert exact <= row[step] <= exact * 1.012
+    assert ("intervals: steps 1-2 of the network's series calibrated on 20-21 realised errors per step of the "
+            f"forecasts of 2 earlier dates ({DATES[1]}, {DATES[0]}); the other steps on the validation window"
+            ) in summary_lines(third)
+    # what the third run wrote: each series' 80 % half-width at the first two steps is the realised quantile
+    # times the series' unit now
+    for uid, mine in _partition(out, "forecasts", DATES[2]).groupby("unique_id"):
+        history = today[today.unique_id == uid].sort_values("ds").y.to_numpy()
+        unit = (np.abs(history[12:] - history[:-12]).mean()
+                + SPREAD_WEIGHT * mine[["LSTM", *SPREAD_METHODS]].std(axis=1, ddof=0).mean())
+        half = (mine.sort_values("ds")["forecast-hi-80"] - mine.sort_values("ds").forecast).to_numpy()
+        np.testing.assert_allclose(half[:2], np.array(realised["quantiles"][0][:2]) * unit, rtol=1e-9)
 
 
 def test_a_rerun_through_the_command_line_replaces_that_dates_partitions_and_keeps_the_others(runs):
