@@ -69,7 +69,7 @@ class ModelConfig:
                                            "deviation of its models' forecasts: wider where they disagree; "
                                            "forecaster/intervals.py) | mase (the MASE scale alone)",
                                  choices=INTERVAL_UNITS)
-    interval_calibration: str = setting(VALIDATION, "what the intervals of `forecast` are calibrated on: realised (the "
+    interval_calibration: str = setting(REALISED, "what the intervals of `forecast` are calibrated on: realised (the "
                                                   "errors earlier runs' forecasts under output.uri made against "
                                                   "the actuals that arrived since, as the scores stage joins "
                                                   "them, at each step with enough of them; the validation "

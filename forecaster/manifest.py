@@ -77,7 +77,7 @@ def summary_lines(manifest: dict) -> list[str]:
         lines.append(choice)
     for origin in (manifest.get("scores") or {}).get("origins", [])[:1]:  # the newest origin scored
         lines.append("earlier " + score_line(origin))
-    if manifest.get("intervals"):
+    if (manifest.get("intervals") or {}).get("realised"):  # a first run's validation window goes unsaid here
         lines.append(interval_line(manifest["intervals"], (manifest.get("config") or {}).get("model", {})))
     lines.append(f"forecasts: {outputs['forecasts']}")
     lines.append(f"rejects:   {outputs['rejects']}")

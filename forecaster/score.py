@@ -173,7 +173,7 @@ def _ordinals(grid: pd.DatetimeIndex, when: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Joined:
+class Joined:
     """One origin's forecast rows (a Ray Data block) joined with today's series: per series of the block
     (`ids`, in order of first appearance) its status and MASE scale up to the origin's cutoff, per row
     its series (`codes`), its step after the cutoff and today's actual at its `ds`."""
@@ -188,9 +188,9 @@ class _Joined:
     nan_points: np.ndarray  # (series,) steps due whose actual is NaN
 
 
-def join(batch: pa.Table, series: list, freq: str, season: int) -> _Joined:
+def join(batch: pa.Table, series: list, freq: str, season: int) -> Joined:
     """Forecast rows of one origin (a Ray Data block, not empty) joined with today's series rows
-    (`series`: the validated blocks, as object refs or tables): see _Joined."""
+    (`series`: the validated blocks, as object refs or tables): see Joined."""
     encoded = pc.dictionary_encode(pc.cast(batch[ID], pa.string())).combine_chunks()
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)  # series of each forecast row
     ids = encoded.dictionary
@@ -242,7 +242,7 @@ def join(batch: pa.Table, series: list, freq: str, season: int) -> _Joined:
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.full(n, np.nan)
         scale[usable] = mase_scale(block, np.minimum(ends, block.lengths), season)
-    return _Joined(ids, codes, status, scale, step, actual, observed, nan_points)
+    return Joined(ids, codes, status, scale, step, actual, observed, nan_points)
 
 
 def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str], levels: list[str],

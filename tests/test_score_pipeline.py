@@ -39,7 +39,7 @@ REUSE = ("train.warm_start=latest", "train.warm_epochs=0")
 def _settings(data, out, date):
     return job_settings(data, out, date, HORIZON, "model.hidden_size=8", "model.num_layers=1", "train.num_workers=1",
                         "train.max_epochs=1", "train.refit_epochs=0", "train.windows_per_series=4",
-                        "report.enabled=false", "model.interval_calibration=realised", *REUSE)
+                        "report.enabled=false", *REUSE)
 
 
 def _config(data, out, date):
@@ -127,7 +127,7 @@ def _partition(out, table, date):
 
 
 def test_the_third_run_draws_its_intervals_from_the_realised_errors_of_the_first_two_runs(runs):
-    """model.interval_calibration=realised: the errors of the earlier dates' `forecast` on the
+    """model.interval_calibration=realised (the default): the errors of the earlier dates' `forecast` on the
     network's series, scaled as the predictor scaled them (the MASE scale up to the cutoff plus the spread
     of the LSTM, Theta, DampedTrend and SES), by hand here; a step with 19 or more of them (the 95 %
     rank's minimum) is calibrated on their conformal quantiles (to a bin, 1.2 %), the others are left to
@@ -148,6 +148,7 @@ def test_the_third_run_draws_its_intervals_from_the_realised_errors_of_the_first
                     errors[step].append(abs(y - f) / unit)
     second, third = runs["manifests"][1:]
     assert second["intervals"] == {"calibration": "realised", "realised": None}
+    assert not any(line.startswith("intervals:") for line in summary_lines(second))  # the console says nothing
     realised = third["intervals"]["realised"]
     # step 1: "nanny"'s first new point is NaN, "gone" absent; steps 3-4 only observed for the first date
     assert realised["errors"] == [len(e) for e in errors] == [20, 21, 11, 11]
