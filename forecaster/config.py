@@ -62,8 +62,9 @@ class ModelConfig:
     dropout: float = setting(0.1, "between LSTM layers and before the head")
     loss: str = setting("mae", "mae | mse | quantile (pinball loss over the median and model.levels)",
                         choices=("mae", "mse", "quantile"))
-    levels: list = setting(help="prediction intervals (percent): forecast's, calibrated on the validation window "
-                                "whatever the loss, and the LSTM's own with loss=quantile", factory=lambda: [80, 95])
+    levels: list = setting(help="prediction intervals (percent): forecast's, calibrated whatever the loss "
+                                "(model.interval_calibration), and the LSTM's own with loss=quantile",
+                           factory=lambda: [80, 95])
     interval_unit: str = setting("spread", "the unit the intervals of `forecast` are calibrated and drawn in: "
                                            "spread (each series' MASE scale plus a multiple of the standard "
                                            "deviation of its models' forecasts: wider where they disagree; "
