@@ -169,7 +169,7 @@ def main() -> None:
         table.append((name, rows, manifest["counts"], seconds, train_minutes, manifest["metrics"].get("epochs"),
                       covered))
         print(f"{name}: partner {used} (model.statistical={cfg.model.statistical})", flush=True)
-        print(f"{name}: {interval_line(manifest['intervals'], cfg.to_dict()['model'])}", flush=True)
+        print(f"{name}: {interval_line(manifest['intervals'])}", flush=True)
     print()
     print("train-min: the minutes of the job's training stage (Ray Train's start included), next to its MASE; "
           "series: how many the row scores (LSTM: those long enough for the network)")

@@ -22,7 +22,8 @@ Output, `<output.uri>/backtests/forecast_date=<run.date>/`, committed like the j
                       partner the window's model.statistical=auto chose), intervals (what they were
                       calibrated on: with model.interval_calibration=realised, the errors of the
                       earlier windows' forecasts on the points this window has seen, as a nightly
-                      run counts earlier runs': realised(), WindowErrors); overall means; config
+                      run counts earlier runs': realised(), WindowScorer's ERRORS); overall means;
+                      config
 
 and, with report.enabled, the page `<output.uri>/reports/backtests/forecast_date=<run.date>.html`
 built from them (report_backtest.py).
@@ -62,11 +63,10 @@ from forecaster.evaluate import coverage, forecast_scores, interval_score, mase_
 from forecaster.features import SeriesBlock
 from forecaster.manifest import versions
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
-from forecaster.predict import SeriesPredictor, without_fallback
+from forecaster.predict import Forecasts, SeriesPredictor, without_fallback
 from forecaster.read import check_schema, read_series
 from forecaster.report_backtest import backtest_report_location, write_backtest_report
 from forecaster.runtime import init_ray
-from forecaster.score import histogram_table, summed_histogram
 from forecaster.storage import resolve
 from forecaster.theta import partner, partner_name, recorded
 from forecaster.write import partition, write_files
@@ -79,6 +79,9 @@ MODELS = (LSTM, FORECAST, NO_FALLBACK, *BASELINES)
 ACTUAL = "actual"  # the hidden points a window is scored on
 SCORE_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), (CUTOFF, pa.timestamp("us")),
                           ("metric", pa.string()), (MODEL, pa.string()), *((m, pa.float64()) for m in MODELS)])
+# the scaled errors of `forecast` that calibrate the later windows' intervals (WindowScorer.errors); dropped
+# from the score rows once collected
+ERRORS, ERROR_TYPE = "scaled_errors", pa.list_(pa.float64())
 SKIP_SCHEMA = pa.schema([(ID, pa.string()), ("window", pa.int64()), ("reason", pa.string()), ("detail", pa.string())])
 
 
@@ -140,8 +143,11 @@ class WindowScorer(SeriesPredictor):
     (a broadcast join: `horizon` values per series).
     """
 
-    def __init__(self, *, truth: list, window: int, **predictor_args):
+    def __init__(self, *, truth: list, window: int, rule: str | None = None, **predictor_args):
+        """`rule`: where the later windows' intervals are calibrated on this one's errors, the unit they are
+        measured in (model.interval_unit); the rows then carry ERRORS."""
         super().__init__(**predictor_args)
+        self.rule = rule
         table = pa.concat_tables(ray.get(truth))
         self.truth_ids = pd.Index(table[ID].to_numpy(zero_copy_only=False))
         self.actual = SeriesBlock.from_arrow(table[ACTUAL]).values.reshape(table.num_rows, -1)
@@ -175,7 +181,7 @@ class WindowScorer(SeriesPredictor):
         metrics = list(dict.fromkeys(k for model in (LSTM, FORECAST) for k in scores[model]))
         each = np.repeat(np.arange(n), len(metrics))
         missing = np.full(n, np.nan)
-        return pa.table({
+        table = pa.table({
             ID: ids.take(pa.array(each)),
             "window": pa.array(np.full(len(each), self.window)),
             CUTOFF: batch[LAST_DS].take(pa.array(each)),
@@ -184,34 +190,29 @@ class WindowScorer(SeriesPredictor):
             **{m: pa.array(np.stack([scores[m].get(k, missing) for k in metrics], axis=1).reshape(-1),
                            from_pandas=True) for m in MODELS},
         }, schema=SCORE_SCHEMA)
+        return table if self.rule is None else table.append_column(ERRORS, self.errors(block, f, actual, len(metrics)))
 
-
-class WindowErrors(WindowScorer):
-    """The window's errors that calibrate the later windows' intervals (model.interval_calibration=realised),
-    counted as a nightly run's scores stage counts those of earlier runs (score.error_block): the
-    intervals.error_histogram of `forecast` against the hidden points, over the series the network
-    forecast, in the unit of `rule` (model.interval_unit) the predictor drew in. One row per step."""
-
-    def __init__(self, *, rule: str, **scorer_args):
-        super().__init__(**scorer_args)
-        self.rule = rule
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        block = self.block(batch)
-        f = self.forecast(batch, block)
-        _, actual = self.hidden(batch)
+    def errors(self, block: SeriesBlock, f: Forecasts, actual: np.ndarray, per_series: int) -> pa.Array:
+        """ERRORS of the batch's score rows (`per_series` rows a series): on the first row of each series the
+        network forecast (`model` names the LSTM), |actual - forecast| / unit at each step, in the unit of
+        `rule` the predictor drew in, as a nightly run's scores stage counts earlier runs' errors
+        (score.error_block); null on every other row."""
         network = np.char.startswith(f.model.astype(str), LSTM)
         unit = intervals.units(mase_scale(block, block.lengths, self.season),
                                intervals.members(f.statistical, f.lstm[..., 0]), self.rule)
-        return histogram_table(intervals.error_histogram(actual[network], f.forecast[network], unit[network]))
+        errors = np.abs(actual - f.forecast)[network] / unit[network, None]
+        first = np.zeros(len(block) * per_series, dtype=bool)
+        first[np.flatnonzero(network) * per_series] = True
+        offsets = np.concatenate([[0], np.cumsum(np.where(first, errors.shape[1], 0))]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(errors.reshape(-1)), mask=pa.array(~first))
 
 
 def realised(cfg: Config, earlier: list[tuple[int, int, np.ndarray]], hidden: int) -> dict | None:
     """The realised-error calibration of a window with `hidden` points hidden (intervals.realised_record):
-    the errors of each earlier window (window, its hidden points, its WindowErrors histogram) at the
-    steps this window sees the actuals of (step s of a window that hid h points: s < h - hidden), as a
-    nightly run would have found them; None with model.interval_calibration=validation or too few."""
-    if cfg.model.interval_calibration != REALISED or not cfg.model.levels or not earlier:
+    the errors of each earlier window (window, its hidden points, the intervals.histogram of its ERRORS)
+    at the steps this window sees the actuals of (step s of a window that hid h points: s < h - hidden),
+    as a nightly run would have found them; None without earlier windows or with too few errors."""
+    if not earlier:
         return None
     counts, used = np.zeros_like(earlier[0][2]), []
     for window, hid, histogram in earlier:
@@ -237,9 +238,9 @@ def _collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:
 def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: int, hidden: int,
             token: str, calibration: dict | None = None,
             errors: bool = False) -> tuple[dict, pa.Table, pa.Table, np.ndarray | None]:
-    """Cut, validate, train, predict and score one window: (report, score rows, skipped rows, its
-    WindowErrors histogram where `errors` asks for it). `calibration`: the realised errors of the earlier
-    windows the intervals are drawn from (realised())."""
+    """Cut, validate, train, predict and score one window: (report, score rows, skipped rows, the
+    intervals.histogram of its ERRORS where `errors` asks for them, for the later windows). `calibration`:
+    the realised errors of the earlier windows the intervals are drawn from (realised())."""
     window_cfg = copy.deepcopy(cfg)
     window_cfg.run.name = f"{cfg.run.name}-backtest-{token}-w{window}"  # a fresh Ray Train run: never resumes another
     window_cfg.train.warm_start = "none"  # an earlier run's weights have seen the hidden points
@@ -252,11 +253,15 @@ def _window(cfg: Config, series: ray.data.Dataset, lengths: pd.Series, window: i
     if counts["forecast"] > 0:
         truth = series.map_batches(actual_points, fn_kwargs={"hidden": hidden, "horizon": cfg.model.horizon},
                                    batch_format="pyarrow", batch_size=None).materialize()
-        scorer = {"truth": truth.to_arrow_refs(), "window": window, "realised": calibration}
-        scores = _collect(predict(window_cfg, clean, checkpoint, WindowScorer, **scorer), SCORE_SCHEMA)
-        if errors:
-            histogram = summed_histogram(predict(window_cfg, clean, checkpoint, WindowErrors, **scorer,
-                                                 rule=cfg.model.interval_unit), cfg.model.horizon)
+        rule = cfg.model.interval_unit if errors else None
+        scores = _collect(predict(window_cfg, clean, checkpoint, WindowScorer, truth=truth.to_arrow_refs(),
+                                  window=window, realised=calibration, rule=rule),
+                          SCORE_SCHEMA if rule is None else SCORE_SCHEMA.append(pa.field(ERRORS, ERROR_TYPE)))
+        if rule is not None:
+            found = scores[ERRORS].drop_null().combine_chunks()  # one list per series the network forecast
+            histogram = intervals.histogram(found.flatten().to_numpy(zero_copy_only=False).reshape(
+                len(found), cfg.model.horizon))
+            scores = scores.drop_columns([ERRORS])
     # Naive forecasts a finite value for every clean series: its MAE is undefined (null) only where a
     # hidden point is NaN or inf
     naive_undefined = pc.invert(pc.fill_null(pc.is_finite(scores[NAIVE]), False))
@@ -322,7 +327,7 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     lengths = pd.Series(table[LENGTH].to_numpy(), index=table[ID].to_pylist())
     timer.mark("read")
     token = uuid.uuid4().hex[:8]
-    reports, scores, skipped, earlier = [], [], [], []
+    reports, scores, skipped, earlier = [], [], [], []  # earlier: the windows whose errors calibrate later ones
     calibrate = cfg.model.interval_calibration == REALISED and bool(cfg.model.levels)
     for k in range(windows):
         hidden = hidden_points(cfg.model.horizon, windows, step, k)
@@ -356,6 +361,16 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     return summary
 
 
+def _intervals_note(record: dict | None) -> str:
+    """A window line's note on its intervals where the earlier windows' errors calibrated them (realised())."""
+    realised = (record or {}).get("realised")
+    if not realised:
+        return ""
+    steps = [k + 1 for k, q in enumerate(realised["quantiles"][0]) if q is not None]
+    at = "" if len(steps) == len(realised["quantiles"][0]) else f" at step(s) {', '.join(map(str, steps))}"
+    return f"; intervals on the errors of {' and '.join(realised['origins'])}{at}"
+
+
 def summary_lines(summary: dict) -> list[str]:
     """What the CLI prints: counts per window, then every metric per window and over all windows."""
     lines = [f"backtest: {summary['windows']} window(s), horizon {summary['horizon']}, step {summary['step']}"]
@@ -368,7 +383,7 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append(f"window {r['window']}: {r['hidden']} points hidden, cutoffs {cutoffs}; {c['scored']} of "
                      f"{c['series']} series scored (LSTM on {c['lstm_scored']}); skipped: {c['no_history']} without "
                      f"history, {c['non_finite_actual']} with NaN/inf hidden points, {c['rejected']} rejected{reasons}"
-                     f"{partner}")
+                     f"{_intervals_note(r.get('intervals'))}{partner}")
     lines.append(f"{'metric':<12}{'window':>7}{'series':>8}" + "".join(f"{m:>15}" for m in MODELS))
     tables = [(r["window"], r["metrics"]) for r in summary["per_window"]] + [("all", summary["overall"])]
     for metric in summary["overall"]:

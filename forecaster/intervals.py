@@ -109,8 +109,12 @@ def units(scale: np.ndarray, members: Sequence[np.ndarray], rule: str) -> np.nda
 def error_histogram(actual: np.ndarray, forecast: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """Counts (horizon, BINS) of |actual - forecast| / unit per step, over the series and steps where
     all three are finite."""
-    errors = np.abs(actual - forecast) / unit[:, None]
-    horizon = actual.shape[1]
+    return histogram(np.abs(actual - forecast) / unit[:, None])
+
+
+def histogram(errors: np.ndarray) -> np.ndarray:
+    """Counts (horizon, BINS) of (series, horizon) scaled errors per step, over the finite ones."""
+    horizon = errors.shape[1]
     counts = np.zeros((horizon, BINS))
     for step in range(horizon):
         column = errors[:, step]

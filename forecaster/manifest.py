@@ -78,7 +78,7 @@ def summary_lines(manifest: dict) -> list[str]:
     for origin in (manifest.get("scores") or {}).get("origins", [])[:1]:  # the newest origin scored
         lines.append("earlier " + score_line(origin))
     if (manifest.get("intervals") or {}).get("realised"):  # a first run's validation window goes unsaid here
-        lines.append(interval_line(manifest["intervals"], (manifest.get("config") or {}).get("model", {})))
+        lines.append(interval_line(manifest["intervals"]))
     lines.append(f"forecasts: {outputs['forecasts']}")
     lines.append(f"rejects:   {outputs['rejects']}")
     if outputs.get("scores"):
@@ -90,22 +90,22 @@ def summary_lines(manifest: dict) -> list[str]:
     return lines
 
 
-def interval_line(record: dict, model: dict) -> str:
+def interval_line(record: dict) -> str:
     """What the intervals of `forecast` were calibrated on (manifest.intervals): the steps drawn from earlier
     runs' realised errors (how many, from which forecast dates), the validation window for the rest."""
     realised = record.get("realised")
-    horizon = model.get("horizon")
     if record.get("calibration") != "realised":
         return "intervals: calibrated on the validation window (model.interval_calibration=validation)"
     if not realised:
         return ("intervals: calibrated on the validation window; too few realised errors of earlier forecasts "
                 "under output.uri yet (model.interval_calibration=realised)")
-    steps = [k + 1 for k, q in enumerate(realised["quantiles"][0]) if q is not None]
+    drawn = [q is not None for q in realised["quantiles"][0]]  # every level has the same steps
+    steps = [k + 1 for k, ok in enumerate(drawn) if ok]
     errors = [realised["errors"][k - 1] for k in steps]
     origins, few, many = realised["origins"], min(errors), max(errors)
     count = f"{few}" if few == many else f"{few}-{many}"
     span = f"{steps[0]}-{steps[-1]}" if steps == list(range(steps[0], steps[-1] + 1)) else ", ".join(map(str, steps))
-    rest = "" if horizon is None or len(steps) >= horizon else "; the other steps on the validation window"
+    rest = "" if all(drawn) else "; the other steps on the validation window"
     return (f"intervals: steps {span} of the network's series calibrated on {count} realised "
             f"errors per step of the forecasts of {len(origins)} earlier date{'s' if len(origins) > 1 else ''} "
             f"({', '.join(origins[:3])}{', ...' if len(origins) > 3 else ''}){rest}")

@@ -215,7 +215,8 @@ class SeriesPredictor:
             scale, members = mase_scale(block, block.lengths, self.season), intervals.members(methods, lstm[..., 0])
             unit = intervals.units(scale, members, self.calibration.unit)
             realised = self.realised if self.realised is not None and use_lstm.any() else None
-            realised_unit = None if realised is None else intervals.units(scale, members, realised.unit)
+            realised_unit = (unit if realised is None or realised.unit == self.calibration.unit
+                             else intervals.units(scale, members, realised.unit))
             for level in self.forecast_levels:
                 lo, hi = intervals.bounds(chosen, unit, self.calibration.table(level, block.lengths))
                 if realised is not None and level in realised.quantiles:  # its steps, the network's series

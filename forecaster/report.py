@@ -97,8 +97,7 @@ def build_report(root: Location, forecast_date: str, sample_series: int = 6, wor
         "numbers": numbers(manifest),
         "training": training(manifest.get("metrics") or {}),
         "validation": {**validation(manifest.get("metrics") or {}), "partner": statistical_choice(manifest),
-                       "intervals": interval_line(manifest["intervals"], config.get("model") or {})
-                       if manifest.get("intervals") else None},
+                       "intervals": interval_line(manifest["intervals"]) if manifest.get("intervals") else None},
         "series": series_plots(root, forecast_date, manifest, min(sample_series, MAX_PLOTS),
                                min(worst_series, MAX_PLOTS)),
         "scores": scores(manifest.get("scores"), (config.get("score") or {}).get("enabled", True)),

@@ -68,7 +68,7 @@ class Origin:
     columns: list[str]  # the columns scoring reads
     models: list[str]
     levels: list[str]
-    first_ds: np.datetime64 | None = None  # the earliest `ds` forecast (Parquet statistics)
+    first_ds: np.datetime64  # the earliest `ds` forecast (Parquet statistics)
 
 
 def score_schema(levels: list[str]) -> pa.Schema:

@@ -119,10 +119,10 @@ def test_a_window_counts_the_earlier_windows_errors_at_the_steps_it_has_seen():
     record = bt.realised(cfg, earlier, hidden=4)
     assert record["errors"] == [6, 6, 3, 3] and record["origins"] == ["window 0", "window 1"]
     assert record["quantiles"][0][2:] == [None, None] and record["quantiles"][0][0] == intervals.EDGES[601]
+    note = "; intervals on the errors of window 0 and window 1 at step(s) 1, 2"  # what the console says
+    assert bt._intervals_note({"realised": record}) == note
     assert bt.realised(cfg, earlier[:1], hidden=6) is None  # the first 2 steps seen, 3 errors each: too few
     assert bt.realised(cfg, [], hidden=8) is None
-    cfg.model.interval_calibration = "validation"
-    assert bt.realised(cfg, earlier, hidden=4) is None
 
 
 def test_bad_window_count_stops_before_any_work(capsys):
@@ -235,6 +235,8 @@ def test_a_later_window_draws_its_intervals_from_the_errors_of_the_earlier_ones(
     assert 4 <= len(network) <= 12  # levels [80]: 4 errors a step suffice
     assert realised["errors"] == [len(network)] * HORIZON and realised["origins"] == ["window 0"]
     assert realised["levels"] == [80] and all(q is not None and q > 0 for q in realised["quantiles"][0])
+    lines = bt.summary_lines(summary)  # what the console says of each window
+    assert "intervals on" not in lines[1] and "; intervals on the errors of window 0; partner" in lines[2]
 
 
 def test_backtest_writes_its_report(backtest_run):

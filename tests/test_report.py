@@ -131,7 +131,6 @@ def test_report_says_what_the_intervals_were_calibrated_on(tmp_path):
     stored_run(str(tmp_path), n_series=10, n_rejects=0, n_origins=1)
     path = tmp_path / "manifests" / f"forecast_date={DATE}.json"
     manifest = json.loads(path.read_text())
-    manifest["config"]["model"]["horizon"] = 3
     manifest["intervals"] = {"calibration": "realised", "realised": {
         "unit": "spread", "levels": [80, 95], "quantiles": [[0.5, 0.7, None], [0.9, 1.3, None]],
         "errors": [40, 25, 12], "origins": ["2025-12-01"]}}
