@@ -314,13 +314,14 @@ def score_block(batch: pa.Table, *, series: list, origin: str, models: list[str]
 ERROR_COLUMNS = (ID, DS, CUTOFF, MODEL, FORECAST, LSTM, *intervals.SPREAD_METHODS)
 
 
-def error_block(batch: pa.Table, *, series: list, freq: str, season: int, horizon: int, rule: str) -> pa.Table:
+def error_block(batch: pa.Table, *, series: list, origin: str, freq: str, season: int, horizon: int,
+                rule: str) -> pa.Table:
     """Forecast rows of one origin (a Ray Data block, ERROR_COLUMNS) -> the intervals.error_histogram of
     its `forecast` at the steps observed now, over the series the network forecast (`model` names the
     LSTM: the others are calibrated by length, intervals.short_histograms), each in the unit of `rule`
     made as the predictor made it at the origin: the MASE scale up to the cutoff and the spread of the
     origin's own forecasts (intervals.units). One row per step 0 .. horizon - 1 (steps the origin did
-    not forecast count no error): step, counts (intervals.BINS)."""
+    not forecast count no error): origin (its date), step, counts (intervals.BINS)."""
     counts = np.zeros((horizon, intervals.BINS))
     if batch.num_rows:
         joined = join(batch, series, freq, season)
@@ -342,21 +343,9 @@ def error_block(batch: pa.Table, *, series: list, freq: str, season: int, horizo
             unit = intervals.units(joined.scale, intervals.members(methods, column(LSTM)), rule)
             actual = grid(np.where(joined.observed, joined.actual, np.nan))
             counts = intervals.error_histogram(actual[:, :horizon], column(FORECAST)[:, :horizon], unit)
-    return histogram_table(counts)
-
-
-def histogram_table(counts: np.ndarray) -> pa.Table:
-    """An intervals.error_histogram (horizon, BINS) as a Ray Data block: one row per step, step and counts."""
-    return pa.table({"step": pa.array(np.arange(len(counts)), pa.int64()),
+    return pa.table({"origin": pa.array([origin] * horizon, pa.string()),
+                     "step": pa.array(np.arange(horizon), pa.int64()),
                      "counts": pa.array(list(counts), pa.list_(pa.float64()))})
-
-
-def summed_histogram(rows: ray.data.Dataset, horizon: int) -> np.ndarray:
-    """The sum (horizon, BINS) of the histogram_table blocks of `rows`; they reach the driver one by one."""
-    found = np.zeros((horizon, intervals.BINS))
-    for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
-        np.add.at(found, batch["step"].to_numpy(), np.stack(batch["counts"].to_numpy(zero_copy_only=False)))
-    return found
 
 
 def calibrating(origins: list[Origin]) -> list[Origin]:
@@ -374,20 +363,23 @@ def calibrating(origins: list[Origin]) -> list[Origin]:
 
 def realised_errors(root: Location, origins: list[Origin], series: list, freq: str, season: int, horizon: int,
                     rule: str) -> tuple[np.ndarray, list[str]]:
-    """The summed error_block histograms (horizon, intervals.BINS) of `origins`, one Ray Data pass per
-    origin like score_origins' (its blocks reach the driver as one row per step), and the dates of
-    the origins with an error in them; of `origins`, those calibrating() keeps."""
-    counts, used = np.zeros((horizon, intervals.BINS)), []
-    for origin in calibrating(origins):
-        rows = ray.data.read_parquet(origin.paths, filesystem=root.fs, columns=list(ERROR_COLUMNS),
-                                     partitioning=None, override_num_blocks=len(origin.paths))
-        found = summed_histogram(rows.map_batches(error_block, batch_format="pyarrow", batch_size=None,
-                                                  fn_kwargs={"series": series, "freq": freq, "season": season,
-                                                             "horizon": horizon, "rule": rule}), horizon)
-        if found.any():
-            counts += found
-            used.append(origin.date)
-    return counts, used
+    """The summed error_block histograms (horizon, intervals.BINS) of `origins` (those calibrating()
+    keeps), in one Ray Data pass over them all like score_origins' (each block reaches the driver as
+    one row per step), and the dates of the origins with an error in them, newest first."""
+    kept = calibrating(origins)
+    found = {origin.date: np.zeros((horizon, intervals.BINS)) for origin in kept}
+    parts = [ray.data.read_parquet(origin.paths, filesystem=root.fs, columns=list(ERROR_COLUMNS), partitioning=None,
+                                   override_num_blocks=len(origin.paths)).map_batches(
+        error_block, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"series": series, "origin": origin.date, "freq": freq, "season": season, "horizon": horizon,
+                   "rule": rule}) for origin in kept]
+    rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0] if parts else None
+    for batch in [] if rows is None else rows.iter_batches(batch_format="pyarrow", batch_size=None):
+        for origin, step, counts in zip(batch["origin"].to_pylist(), batch["step"].to_pylist(),
+                                        batch["counts"].to_numpy(zero_copy_only=False), strict=True):
+            found[origin][step] += counts
+    used = [date for date, counts in found.items() if counts.any()]
+    return sum((found[date] for date in used), np.zeros((horizon, intervals.BINS))), used
 
 
 def score_origins(root: Location, origins: list[Origin], series: list, freq: str,

@@ -201,8 +201,9 @@ def test_realised_errors_are_the_networks_forecasts_against_todays_actuals_in_th
     series = _series_rows(today, {"bad": "irregular_timestamps", "allnan": "non_finite_y"})
     got = error_block(_arrow(forecasts).select(["unique_id", "ds", "cutoff", "model", "forecast", "LSTM",
                                                 *intervals.SPREAD_METHODS]),
-                      series=_blocks(series, 2), freq=FREQ, season=SEASON, horizon=horizon, rule="spread")
-    assert got["step"].to_pylist() == list(range(horizon))
+                      series=_blocks(series, 2), origin="2014-01-01", freq=FREQ, season=SEASON, horizon=horizon,
+                      rule="spread")
+    assert got["step"].to_pylist() == list(range(horizon)) and set(got["origin"].to_pylist()) == {"2014-01-01"}
     counts = np.stack(got["counts"].to_numpy(zero_copy_only=False))
 
     errors = np.full((2, horizon), np.nan)  # a and b: the scored series the network forecast
