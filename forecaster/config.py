@@ -215,7 +215,9 @@ class TuneSection:
 class ScoreSection:
     enabled: bool = setting(True, "score earlier forecast partitions under output.uri against today's actuals "
                                   "(scores/)")
-    max_origins: int = setting(30, "newest earlier forecast dates scored (those with a step observed now)", minimum=1)
+    max_origins: int = setting(30, "newest earlier forecast dates scored (those with a step observed now); the "
+                                   "realised intervals' errors come from as many cutoffs, the newest date of each",
+                               minimum=1)
 
 
 @dataclass

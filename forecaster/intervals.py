@@ -33,20 +33,21 @@ the short series' 80 % intervals covered 51-81 % of the next window's points on 
 (docs/benchmarks.md).
 
 Calibrated on realised errors (model.interval_calibration=realised, the default). The validation
-window's errors are not quite the errors of a forecast: training chose its epoch, its partner and its
-weights on that window, so its errors run small, and the intervals with them (on M1's yearly test set
-the 80 % interval covered 76 %). Each run's scores stage already joins the forecasts of earlier runs
-under output.uri with the actuals that have arrived since; score.realised_errors sums, per step, the
-error_histogram of those earlier `forecast`s on the series the network forecast, in the same unit the
-predictor draws in (the MASE scale up to that forecast's cutoff, the spread of its own columns), over
-the origins scored (score.max_origins). Each step with enough_steps() errors takes its quantiles from
-them (realised_record, in the manifest's `intervals`); the other steps, and the series too short for
-the network, keep the checkpoint's. These are honest out-of-sample errors, of models chosen without
-seeing them (conformal prediction on a rolling origin, as in Stankeviciute et al., "Conformal
-time-series forecasting", 2021). On M1's training parts, with one earlier run a horizon before,
-the 80 % intervals covered 81.9 / 72.7 / 84.4 % of the next horizon's points (monthly / quarterly /
-yearly, seed 0; the validation window's 85.5 / 73.4 / 86.5 %) at a 2 % lower interval score on
-average over both seeds; docs/benchmarks.md has the backtest and the test sets.
+window's errors are not quite the errors of a forecast: training chose its epoch, its partner and
+its weights on that window, so its errors run small, and the intervals with them (on M1's yearly
+test set the 80 % interval covered 76 %). Each run's scores stage already joins the forecasts of
+earlier runs under output.uri with the actuals that have arrived since; score.realised_errors sums,
+per step, the error_histogram of those earlier `forecast`s on the series the network forecast, in
+the same unit the predictor draws in (the MASE scale up to that forecast's cutoff, the spread of its
+own columns), over the newest score.max_origins earlier cutoffs (the newest date of each). Each step
+with enough_steps() errors takes its quantiles from them (realised_record, in the manifest's
+`intervals`); the other steps, and the series too short for the network, keep the checkpoint's.
+These are honest out-of-sample errors, of models chosen without seeing them (conformal prediction on
+a rolling origin, as in Stankeviciute et al., "Conformal time-series forecasting", 2021). On M1's
+training parts, with one earlier run a horizon before, the 80 % intervals covered 81.9 / 72.7 / 84.4
+% of the next horizon's points (monthly / quarterly / yearly, seed 0; the validation window's 85.5 /
+73.4 / 86.5 %) at a 2 % lower interval score on average over both seeds; docs/benchmarks.md has the
+backtest and the test sets.
 
 Intervals are symmetric and assume the next `horizon` steps err like the held-out ones did in these
 units (exchangeability across series, the split-conformal assumption); forecaster backtest and the

@@ -5,7 +5,10 @@ runs turned out. The newest `score.max_origins` earlier dates of `forecasts/` th
 observed now (the partition's earliest `ds`, from the Parquet footers, is not after the newest point
 of today's input) are scored, one origin at a time, inside Ray Data: each read task takes one
 forecast file (only the columns scored) and joins it with today's series rows, whose blocks it
-fetches from the object store (a broadcast join; the driver never holds the forecasts).
+fetches from the object store (a broadcast join; the driver never holds the forecasts). With
+model.interval_calibration=realised, the errors of earlier `forecast`s calibrate today's intervals
+(realised_errors): from the newest date of each first `ds` (cutoff), up to `score.max_origins` of
+them, found past the dates scored where several dates forecast from one cutoff (find_origins).
 
 Rows of `scores/forecast_date=<run.date>/`, one per (series, origin, model column):
 
@@ -26,9 +29,12 @@ Rows of `scores/forecast_date=<run.date>/`, one per (series, origin, model colum
 
 from __future__ import annotations
 
+import itertools
 import logging
 import posixpath
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +63,7 @@ STATUSES = (SCORED, ABSENT, REJECTED, PENDING, NO_ACTUALS)
 UNPLACEABLE = ("null_id", "duplicate_ds", "irregular_timestamps")
 # forecast columns that are not a model's values
 NOT_MODELS = (ID, DS, CUTOFF, MODEL)
+READ_AHEAD = 16  # earlier dates whose footers are read at once, in threads, while looking for origins
 
 
 @dataclass(frozen=True)
@@ -93,10 +100,12 @@ def _columns(schema: pa.Schema) -> tuple[list[str], dict[str, list[str]]]:
     return models, intervals
 
 
-def _earliest_ds(fs: pafs.FileSystem, path: str) -> np.datetime64 | None:
-    """The earliest `ds` of a forecast file from its row-group statistics (None: no rows)."""
+def _footer(fs: pafs.FileSystem, path: str) -> tuple[np.datetime64 | None, pa.Schema]:
+    """(the earliest `ds` of a forecast file from its row-group statistics, None for no rows; its schema),
+    from one read of its footer."""
     metadata = retry(lambda: pq.ParquetFile(fs.open_input_file(path)).metadata, path, "read the footer")
-    column = metadata.schema.to_arrow_schema().get_field_index("ds")
+    schema = metadata.schema.to_arrow_schema()
+    column = schema.get_field_index("ds")
     found = None
     for i in range(metadata.num_row_groups):
         group = metadata.row_group(i)
@@ -110,7 +119,7 @@ def _earliest_ds(fs: pafs.FileSystem, path: str) -> np.datetime64 | None:
             value = stats.min
         value = np.datetime64(value, "us")
         found = value if found is None else min(found, value)
-    return found
+    return found, schema
 
 
 def earlier_dates(root: Location, run_date: str) -> list[str]:
@@ -127,22 +136,54 @@ def earlier_dates(root: Location, run_date: str) -> list[str]:
     return sorted(set(dates), reverse=True)
 
 
-def find_origins(root: Location, run_date: str, newest_actual: np.datetime64, max_origins: int) -> list[Origin]:
-    """The newest `max_origins` earlier forecast partitions with a step that may be observed now."""
-    origins = []
-    for date in earlier_dates(root, run_date):
-        if len(origins) == max_origins:
-            break
-        paths = committed_paths(root, FORECASTS, date)
-        earliest = [d for d in (_earliest_ds(root.fs, p) for p in paths) if d is not None]
-        if not earliest or min(earliest) > newest_actual:
-            continue  # empty, or nothing due yet
-        schema = retry(lambda p=paths[0]: pq.read_schema(root.fs.open_input_file(p)), paths[0], "read the schema")
-        models, intervals = _columns(schema)
-        bounds = [f"{m}-{s}-{lv}" for m, levels in intervals.items() for lv in levels for s in ("lo", "hi")]
-        levels = sorted({lv for v in intervals.values() for lv in v}, key=float)
-        origins.append(Origin(date, paths, [ID, "ds", "cutoff", *models, *bounds], models, levels, min(earliest)))
-    return origins
+def _origin(root: Location, date: str, newest_actual: np.datetime64) -> Origin | None:
+    """The forecast partition of `date` as an Origin; None where it is empty or has no step that may be
+    observed by `newest_actual` (its earliest `ds` is later)."""
+    paths = committed_paths(root, FORECASTS, date)
+    footers = [_footer(root.fs, p) for p in paths]
+    earliest = [d for d, _ in footers if d is not None]
+    if not earliest or min(earliest) > newest_actual:
+        return None
+    models, intervals = _columns(footers[0][1])
+    bounds = [f"{m}-{s}-{lv}" for m, levels in intervals.items() for lv in levels for s in ("lo", "hi")]
+    levels = sorted({lv for v in intervals.values() for lv in v}, key=float)
+    return Origin(date, paths, [ID, "ds", "cutoff", *models, *bounds], models, levels, min(earliest))
+
+
+def _due(root: Location, run_date: str, newest_actual: np.datetime64) -> Iterator[Origin]:
+    """The earlier forecast partitions with a step that may be observed now, newest first, lazily: their
+    footers are read READ_AHEAD dates at a time, in threads (on an object store each is a request)."""
+    dates = earlier_dates(root, run_date)
+    with ThreadPoolExecutor(READ_AHEAD) as pool:
+        for start in range(0, len(dates), READ_AHEAD):
+            chunk = dates[start:start + READ_AHEAD]
+            yield from (o for o in pool.map(lambda d: _origin(root, d, newest_actual), chunk) if o is not None)
+
+
+def find_origins(root: Location, run_date: str, newest_actual: np.datetime64, max_origins: int,
+                 calibrate: tuple[str, int] | None = None) -> tuple[list[Origin], list[Origin]]:
+    """(scored, calibrating): the newest `max_origins` earlier forecast partitions with a step that may be
+    observed now, which the scores table scores; and, given `calibrate` (freq, horizon), the origins
+    realised_errors counts: those of the scored that calibrating() keeps (one per first `ds`), then,
+    where runs repeated a first `ds` (nightly runs over monthly series put 30 dates on one cutoff),
+    the newest date of each earlier cutoff, until `max_origins` of them or one whose every step is due
+    (its first `ds` at least horizon - 1 periods before the newest actual): the later steps' errors need
+    cutoffs that far back, and none further is needed."""
+    due = _due(root, run_date, newest_actual)
+    scored = list(itertools.islice(due, max_origins))
+    kept: list[Origin] = []
+    if calibrate is not None:
+        freq, horizon = calibrate
+
+        def all_due(origin: Origin) -> bool:
+            return pd.date_range(pd.Timestamp(origin.first_ds), periods=horizon, freq=freq)[-1] <= newest_actual
+
+        for origin in calibrating(itertools.chain(scored, due)):
+            if len(kept) == max_origins or (origin.date < scored[-1].date and any(map(all_due, kept))):
+                break
+            kept.append(origin)
+    due.close()
+    return scored, kept
 
 
 class _Series:
@@ -348,17 +389,16 @@ def error_block(batch: pa.Table, *, series: list, origin: str, freq: str, season
                      "counts": pa.array(list(counts), pa.list_(pa.float64()))})
 
 
-def calibrating(origins: list[Origin]) -> list[Origin]:
+def calibrating(origins: Iterable[Origin]) -> Iterator[Origin]:
     """The origins (newest first) whose errors realised_errors counts: not one whose table lacks a column
     of ERROR_COLUMNS (written before the spread's methods were: its unit could not be made), nor one
     that forecast from the same first `ds` as a newer origin (a run that saw the same data: nightly
     runs over monthly series), whose errors would count twice."""
-    kept, seen = [], set()
+    seen = set()
     for origin in origins:
         if set(ERROR_COLUMNS) <= {*origin.models, ID, DS, CUTOFF, MODEL} and origin.first_ds not in seen:
-            kept.append(origin)
             seen.add(origin.first_ds)
-    return kept
+            yield origin
 
 
 def realised_errors(root: Location, origins: list[Origin], series: list, freq: str, season: int, horizon: int,
@@ -366,7 +406,7 @@ def realised_errors(root: Location, origins: list[Origin], series: list, freq: s
     """The summed error_block histograms (horizon, intervals.BINS) of `origins` (those calibrating()
     keeps), in one Ray Data pass over them all like score_origins' (each block reaches the driver as
     one row per step), and the dates of the origins with an error in them, newest first."""
-    kept = calibrating(origins)
+    kept = list(calibrating(origins))
     found = {origin.date: np.zeros((horizon, intervals.BINS)) for origin in kept}
     parts = [ray.data.read_parquet(origin.paths, filesystem=root.fs, columns=list(ERROR_COLUMNS), partitioning=None,
                                    override_num_blocks=len(origin.paths)).map_batches(
@@ -476,7 +516,10 @@ def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> d
     if not cfg.score.enabled:
         return None
     newest = newest_point(validated)
-    origins = [] if newest is None else find_origins(root, cfg.forecast_date, newest, cfg.score.max_origins)
+    realised = cfg.model.interval_calibration == REALISED and bool(cfg.model.levels)
+    origins, calibration = ([], []) if newest is None else find_origins(
+        root, cfg.forecast_date, newest, cfg.score.max_origins,
+        (cfg.data.freq, cfg.model.horizon) if realised else None)
     series = validated.to_arrow_refs()
     rows, schema = score_origins(root, origins, series, cfg.data.freq, cfg.season)
     if rows is None:
@@ -486,8 +529,8 @@ def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> d
     for origin in summary:
         log.info("%s", score_line(origin))
     entry = {"uri": loc.uri, "origins": summary}
-    if cfg.model.interval_calibration == REALISED and cfg.model.levels:
-        counts, used = realised_errors(root, origins, series, cfg.data.freq, cfg.season, cfg.model.horizon,
+    if realised:
+        counts, used = realised_errors(root, calibration, series, cfg.data.freq, cfg.season, cfg.model.horizon,
                                        cfg.model.interval_unit)
         entry["realised"] = intervals.realised_record(counts, cfg.model.levels, cfg.model.interval_unit, used)
     return entry

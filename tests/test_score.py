@@ -7,10 +7,12 @@ vectorised code: a join on (unique_id, ds), then the metric definitions written 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from forecaster import intervals
-from forecaster.score import Origin, _columns, calibrating, error_block, score_block, summarise
+from forecaster.score import Origin, _columns, calibrating, error_block, find_origins, score_block, summarise
+from forecaster.storage import resolve
 
 SEASON = 4
 FREQ = "QS"
@@ -235,3 +237,60 @@ def test_realised_errors_count_each_first_forecast_date_once_and_need_the_spread
                origin("2026-02-02", "2026-02-01", ["LSTM", "Theta", "forecast"]), origin("2026-02-01", "2026-02-01"),
                origin("2026-01-05", "2026-01-01")]
     assert [o.date for o in calibrating(origins)] == ["2026-03-03", "2026-02-01", "2026-01-05"]
+
+
+def test_calibration_reads_past_the_scored_dates_to_the_newest_date_of_each_earlier_cutoff(tmp_path):
+    """Nightly runs over monthly series: 20 dates in March forecast from one cutoff. The scores table
+    scores the newest score.max_origins (3) dates with a step due; the calibration takes the newest date
+    of each first `ds`, up to 3 of them, reading on past the dates scored (more than READ_AHEAD of
+    them) and past a table without the spread's columns, and no further than a cutoff whose every
+    step is due; April's dates have nothing due yet."""
+    columns = ["LSTM", *intervals.SPREAD_METHODS, "forecast"]
+
+    def partition(date, first, names=columns):
+        folder = tmp_path / "forecasts" / f"forecast_date={date}"
+        folder.mkdir(parents=True)
+        ds = pd.date_range(first, periods=3, freq="MS")
+        table = {"unique_id": ["a"] * 3, "ds": ds, "cutoff": [ds[0] - pd.offsets.MonthBegin()] * 3,
+                 "model": ["LSTM+Theta+SES"] * 3, **{name: [1.0, 2.0, 3.0] for name in names}}
+        pq.write_table(pa.Table.from_pandas(pd.DataFrame(table), preserve_index=False), folder / "part-0.parquet")
+
+    for day in (1, 2, 3):
+        partition(f"2026-04-0{day}", "2026-04-01")
+    for day in range(1, 21):
+        partition(f"2026-03-{day:02d}", "2026-03-01")
+    for day in (1, 2, 3):
+        partition(f"2026-02-0{day}", "2026-02-01")
+    partition("2026-01-10", "2026-01-01", ["LSTM", "Theta", "forecast"])  # written before SES and DampedTrend were
+    partition("2026-01-05", "2026-01-01")  # its 3 steps, January to March, all due
+    partition("2025-12-01", "2025-12-01")
+    partition("2025-11-01", "2025-11-01")
+    root, newest, every = resolve(str(tmp_path)), np.datetime64("2026-03-31", "us"), ("MS", 3)
+
+    def dates(origins):
+        return [o.date for o in origins]
+
+    scored, kept = find_origins(root, "2026-05-01", newest, 3, every)
+    assert dates(scored) == ["2026-03-20", "2026-03-19", "2026-03-18"]
+    assert dates(kept) == ["2026-03-20", "2026-02-03", "2026-01-05"]
+    assert kept[1].first_ds == np.datetime64("2026-02-01", "us")
+    assert dates(find_origins(root, "2026-05-01", newest, 2, every)[1]) == ["2026-03-20", "2026-02-03"]
+    scored, kept = find_origins(root, "2026-05-01", newest, 30, every)
+    assert len(scored) == 27 and scored[-1].date == "2025-11-01"
+    assert dates(kept) == ["2026-03-20", "2026-02-03", "2026-01-05", "2025-12-01", "2025-11-01"]  # all scored
+    scored, kept = find_origins(root, "2026-05-01", newest, 20, every)  # scored: March's
+    assert dates(kept) == ["2026-03-20", "2026-02-03", "2026-01-05"]  # not on to December: January covers all steps
+    assert find_origins(root, "2026-05-01", newest, 3)[1] == []  # interval_calibration=validation
+
+
+def test_the_origins_bench_runs(tmp_path, capsys):
+    """bench/origins.py on 70 nightly dates, local disk: its figures come from the job's own find_origins."""
+    from bench import origins
+
+    def put(key, body):
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(body)
+
+    origins.measure(str(tmp_path), put, pd.date_range("2024-01-01", periods=70, freq="D"), 1)
+    printed = capsys.readouterr().out
+    assert "validation one date at a time" in printed and "scored 30 dates, calibrating on 2 cutoffs" in printed

@@ -6,6 +6,7 @@ computation from the first run's forecast partition.
 """
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,24 @@ def test_the_third_run_draws_its_intervals_from_the_realised_errors_of_the_first
                 + SPREAD_WEIGHT * mine[["LSTM", *SPREAD_METHODS]].std(axis=1, ddof=0).mean())
         half = (mine.sort_values("ds")["forecast-hi-80"] - mine.sort_values("ds").forecast).to_numpy()
         np.testing.assert_allclose(half[:2], np.array(realised["quantiles"][0][:2]) * unit, rtol=1e-9)
+
+
+def test_dates_repeating_a_cutoff_do_not_keep_the_intervals_from_earlier_cutoffs_errors(runs, tmp_path):
+    """Nightly runs over monthly series forecast from one cutoff for a month. Here a copy of the second
+    date's forecasts stands as the third date's, and score.max_origins=2: the fourth date scores those
+    two dates, and still calibrates on the first date's errors too (the newest date of each cutoff, up
+    to max_origins cutoffs), as the third run did from the same forecasts."""
+    out = tmp_path / "out"
+    shutil.copytree(runs["out"] / "manifests", out / "manifests")  # warm_start=latest finds the model there
+    forecasts = runs["out"] / "forecasts"
+    for date, source in ((DATES[0], DATES[0]), (DATES[1], DATES[1]), (DATES[2], DATES[1])):
+        shutil.copytree(forecasts / f"forecast_date={source}", out / "forecasts" / f"forecast_date={date}")
+    manifest = run(load_config(None, [*_settings(runs["inputs"][2], out, "2026-01-04"), "score.max_origins=2"]))
+    assert [o["origin_date"] for o in manifest["scores"]["origins"]] == [DATES[2], DATES[1]]
+    realised, third = manifest["intervals"]["realised"], runs["manifests"][2]["intervals"]["realised"]
+    assert realised["origins"] == [DATES[2], DATES[0]]
+    assert realised["errors"] == third["errors"] == [20, 21, 11, 11]
+    assert realised["quantiles"] == third["quantiles"]
 
 
 def test_a_rerun_through_the_command_line_replaces_that_dates_partitions_and_keeps_the_others(runs):
