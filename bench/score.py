@@ -93,7 +93,7 @@ def main() -> int:
         validated = validate_series(cfg, read_series(cfg))
         read_validate = time.perf_counter() - started
         started = time.perf_counter()
-        entry = score_earlier(cfg, resolve(cfg.output.uri), validated)
+        entry = score_earlier(cfg, resolve(cfg.output.uri), validated).scores
         scoring = time.perf_counter() - started
         rows = sum(o["series"]["scored"] for o in entry["origins"])
         print(f"series {args.series}, origins scored {len(entry['origins'])} of {args.origins}, "

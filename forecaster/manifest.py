@@ -105,8 +105,9 @@ def interval_line(record: dict) -> str:
     origins, few, many = realised["origins"], min(errors), max(errors)
     count = f"{few}" if few == many else f"{few}-{many}"
     span = f"{steps[0]}-{steps[-1]}" if steps == list(range(steps[0], steps[-1] + 1)) else ", ".join(map(str, steps))
+    span = f"step {steps[0]}" if len(steps) == 1 else f"steps {span}"
     rest = "" if all(drawn) else "; the other steps on the validation window"
-    return (f"intervals: steps {span} of the network's series calibrated on {count} realised "
+    return (f"intervals: {span} of the network's series calibrated on {count} realised "
             f"errors per step of the forecasts of {len(origins)} earlier date{'s' if len(origins) > 1 else ''} "
             f"({', '.join(origins[:3])}{', ...' if len(origins) > 3 else ''}){rest}")
 

@@ -212,14 +212,13 @@ def run(cfg: Config) -> dict:
 
     validated = validate_series(cfg, read_series(cfg, checked))  # read, validate
     timer.mark("read_validate")
-    scores = score_earlier(cfg, root, validated)  # earlier forecasts against today's actuals
+    scores, realised = score_earlier(cfg, root, validated)  # earlier forecasts scored; intervals on their errors
     timer.mark("score")
     clean, rejects, counts = split_rejects(validated)
     del validated  # frees its blocks in the object store: clean and rejects hold what follows
     timer.mark("split_rejects")
     checkpoint, checkpoint_uri, metrics = train_clean(cfg, clean, counts)  # prepare, train
     timer.mark("train")
-    realised = (scores or {}).pop("realised", None)  # the intervals' calibration on earlier runs' errors
     outputs, predict_nodes = predict_and_write(cfg, root, clean, rejects, checkpoint, counts,
                                                realised)  # predict, write
     timer.mark("predict_write")

@@ -36,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -507,14 +508,20 @@ def newest_point(validated: ray.data.Dataset) -> np.datetime64 | None:
     return np.datetime64(max(found), "us") if found else None
 
 
-def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> dict | None:
+class Earlier(NamedTuple):
+    """What score_earlier learnt from the earlier forecasts."""
+
+    scores: dict | None  # the manifest's `scores`: the table's URI and summarise()'s origins; None: not enabled
+    realised: dict | None  # intervals.realised_record of their errors; None: too few, or calibration=validation
+
+
+def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> Earlier:
     """Score the earlier forecasts under output.uri against today's validated series and commit
-    `scores/forecast_date=<run.date>/` (empty where nothing is due yet); returns the manifest entry
-    (the table's URI and `summarise`'s origins) and, with model.interval_calibration=realised, under
-    `realised` the intervals.realised_record of the same origins' errors (None where too few); None
-    with score.enabled=false."""
+    `scores/forecast_date=<run.date>/` (empty where nothing is due yet); with
+    model.interval_calibration=realised, calibrate the intervals on the errors of find_origins'
+    calibrating origins. Nothing with score.enabled=false."""
     if not cfg.score.enabled:
-        return None
+        return Earlier(None, None)
     newest = newest_point(validated)
     realised = cfg.model.interval_calibration == REALISED and bool(cfg.model.levels)
     origins, calibration = ([], []) if newest is None else find_origins(
@@ -528,9 +535,9 @@ def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> d
     summary = summarise(committed_paths(root, SCORES, cfg.forecast_date), root.fs)
     for origin in summary:
         log.info("%s", score_line(origin))
-    entry = {"uri": loc.uri, "origins": summary}
+    record = None
     if realised:
         counts, used = realised_errors(root, calibration, series, cfg.data.freq, cfg.season, cfg.model.horizon,
                                        cfg.model.interval_unit)
-        entry["realised"] = intervals.realised_record(counts, cfg.model.levels, cfg.model.interval_unit, used)
-    return entry
+        record = intervals.realised_record(counts, cfg.model.levels, cfg.model.interval_unit, used)
+    return Earlier({"uri": loc.uri, "origins": summary}, record)

@@ -1,6 +1,6 @@
 """What the summary says about a run's time (forecaster/manifest.py)."""
 
-from forecaster.manifest import summary_lines
+from forecaster.manifest import interval_line, summary_lines
 
 
 def _manifest(history):
@@ -73,3 +73,20 @@ def test_the_summary_says_which_weight_and_how_many_series_validation_used():
     manifest["metrics"].update(validation={"forecast": {"mase": 0.9, "smape": 12.0}}, val_series=616)
     manifest["config"] = {"train": {"max_validation_series": 65_536}}
     assert "(last horizon of each series)" in summary_lines(manifest)[1]
+
+
+def test_the_interval_line_names_the_steps_drawn_from_realised_errors():
+    """One step ("step 1", a nightly run a month into monthly data), a run of steps, and steps apart."""
+    def line(quantiles, errors, origins=("1999-10-25",)):
+        record = {"calibration": "realised", "realised": {"quantiles": [quantiles], "errors": errors,
+                                                          "origins": list(origins)}}
+        return interval_line(record)
+
+    assert line([1.0, None, None], [617, 0, 0]) == (
+        "intervals: step 1 of the network's series calibrated on 617 realised errors per step of the forecasts "
+        "of 1 earlier date (1999-10-25); the other steps on the validation window")
+    assert line([1.0, 1.5, None], [1234, 617, 0], ("1999-11-25", "1999-10-25")).startswith(
+        "intervals: steps 1-2 of the network's series calibrated on 617-1234 realised errors per step of the "
+        "forecasts of 2 earlier dates (1999-11-25, 1999-10-25);")
+    assert line([1.0, None, 2.0], [40, 0, 40]).startswith("intervals: steps 1, 3 of")
+    assert line([1.0, 1.5], [40, 40]).endswith("(1999-10-25)")  # every step realised: nothing left to validation

@@ -287,4 +287,4 @@ def test_a_reused_checkpoint_without_auto_s_record_forecasts_with_the_partner_it
 def test_score_enabled_false_scores_nothing(tmp_path):
     cfg = _config(tmp_path, tmp_path / "out", "2026-01-04")
     cfg.score.enabled = False
-    assert score_earlier(cfg, resolve(cfg.output.uri), validated=None) is None  # reads nothing
+    assert score_earlier(cfg, resolve(cfg.output.uri), validated=None) == (None, None)  # reads nothing
