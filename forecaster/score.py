@@ -533,8 +533,9 @@ def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> E
         rows = ray.data.from_arrow(schema.empty_table())
     loc = write_partition(root, SCORES, cfg.forecast_date, rows, schema)
     summary = summarise(committed_paths(root, SCORES, cfg.forecast_date), root.fs)
-    for origin in summary:
-        log.info("%s", score_line(origin))
+    if summary:  # the newest; nightly runs score 30 dates, the manifest and the report hold them all
+        older = len(summary) - 1
+        log.info("%s%s", score_line(summary[0]), f"; and {older} older date(s) in {loc.uri}" if older else "")
     record = None
     if realised:
         counts, used = realised_errors(root, calibration, series, cfg.data.freq, cfg.season, cfg.model.horizon,

@@ -6,6 +6,7 @@ computation from the first run's forecast partition.
 """
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -173,7 +174,7 @@ def test_the_third_run_draws_its_intervals_from_the_realised_errors_of_the_first
         np.testing.assert_allclose(half[:2], np.array(realised["quantiles"][0][:2]) * unit, rtol=1e-9)
 
 
-def test_dates_repeating_a_cutoff_do_not_keep_the_intervals_from_earlier_cutoffs_errors(runs, tmp_path):
+def test_dates_repeating_a_cutoff_do_not_keep_the_intervals_from_earlier_cutoffs_errors(runs, tmp_path, caplog):
     """Nightly runs over monthly series forecast from one cutoff for a month. Here a copy of the second
     date's forecasts stands as the third date's, and score.max_origins=2: the fourth date scores those
     two dates, and still calibrates on the first date's errors too (the newest date of each cutoff, up
@@ -183,7 +184,11 @@ def test_dates_repeating_a_cutoff_do_not_keep_the_intervals_from_earlier_cutoffs
     forecasts = runs["out"] / "forecasts"
     for date, source in ((DATES[0], DATES[0]), (DATES[1], DATES[1]), (DATES[2], DATES[1])):
         shutil.copytree(forecasts / f"forecast_date={source}", out / "forecasts" / f"forecast_date={date}")
-    manifest = run(load_config(None, [*_settings(runs["inputs"][2], out, "2026-01-04"), "score.max_origins=2"]))
+    with caplog.at_level(logging.INFO, logger="forecaster.score"):
+        manifest = run(load_config(None, [*_settings(runs["inputs"][2], out, "2026-01-04"), "score.max_origins=2"]))
+    logged = [r.getMessage() for r in caplog.records if r.name == "forecaster.score"]
+    assert len(logged) == 1 and logged[0].startswith(f"forecasts of {DATES[2]} over ")  # the newest date only
+    assert logged[0].endswith(f"; and 1 older date(s) in {out / 'scores' / 'forecast_date=2026-01-04'}")
     assert [o["origin_date"] for o in manifest["scores"]["origins"]] == [DATES[2], DATES[1]]
     realised, third = manifest["intervals"]["realised"], runs["manifests"][2]["intervals"]["realised"]
     assert realised["origins"] == [DATES[2], DATES[0]]
