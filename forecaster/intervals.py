@@ -44,10 +44,10 @@ with enough_steps() errors takes its quantiles from them (realised_record, in th
 `intervals`); the other steps, and the series too short for the network, keep the checkpoint's.
 These are honest out-of-sample errors, of models chosen without seeing them (conformal prediction on
 a rolling origin, as in Stankeviciute et al., "Conformal time-series forecasting", 2021). On M1's
-training parts, with one earlier run a horizon before, the 80 % intervals covered 81.9 / 72.7 / 84.4
-% of the next horizon's points (monthly / quarterly / yearly, seed 0; the validation window's 85.5 /
-73.4 / 86.5 %) at a 2 % lower interval score on average over both seeds; docs/benchmarks.md has the
-backtest and the test sets.
+training parts, with one earlier run a horizon before, the 80 % intervals covered 81.9 / 72.7 /
+84.4 % of the next horizon's points (monthly / quarterly / yearly, seed 0; the validation window's
+85.5 / 73.4 / 86.5 %) at a 2 % lower interval score on average over both seeds; docs/benchmarks.md
+has the backtest and the test sets.
 
 Intervals are symmetric and assume the next `horizon` steps err like the held-out ones did in these
 units (exchangeability across series, the split-conformal assumption); forecaster backtest and the
