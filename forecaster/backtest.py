@@ -58,10 +58,10 @@ from forecaster.columns import (
     SEASONAL_NAIVE,
     Y,
 )
-from forecaster.config import REALISED, Config, ConfigError
+from forecaster.config import Config, ConfigError
 from forecaster.evaluate import coverage, forecast_scores, interval_score, mase_scale, scaled_width
 from forecaster.features import SeriesBlock
-from forecaster.manifest import versions
+from forecaster.manifest import step_span, versions
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
 from forecaster.predict import Forecasts, SeriesPredictor, without_fallback
 from forecaster.read import check_schema, read_series
@@ -328,12 +328,11 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
     timer.mark("read")
     token = uuid.uuid4().hex[:8]
     reports, scores, skipped, earlier = [], [], [], []  # earlier: the windows whose errors calibrate later ones
-    calibrate = cfg.model.interval_calibration == REALISED and bool(cfg.model.levels)
     for k in range(windows):
         hidden = hidden_points(cfg.model.horizon, windows, step, k)
         report, window_scores, window_skipped, histogram = _window(
             cfg, series, lengths, k, hidden, token, realised(cfg, earlier, hidden),
-            errors=calibrate and k < windows - 1)
+            errors=cfg.realised_intervals and k < windows - 1)
         if histogram is not None:
             earlier.append((k, hidden, histogram))
         reports.append(report)
@@ -366,8 +365,8 @@ def _intervals_note(record: dict | None) -> str:
     realised = (record or {}).get("realised")
     if not realised:
         return ""
-    steps = [k + 1 for k, q in enumerate(realised["quantiles"][0]) if q is not None]
-    at = "" if len(steps) == len(realised["quantiles"][0]) else f" at step(s) {', '.join(map(str, steps))}"
+    steps = intervals.calibrated_steps(realised)
+    at = "" if len(steps) == len(realised["errors"]) else f" at {step_span(steps)}"
     return f"; intervals on the errors of {' and '.join(realised['origins'])}{at}"
 
 

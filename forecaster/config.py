@@ -254,6 +254,12 @@ class Config:
         return max(2 * horizon, min(3 * self.season, 5 * horizon), 8)
 
     @property
+    def realised_intervals(self) -> bool:
+        """Whether the intervals of `forecast` are calibrated on earlier forecasts' realised errors (the run's
+        scores stage, the backtest's earlier windows): model.interval_calibration=realised, with levels."""
+        return self.model.interval_calibration == REALISED and bool(self.model.levels)
+
+    @property
     def forecast_date(self) -> str:
         return self.run.date or dt.datetime.now(dt.timezone.utc).date().isoformat()
 

@@ -290,6 +290,11 @@ def realised_record(counts: np.ndarray, levels: tuple[int, ...] | list[int], rul
             "errors": [int(n) for n in counts.sum(axis=1)], "origins": list(origins)}
 
 
+def calibrated_steps(record: dict) -> list[int]:
+    """The steps (1 for the first after the cutoff) a realised_record calibrated: every level has the same."""
+    return [k + 1 for k, q in enumerate(record["quantiles"][0]) if q is not None]
+
+
 @dataclass(frozen=True)
 class Realised:
     """A realised_record, read: per level the (horizon,) quantiles, NaN at the steps it leaves to the

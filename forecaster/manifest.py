@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forecaster.columns import FORECAST, ID, LSTM, SEASONAL_NAIVE, STATISTICAL_METHODS, Y
+from forecaster.config import REALISED, VALIDATION
+from forecaster.intervals import calibrated_steps
 from forecaster.theta import AUTO, partner_name, recorded, resolved
 
 PACKAGES = ("forecaster", "torch", "ray", "pyarrow", "pandas", "numpy", "fsspec")
@@ -94,22 +96,28 @@ def interval_line(record: dict) -> str:
     """What the intervals of `forecast` were calibrated on (manifest.intervals): the steps drawn from earlier
     runs' realised errors (how many, from which forecast dates), the validation window for the rest."""
     realised = record.get("realised")
-    if record.get("calibration") != "realised":
-        return "intervals: calibrated on the validation window (model.interval_calibration=validation)"
+    if record.get("calibration") != REALISED:
+        return f"intervals: calibrated on the validation window (model.interval_calibration={VALIDATION})"
     if not realised:
         return ("intervals: calibrated on the validation window; too few realised errors of earlier forecasts "
-                "under output.uri yet (model.interval_calibration=realised)")
-    drawn = [q is not None for q in realised["quantiles"][0]]  # every level has the same steps
-    steps = [k + 1 for k, ok in enumerate(drawn) if ok]
+                f"under output.uri yet (model.interval_calibration={REALISED})")
+    steps = calibrated_steps(realised)
     errors = [realised["errors"][k - 1] for k in steps]
     origins, few, many = realised["origins"], min(errors), max(errors)
     count = f"{few}" if few == many else f"{few}-{many}"
-    span = f"{steps[0]}-{steps[-1]}" if steps == list(range(steps[0], steps[-1] + 1)) else ", ".join(map(str, steps))
-    span = f"step {steps[0]}" if len(steps) == 1 else f"steps {span}"
-    rest = "" if all(drawn) else "; the other steps on the validation window"
-    return (f"intervals: {span} of the network's series calibrated on {count} realised "
+    rest = "" if len(steps) == len(realised["errors"]) else "; the other steps on the validation window"
+    return (f"intervals: {step_span(steps)} of the network's series calibrated on {count} realised "
             f"errors per step of the forecasts of {len(origins)} earlier date{'s' if len(origins) > 1 else ''} "
             f"({', '.join(origins[:3])}{', ...' if len(origins) > 3 else ''}){rest}")
+
+
+def step_span(steps: list[int]) -> str:
+    """'step 1', 'steps 1-3' or 'steps 1, 3' of forecast steps (from 1, ascending)."""
+    if len(steps) == 1:
+        return f"step {steps[0]}"
+    if steps == list(range(steps[0], steps[-1] + 1)):
+        return f"steps {steps[0]}-{steps[-1]}"
+    return f"steps {', '.join(map(str, steps))}"
 
 
 STAGE_NAMES = {"ray_init": "Ray start", "read_validate": "read + validate", "score": "scoring",

@@ -49,7 +49,7 @@ import ray
 
 from forecaster import intervals
 from forecaster.columns import CUTOFF, DS, FORECAST, ID, INTERVAL, LSTM, MODEL, Y, interval, partition_date
-from forecaster.config import REALISED, Config
+from forecaster.config import Config
 from forecaster.evaluate import mase_scale, smape_terms
 from forecaster.features import SeriesBlock
 from forecaster.manifest import score_line
@@ -523,7 +523,7 @@ def score_earlier(cfg: Config, root: Location, validated: ray.data.Dataset) -> E
     if not cfg.score.enabled:
         return Earlier(None, None)
     newest = newest_point(validated)
-    realised = cfg.model.interval_calibration == REALISED and bool(cfg.model.levels)
+    realised = cfg.realised_intervals
     origins, calibration = ([], []) if newest is None else find_origins(
         root, cfg.forecast_date, newest, cfg.score.max_origins,
         (cfg.data.freq, cfg.model.horizon) if realised else None)

@@ -119,7 +119,7 @@ def test_a_window_counts_the_earlier_windows_errors_at_the_steps_it_has_seen():
     record = bt.realised(cfg, earlier, hidden=4)
     assert record["errors"] == [6, 6, 3, 3] and record["origins"] == ["window 0", "window 1"]
     assert record["quantiles"][0][2:] == [None, None] and record["quantiles"][0][0] == intervals.EDGES[601]
-    note = "; intervals on the errors of window 0 and window 1 at step(s) 1, 2"  # what the console says
+    note = "; intervals on the errors of window 0 and window 1 at steps 1-2"  # what the console says
     assert bt._intervals_note({"realised": record}) == note
     assert bt.realised(cfg, earlier[:1], hidden=6) is None  # the first 2 steps seen, 3 errors each: too few
     assert bt.realised(cfg, [], hidden=8) is None

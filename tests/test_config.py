@@ -29,6 +29,13 @@ def test_defaults():
     assert len(cfg.forecast_date) == 10  # today, YYYY-MM-DD
 
 
+def test_realised_intervals_need_the_realised_calibration_and_a_level():
+    """What the scores stage and the backtest ask before they count earlier forecasts' errors."""
+    assert load_config().realised_intervals  # the defaults: realised, levels [80, 95]
+    assert not load_config(None, ["model.interval_calibration=validation"]).realised_intervals
+    assert not load_config(None, ["model.levels=[]"]).realised_intervals
+
+
 def test_set_parses_scalars():
     cfg = load_config(None, [
         "model.horizon=6",  # int
