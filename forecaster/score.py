@@ -176,13 +176,13 @@ def find_origins(root: Location, run_date: str, newest_actual: np.datetime64, ma
     if calibrate is not None:
         freq, horizon = calibrate
 
-        def all_due(origin: Origin) -> bool:
-            return pd.date_range(pd.Timestamp(origin.first_ds), periods=horizon, freq=freq)[-1] <= newest_actual
-
+        covered = False  # a kept origin has every step due
         for origin in calibrating(itertools.chain(scored, due)):
-            if len(kept) == max_origins or (origin.date < scored[-1].date and any(map(all_due, kept))):
+            if len(kept) == max_origins or (covered and origin.date < scored[-1].date):
                 break
             kept.append(origin)
+            last = pd.date_range(pd.Timestamp(origin.first_ds), periods=horizon, freq=freq)[-1]
+            covered = covered or last <= newest_actual
     due.close()
     return scored, kept
 
@@ -269,9 +269,8 @@ def join(batch: pa.Table, series: list, freq: str, season: int) -> Joined:
         at = _ordinals(grid, ds[rows])
         position = np.where(at >= 0, at - start, -1)
         placed = _ordinals(grid, cutoff)
-        end = placed - start + 1
-        ends[row_slot[rows]] = np.maximum(end, 0)
-        step[rows] = np.where((at >= 0) & (placed >= 0), position - end, -1)
+        ends[row_slot[rows]] = np.maximum(placed - start + 1, 0)
+        step[rows] = np.where((at >= 0) & (placed >= 0), at - placed - 1, -1)
         inside = (position >= 0) & (position < block.lengths[row_slot[rows]])
         due[rows[inside]] = True
         actual[rows[inside]] = block.values[block.starts[row_slot[rows[inside]]] + position[inside]]
@@ -370,6 +369,7 @@ def error_block(batch: pa.Table, *, series: list, origin: str, freq: str, season
         network = pc.fill_null(pc.starts_with(batch[MODEL], LSTM), False).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(network & (joined.step >= 0) & (joined.status[joined.codes] == SCORED))
         if len(rows):
+            # every step the origin forecast: its spread is over all of them, as the predictor's was
             width = max(int(joined.step[rows].max()) + 1, horizon)
             series_of, step = joined.codes[rows], joined.step[rows]
 
@@ -402,19 +402,22 @@ def calibrating(origins: Iterable[Origin]) -> Iterator[Origin]:
             yield origin
 
 
+def _union(parts: list[ray.data.Dataset]) -> ray.data.Dataset | None:
+    """One dataset of the origins' parts (None for none): one pass over them all."""
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0] if parts else None
+
+
 def realised_errors(root: Location, origins: list[Origin], series: list, freq: str, season: int, horizon: int,
                     rule: str) -> tuple[np.ndarray, list[str]]:
-    """The summed error_block histograms (horizon, intervals.BINS) of `origins` (those calibrating()
-    keeps), in one Ray Data pass over them all like score_origins' (each block reaches the driver as
-    one row per step), and the dates of the origins with an error in them, newest first."""
-    kept = list(calibrating(origins))
-    found = {origin.date: np.zeros((horizon, intervals.BINS)) for origin in kept}
-    parts = [ray.data.read_parquet(origin.paths, filesystem=root.fs, columns=list(ERROR_COLUMNS), partitioning=None,
-                                   override_num_blocks=len(origin.paths)).map_batches(
+    """The summed error_block histograms (horizon, intervals.BINS) of `origins` (find_origins' calibrating
+    ones), in one Ray Data pass over them all like score_origins' (each block reaches the driver as one
+    row per step), and the dates of the origins with an error in them, newest first."""
+    found = {origin.date: np.zeros((horizon, intervals.BINS)) for origin in origins}
+    rows = _union([ray.data.read_parquet(origin.paths, filesystem=root.fs, columns=list(ERROR_COLUMNS),
+                                         partitioning=None, override_num_blocks=len(origin.paths)).map_batches(
         error_block, batch_format="pyarrow", batch_size=None,
         fn_kwargs={"series": series, "origin": origin.date, "freq": freq, "season": season, "horizon": horizon,
-                   "rule": rule}) for origin in kept]
-    rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0] if parts else None
+                   "rule": rule}) for origin in origins])
     for batch in [] if rows is None else rows.iter_batches(batch_format="pyarrow", batch_size=None):
         for origin, step, counts in zip(batch["origin"].to_pylist(), batch["step"].to_pylist(),
                                         batch["counts"].to_numpy(zero_copy_only=False), strict=True):
@@ -439,9 +442,7 @@ def score_origins(root: Location, origins: list[Origin], series: list, freq: str
             score_block, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"series": series, "origin": origin.date, "models": origin.models, "levels": levels,
                        "freq": freq, "season": season}))
-    if not parts:
-        return None, schema
-    return (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]), schema
+    return _union(parts), schema
 
 
 def summarise(paths: list[str], fs: pafs.FileSystem) -> list[dict]:
