@@ -61,7 +61,7 @@ from forecaster.columns import (
 from forecaster.config import Config, ConfigError
 from forecaster.evaluate import coverage, forecast_scores, interval_score, mase_scale, scaled_width
 from forecaster.features import SeriesBlock
-from forecaster.manifest import step_span, versions
+from forecaster.manifest import versions, window_intervals
 from forecaster.pipeline import Timer, check_output_location, predict, split_rejects, train_clean, validate_series
 from forecaster.predict import Forecasts, SeriesPredictor, without_fallback
 from forecaster.read import check_schema, read_series
@@ -362,12 +362,8 @@ def backtest(cfg: Config, windows: int, step: int | None = None) -> dict:
 
 def _intervals_note(record: dict | None) -> str:
     """A window line's note on its intervals where the earlier windows' errors calibrated them (realised())."""
-    realised = (record or {}).get("realised")
-    if not realised:
-        return ""
-    steps = intervals.calibrated_steps(realised)
-    at = "" if len(steps) == len(realised["errors"]) else f" at {step_span(steps)}"
-    return f"; intervals on the errors of {' and '.join(realised['origins'])}{at}"
+    source = window_intervals(record)
+    return f"; intervals on {source}" if source else ""
 
 
 def summary_lines(summary: dict) -> list[str]:

@@ -120,6 +120,18 @@ def step_span(steps: list[int]) -> str:
     return f"steps {', '.join(map(str, steps))}"
 
 
+def window_intervals(record: dict | None) -> str | None:
+    """What a backtest window's intervals (its summary's `intervals`) were drawn from where the earlier
+    windows' errors calibrated them: 'the errors of window 0 and window 1 at steps 1-2' (the steps
+    said where not all); None where the validation window's were (or none was recorded)."""
+    realised = (record or {}).get("realised")
+    if not realised:
+        return None
+    steps = calibrated_steps(realised)
+    at = "" if len(steps) == len(realised["errors"]) else f" at {step_span(steps)}"
+    return f"the errors of {' and '.join(realised['origins'])}{at}"
+
+
 STAGE_NAMES = {"ray_init": "Ray start", "read_validate": "read + validate", "score": "scoring",
                "split_rejects": "split", "train": "training", "predict_write": "predict + write",
                "report_series": "report data"}

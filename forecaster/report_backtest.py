@@ -18,6 +18,7 @@ from markupsafe import Markup
 from forecaster import plots
 from forecaster.columns import partition_name
 from forecaster.config import Config
+from forecaster.manifest import window_intervals
 from forecaster.report import (
     MAX_CONFIG,
     MAX_ROWS,
@@ -122,7 +123,10 @@ def window_row(window: dict) -> dict:
                                              "rejected")},
             "epochs": count(t.get("epochs")), "best_val_loss": fmt(t.get("best_val_loss"), 4),
             # the window's statistical partner; none recorded by a backtest from before model.statistical
-            "partner": partner_name(chosen) if (chosen := recorded(t.get("statistical"))) else "–"}
+            "partner": partner_name(chosen) if (chosen := recorded(t.get("statistical"))) else "–",
+            # what its intervals were calibrated on; none recorded by a backtest from before the choice
+            "intervals": (f"on {source}" if (source := window_intervals(window.get("intervals"))) else
+                          "validation window" if window.get("intervals") else "–")}
 
 
 def by_window_plot(windows: list[dict], models: list[str]):

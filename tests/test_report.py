@@ -291,7 +291,10 @@ def _stored_backtest(out, windows: int = 2, n_series: int = 30) -> None:
                                 "statistical": {"configured": "auto", "chosen": ("theta_ses", "theta_damped")[w % 2]},
                                 "history": [{"epoch": e, "train_loss": 1 - 0.1 * e, "val_loss": 1.1 - 0.1 * e}
                                             for e in range(3)]},
-                   "checkpoint_uri": None, "metrics": means} for w in range(windows)]
+                   "checkpoint_uri": None, "metrics": means,
+                   "intervals": {"calibration": "realised", "realised": None if w == 0 else {
+                       "unit": "spread", "levels": [80], "quantiles": [[0.8] * 3 + [None] * 3],
+                       "errors": [30] * 3 + [0] * 3, "origins": ["window 0"]}}} for w in range(windows)]
     summary = {"windows": windows, "step": 6, "horizon": 6, "season": 12, "per_window": per_window,
                "overall": means, "output": final, "versions": {"forecaster": "0.1.0"},
                "config": {"data": {"uri": "x.parquet", "freq": "MS"}, "model": {"horizon": 6, "statistical": "auto"}},
@@ -312,6 +315,8 @@ def test_backtest_report(tmp_path, capsys):
     # each window's statistical partner (model.statistical=auto chooses per window)
     assert "<td>Theta+SES</td>" in html and "<td>Theta+DampedTrend</td>" in html
     assert "(chose " not in html  # no one choice for the whole backtest to name in the header
+    # what each window's intervals were calibrated on: window 1 on window 0's errors at the steps it saw
+    assert "<td>validation window</td>" in html and "<td>on the errors of window 0 at steps 1-3</td>" in html
     assert_self_contained(html)
     assert main(["report", "--backtest", "--set", f"output.uri={tmp_path}", "--set", f"run.date={DATE}"]) == 0
     loc = backtest_report_location(resolve(str(tmp_path)), DATE)
